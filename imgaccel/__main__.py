@@ -1,0 +1,3 @@
+from imgaccel.cli import main
+
+main()

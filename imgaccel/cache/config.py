@@ -1,0 +1,42 @@
+"""The cache's settings section."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+
+def default_cache_dir() -> Path:
+    """``/var/lib/imgaccel`` as root, else the XDG cache dir."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/imgaccel")
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "imgaccel"
+
+
+class CacheSettings(BaseModel):
+    dir: Path = Field(
+        default_factory=default_cache_dir,
+        description="Where blobs, manifests and the metadata database live.",
+    )
+    quota_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="Most bytes of blobs to keep; least recently used go first. 0: no quota.",
+    )
+    tag_ttl_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long a tag -> digest answer is used without asking the origin again.",
+    )
+    not_found_ttl_seconds: float = Field(
+        default=10.0, ge=0, description="How long an origin's 'not found' is remembered."
+    )
+    auth_ttl_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="How long the origin's yes to a client's credentials for a private repository "
+        "is remembered before it is asked again.",
+    )

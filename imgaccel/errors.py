@@ -1,0 +1,139 @@
+"""The one exception hierarchy of imgaccel.
+
+    ImgaccelError
+    ├── RegistryError                 an error a registry client sees, as OCI error JSON
+    │   ├── NameInvalid               400 NAME_INVALID
+    │   ├── DigestInvalid             400 DIGEST_INVALID
+    │   ├── TagInvalid                400 MANIFEST_INVALID (a reference that is neither tag nor digest)
+    │   ├── RangeInvalid              416 RANGE_INVALID
+    │   ├── BlobUnknown               404 BLOB_UNKNOWN
+    │   ├── ManifestUnknown           404 MANIFEST_UNKNOWN
+    │   ├── NameUnknown               404 NAME_UNKNOWN
+    │   ├── Unauthorized              401 UNAUTHORIZED (carries the origin's challenge)
+    │   ├── Denied                    403 DENIED
+    │   ├── Unsupported               405 UNSUPPORTED
+    │   ├── TooManyRequests           429 TOOMANYREQUESTS
+    │   └── UpstreamUnavailable       502/503/504 UNAVAILABLE: the origin cannot be reached
+    ├── UpstreamError                 talking to the origin failed (internal; mapped to a RegistryError)
+    │   ├── UpstreamTimeout           (also a TimeoutError)
+    │   └── UpstreamStatus            the origin answered with an unexpected status
+    ├── CacheError
+    │   ├── DigestMismatch            the bytes did not hash to the digest they were fetched for
+    │   └── CacheFull                 the quota cannot make room (everything left is pinned or busy)
+    └── ConfigError                   bad settings or command line (also a ValueError)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class ImgaccelError(Exception):
+    """The base of every error imgaccel raises on purpose."""
+
+
+class RegistryError(ImgaccelError):
+    """An error a registry client sees: an HTTP status and an OCI error code."""
+
+    status = 500
+    code = "UNKNOWN"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        detail: object = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, object]:
+        """The registry error JSON for this error."""
+        error: dict[str, object] = {"code": self.code, "message": self.message}
+        if self.detail is not None:
+            error["detail"] = self.detail
+        return {"errors": [error]}
+
+
+class NameInvalid(RegistryError):
+    status, code = 400, "NAME_INVALID"
+
+
+class DigestInvalid(RegistryError):
+    status, code = 400, "DIGEST_INVALID"
+
+
+class TagInvalid(RegistryError):
+    status, code = 400, "MANIFEST_INVALID"
+
+
+class RangeInvalid(RegistryError):
+    status, code = 416, "RANGE_INVALID"
+
+
+class BlobUnknown(RegistryError):
+    status, code = 404, "BLOB_UNKNOWN"
+
+
+class ManifestUnknown(RegistryError):
+    status, code = 404, "MANIFEST_UNKNOWN"
+
+
+class NameUnknown(RegistryError):
+    status, code = 404, "NAME_UNKNOWN"
+
+
+class Unauthorized(RegistryError):
+    status, code = 401, "UNAUTHORIZED"
+
+
+class Denied(RegistryError):
+    status, code = 403, "DENIED"
+
+
+class Unsupported(RegistryError):
+    status, code = 405, "UNSUPPORTED"
+
+
+class TooManyRequests(RegistryError):
+    status, code = 429, "TOOMANYREQUESTS"
+
+
+class UpstreamUnavailable(RegistryError):
+    status, code = 503, "UNAVAILABLE"
+
+
+class UpstreamError(ImgaccelError):
+    """Talking to the origin registry failed."""
+
+
+class UpstreamTimeout(UpstreamError, TimeoutError):
+    """The origin did not answer in time."""
+
+
+class UpstreamStatus(UpstreamError):
+    """The origin answered with a status we cannot use."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None):
+        super().__init__(f"origin answered {status}: {message}")
+        self.status = status
+        self.headers = dict(headers or {})
+
+
+class CacheError(ImgaccelError):
+    """The local cache could not do what was asked."""
+
+
+class DigestMismatch(CacheError):
+    """The bytes of a blob did not hash to its digest; nothing entered the cache."""
+
+
+class CacheFull(CacheError):
+    """The cache quota cannot make room: what is left is pinned or in use."""
+
+
+class ConfigError(ImgaccelError, ValueError):
+    """Bad settings or command-line values."""

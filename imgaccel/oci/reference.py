@@ -1,0 +1,97 @@
+"""Repository names, tags and image references (the OCI distribution spec's grammar)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from imgaccel.errors import NameInvalid, TagInvalid
+from imgaccel.oci.digest import Digest
+
+_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+_NAME_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+_TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
+_HOST_RE = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]{1,5})?$")
+MAX_NAME_LENGTH = 255
+
+DOCKER_HUB = "docker.io"
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` if it is a valid repository name, else raise :class:`NameInvalid`."""
+    if len(name) > MAX_NAME_LENGTH or not _NAME_RE.match(name):
+        raise NameInvalid("invalid repository name", detail={"name": name[:300]})
+    return name
+
+
+def is_tag(reference: str) -> bool:
+    return bool(_TAG_RE.match(reference))
+
+
+def validate_reference(reference: str) -> str | Digest:
+    """A manifest reference: a tag (returned as ``str``) or a :class:`Digest`."""
+    if ":" in reference:
+        return Digest.parse(reference)
+    if not is_tag(reference):
+        raise TagInvalid("invalid tag", detail={"reference": reference[:300]})
+    return reference
+
+
+def validate_host(host: str) -> str:
+    """A registry host (``name[:port]``), as containerd's ``ns`` query gives it."""
+    if len(host) > 255 or not _HOST_RE.match(host):
+        raise NameInvalid("invalid registry host", detail={"ns": host[:300]})
+    return host.lower()
+
+
+def docker_hub_name(name: str) -> str:
+    """Docker Hub's rule: an official image ``ubuntu`` lives at ``library/ubuntu``."""
+    return name if "/" in name else f"library/{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    """A parsed image reference such as ``registry:5000/team/app:v1`` or ``ubuntu@sha256:...``."""
+
+    registry: str
+    name: str
+    tag: str | None
+    digest: Digest | None
+
+    @property
+    def reference(self) -> str:
+        """What goes after ``/manifests/``: the digest when there is one, else the tag."""
+        return str(self.digest) if self.digest else (self.tag or "latest")
+
+    @classmethod
+    def parse(cls, text: str) -> ImageRef:
+        """Parse the way docker and containerd do: the first component is a registry when it
+        has a dot or a colon or is ``localhost``; otherwise the image is on Docker Hub."""
+        rest, digest = text, None
+        if "@" in rest:
+            rest, digest_text = rest.split("@", 1)
+            digest = Digest.parse(digest_text)
+        tag = None
+        last = rest.rsplit("/", 1)[-1]
+        if ":" in last:
+            rest, tag = rest.rsplit(":", 1)
+            if not is_tag(tag):
+                raise TagInvalid("invalid tag", detail={"reference": text[:300]})
+        first, _, remainder = rest.partition("/")
+        if remainder and ("." in first or ":" in first or first == "localhost"):
+            registry, name = validate_host(first), remainder
+        else:
+            registry, name = DOCKER_HUB, rest
+        if registry == DOCKER_HUB:
+            name = docker_hub_name(name)
+        if tag is None and digest is None:
+            tag = "latest"
+        return cls(registry, validate_name(name), tag, digest)
+
+    def __str__(self) -> str:
+        text = f"{self.registry}/{self.name}"
+        if self.tag:
+            text += f":{self.tag}"
+        if self.digest:
+            text += f"@{self.digest}"
+        return text

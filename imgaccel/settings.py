@@ -1,0 +1,132 @@
+"""The root settings: every component's section, loaded from a TOML file and ``IMGACCEL_*``.
+
+Precedence, highest first: command-line flags, environment (``IMGACCEL_CACHE__QUOTA_BYTES``;
+nested sections use ``__``), the config file (``--config`` or ``IMGACCEL_CONFIG``), defaults.
+The defaults are the embedded configuration: ``imgaccel node`` runs with no file at all.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from imgaccel.cache.config import CacheSettings
+from imgaccel.errors import ConfigError
+from imgaccel.upstream.config import DOCKER_HUB_URL, UpstreamClientSettings, UpstreamSettings
+
+
+class LogSettings(BaseModel):
+    level: str = Field(default="INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
+    json_format: bool = Field(default=False, description="One JSON object per log line.")
+
+
+class P2PSettings(BaseModel):
+    tracker_url: str | None = Field(
+        default=None, description="The imgaccel tracker's URL; unset: no peer-to-peer."
+    )
+    listen: str = Field(default="0.0.0.0:6881", description="Where libtorrent listens for peers.")
+    stall_seconds: float = Field(
+        default=5.0, gt=0, description="No progress this long from peers: continue from the origin."
+    )
+
+
+def _default_upstreams() -> dict[str, UpstreamSettings]:
+    return {"docker.io": UpstreamSettings(url=DOCKER_HUB_URL)}
+
+
+class Settings(BaseSettings):
+    """Settings of ``imgaccel node`` (and the sections other roles share)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IMGACCEL_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    listen: str = Field(default="127.0.0.1:65001", description="HOST:PORT the mirror serves on.")
+    default_registry: str = Field(
+        default="docker.io",
+        description="The registry for requests without containerd's ?ns= (dockerd's mirrors).",
+    )
+    upstreams: dict[str, UpstreamSettings] = Field(
+        default_factory=_default_upstreams,
+        description="Registry host -> origin. Hosts not listed are reached at https://HOST.",
+    )
+    upstream_client: UpstreamClientSettings = Field(default_factory=UpstreamClientSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    p2p: P2PSettings = Field(default_factory=P2PSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+    def upstream_for(self, host: str) -> UpstreamSettings:
+        """The origin for a registry host (``https://HOST`` when none is configured)."""
+        found = self.upstreams.get(host)
+        if found is not None:
+            return found
+        return UpstreamSettings(url=DOCKER_HUB_URL if host == "docker.io" else f"https://{host}")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` too) -> (host, port); a clear error otherwise."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def parse_upstream_flag(text: str) -> tuple[str, str]:
+    """``HOST=URL`` from ``--upstream``."""
+    host, sep, url = text.partition("=")
+    if not sep or not host or not url:
+        raise ConfigError(f"--upstream wants HOST=URL, got {text!r}")
+    return host.strip().lower(), url.strip()
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Defaults < config file < ``IMGACCEL_*`` environment < ``overrides`` (CLI flags).
+
+    ``overrides`` may hold nested dicts; they are merged into the file's sections.
+    """
+    path = config or (Path(os.environ["IMGACCEL_CONFIG"]) if "IMGACCEL_CONFIG" in os.environ else None)
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    # pydantic tracks which fields a source set: only those override the file.
+    from_env = Settings().model_dump(exclude_unset=True)
+    try:
+        return Settings.model_validate(_deep_merge(data, from_env, overrides))
+    except ValueError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from exc
+
+
+def _deep_merge(*layers: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = _deep_merge(out[key], value)
+            else:
+                out[key] = value
+    return out

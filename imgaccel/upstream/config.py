@@ -1,0 +1,43 @@
+"""The upstream (origin registry) settings section."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+
+DOCKER_HUB_URL = "https://registry-1.docker.io"
+
+
+class UpstreamSettings(BaseModel):
+    """One origin registry."""
+
+    url: str = Field(description="Base URL of the registry API, e.g. https://registry.example.com. "
+                     "http:// is allowed for local registries.")
+    username: str | None = Field(default=None, description="Username for Basic or token auth.")
+    password: SecretStr | None = Field(default=None, description="Password or access token.")
+    tls_verify: bool = Field(default=True, description="Verify the origin's TLS certificate.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"upstream URL must start with http:// or https://: {value!r}")
+        return value.rstrip("/")
+
+
+class UpstreamClientSettings(BaseModel):
+    """How the mirror talks to origins."""
+
+    connect_timeout_seconds: float = Field(default=10.0, gt=0, description="TCP/TLS connect timeout.")
+    read_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="Longest wait for the next bytes of a response."
+    )
+    retries: int = Field(default=4, ge=0, description="Retries on 5xx and connection errors.")
+    backoff_seconds: float = Field(default=0.2, ge=0, description="First retry delay; doubles.")
+    parallel_ranges: int = Field(
+        default=4, ge=1, le=32, description="Parallel range requests for one big blob."
+    )
+    parallel_threshold_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1,
+        description="Blobs at least this big are fetched with parallel range requests.",
+    )
