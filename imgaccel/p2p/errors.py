@@ -1,0 +1,41 @@
+"""Errors of the peer-to-peer layer (they extend the tree in :mod:`imgaccel.errors`).
+
+    ImgaccelError
+    └── P2PError                      peers could not deliver; fetch from the origin instead
+        ├── MetainfoInvalid           a .torrent or info dict that is malformed (also a ValueError)
+        ├── SwarmStalled              no new verified byte for stall_seconds
+        │   └── NoPeers               not one peer connected within the grace period
+        └── TorrentFailed             libtorrent reported an error (disk, removal) for the torrent
+
+Every error a :class:`~imgaccel.p2p.download.Download` stream raises carries ``delivered``: the
+byte offset up to which the stream yielded verified bytes, where the caller continues from the
+origin.
+"""
+
+from __future__ import annotations
+
+from imgaccel.errors import ImgaccelError
+
+
+class P2PError(ImgaccelError):
+    """Peers could not deliver what was asked."""
+
+    def __init__(self, message: str, *, delivered: int = 0) -> None:
+        super().__init__(message)
+        self.delivered = delivered
+
+
+class MetainfoInvalid(P2PError, ValueError):
+    """A .torrent or info dict that cannot be used."""
+
+
+class SwarmStalled(P2PError):
+    """No new verified byte arrived for ``stall_seconds``."""
+
+
+class NoPeers(SwarmStalled):
+    """Not one peer was connected within the grace period."""
+
+
+class TorrentFailed(P2PError):
+    """libtorrent reported an error for the torrent, or it was removed while being read."""
