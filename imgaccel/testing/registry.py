@@ -27,6 +27,9 @@ class Request:
     uri: str
     status: int
     written: int
+    #: Who asked, as the registry logged it: tells a mirror's fetch from a client going around it.
+    remote_addr: str = ""
+    user_agent: str = ""
 
 
 def registry_binary() -> str:
@@ -114,6 +117,8 @@ class DistributionRegistry:
                     fields.get("http.request.uri", ""),
                     int(fields.get("http.response.status", "0")),
                     int(fields.get("http.response.written", "0")),
+                    fields.get("http.request.remoteaddr", ""),
+                    fields.get("http.request.useragent", ""),
                 ))
         if not listening.done():
             listening.set_exception(EOFError())
