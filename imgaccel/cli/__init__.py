@@ -17,6 +17,7 @@ COMMANDS = {
     "node": "imgaccel.cli.node:node",
     "containerd-config": "imgaccel.cli.hostconfig:containerd_config",
     "docker-config": "imgaccel.cli.hostconfig:docker_config",
+    "certs": "imgaccel.cli.certs:certs",
 }
 
 
