@@ -18,6 +18,7 @@ COMMANDS = {
     "containerd-config": "imgaccel.cli.hostconfig:containerd_config",
     "docker-config": "imgaccel.cli.hostconfig:docker_config",
     "certs": "imgaccel.cli.certs:certs",
+    "tracker": "imgaccel.cli.tracker:tracker",
 }
 
 

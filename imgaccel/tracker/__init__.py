@@ -1,0 +1,18 @@
+"""``imgaccel tracker``: the cluster's BitTorrent tracker, metainfo registry and fetch election.
+
+Nouns: ``config`` (its settings section), ``bencode`` (the wire codec), ``swarm`` (peers per
+info-hash, pure), ``store`` (SQLite state), ``notify`` (long-poll wake-ups), ``state`` (what the
+handlers share), ``announce`` (``/announce``, ``/scrape``), ``metainfo`` (``/v1/metainfo``,
+``/v1/holdings``), ``claims`` (``/v1/claims``), ``seeders`` (``/v1/seeders``), ``metrics``
+(``/metrics``, ``/healthz``), ``auth`` (TLS with client certificates), ``app`` (``make_app``),
+``server`` (``running``: the app on a socket).
+
+A service package: it imports core (``imgaccel.oci``, ``imgaccel.errors``) and never the CLI;
+``bencode``, ``swarm`` and ``store`` import nothing from the web layer.
+"""
+
+from imgaccel.tracker.app import make_app, sweep
+from imgaccel.tracker.config import TrackerSettings
+from imgaccel.tracker.server import running
+
+__all__ = ["TrackerSettings", "make_app", "running", "sweep"]

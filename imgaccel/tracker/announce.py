@@ -1,0 +1,207 @@
+"""The BitTorrent HTTP tracker protocol: ``GET /announce`` and ``GET /scrape`` (BEP 3, 23, 7, 48).
+
+``info_hash`` and ``peer_id`` are raw bytes, percent-encoded; the query string is parsed here as
+bytes because aiohttp would decode it as UTF-8. Bad input gets HTTP 200 with a bencoded
+``failure reason``, as BitTorrent clients expect, never a 5xx.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
+
+from aiohttp import web
+
+from imgaccel.tracker import bencode
+from imgaccel.tracker.state import STATE, TrackerState
+from imgaccel.tracker.swarm import IPAddress, Peer, compact, normalize_ip
+
+log = logging.getLogger(__name__)
+
+EVENTS = frozenset({"", "started", "completed", "stopped", "paused"})
+
+
+class AnnounceError(ValueError):
+    """An announce or scrape the tracker cannot accept; its text is the failure reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class AnnounceRequest:
+    """One validated announce."""
+
+    info_hash: bytes
+    peer_id: bytes
+    port: int
+    left: int
+    event: str
+    numwant: int | None
+    compact: bool
+    no_peer_id: bool
+    ip: IPAddress | None
+
+
+def parse_query(raw: str) -> dict[str, list[bytes]]:
+    """A raw query string -> name -> values, values as bytes (``+`` is kept: see module doc)."""
+    params: dict[str, list[bytes]] = defaultdict(list)
+    for part in raw.split("&"):
+        name, _, value = part.partition("=")
+        if name:
+            params[unquote_to_bytes(name).decode("latin-1")].append(unquote_to_bytes(value))
+    return params
+
+
+def _one(params: dict[str, list[bytes]], name: str, default: bytes | None = None) -> bytes:
+    values = params.get(name)
+    if not values:
+        if default is None:
+            raise AnnounceError(f"missing {name}")
+        return default
+    return values[0]
+
+
+def _int(params: dict[str, list[bytes]], name: str, default: int | None = None) -> int:
+    raw = _one(params, name, None if default is None else str(default).encode())
+    if not raw.isdigit() or len(raw) > 20:
+        raise AnnounceError(f"{name} must be a non-negative integer")
+    return int(raw)
+
+
+def _hash(raw: bytes, name: str) -> bytes:
+    if len(raw) != 20:
+        raise AnnounceError(f"{name} must be 20 bytes, got {len(raw)}")
+    return raw
+
+
+def parse_announce(params: dict[str, list[bytes]]) -> AnnounceRequest:
+    """Validate an announce's parameters; :class:`AnnounceError` says what is wrong."""
+    port = _int(params, "port")
+    if not 0 < port < 65536:
+        raise AnnounceError("port out of range")
+    event = _one(params, "event", b"").decode("latin-1")
+    if event not in EVENTS:
+        raise AnnounceError(f"unknown event {event[:20]!r}")
+    for counter in ("uploaded", "downloaded"):
+        _int(params, counter, 0)
+    numwant = _int(params, "numwant") if "numwant" in params else None
+    return AnnounceRequest(
+        info_hash=_hash(_one(params, "info_hash"), "info_hash"),
+        peer_id=_hash(_one(params, "peer_id"), "peer_id"),
+        port=port,
+        left=_int(params, "left"),
+        event=event,
+        numwant=numwant,
+        compact=_one(params, "compact", b"1") != b"0",
+        no_peer_id=_one(params, "no_peer_id", b"0") == b"1",
+        ip=_parse_ip(params["ip"][0]) if params.get("ip") else None,
+    )
+
+
+def _parse_ip(raw: bytes) -> IPAddress:
+    try:
+        return normalize_ip(ipaddress.ip_address(raw.decode("ascii")))
+    except (UnicodeDecodeError, ValueError):
+        raise AnnounceError("ip is not an IP address") from None
+
+
+def announce(state: TrackerState, req: AnnounceRequest, ip: IPAddress) -> dict[str, object]:
+    """Apply ``req`` to the swarms and the store; the bencodable reply."""
+    now, settings = state.now(), state.settings
+    if req.event == "stopped":
+        state.swarms.remove(req.info_hash, req.peer_id)
+        state.store.delete_peers([(req.info_hash, req.peer_id)])
+    else:
+        peer = Peer(req.peer_id, ip, req.port, req.left, now)
+        state.swarms.update(req.info_hash, peer)
+        state.store.save_peer(req.info_hash, peer)
+    if req.event == "completed":
+        state.swarms.completed(req.info_hash)
+        state.store.add_downloaded(req.info_hash)
+    state.announces.labels(event=req.event or "none").inc()
+    numwant = min(
+        settings.numwant_default if req.numwant is None else req.numwant, settings.numwant_max
+    )
+    wanted = 0 if req.event == "stopped" else numwant
+    peers = state.swarms.select(req.info_hash, req.peer_id, wanted, now)
+    swarm = state.swarms.get(req.info_hash)
+    complete, incomplete = swarm.counts() if swarm is not None else (0, 0)
+    reply: dict[str, object] = {
+        "interval": settings.announce_interval,
+        "min interval": settings.min_announce_interval,
+        "complete": complete,
+        "incomplete": incomplete,
+    }
+    return reply | _peer_lists(peers, req)
+
+
+def _peer_lists(peers: list[Peer], req: AnnounceRequest) -> dict[str, object]:
+    if req.compact:
+        v4, v6 = compact(peers)
+        return {"peers": v4, "peers6": v6} if v6 else {"peers": v4}
+    listed: list[dict[str, object]] = []
+    for peer in peers:
+        entry: dict[str, object] = {"ip": str(peer.ip), "port": peer.port}
+        if not req.no_peer_id:
+            entry["peer id"] = peer.peer_id
+        listed.append(entry)
+    return {"peers": listed}
+
+
+def scrape(state: TrackerState, info_hashes: list[bytes]) -> dict[str, object]:
+    """The scrape reply for ``info_hashes`` (unknown ones count zero)."""
+    files: dict[bytes, object] = {}
+    for info_hash in info_hashes:
+        swarm = state.swarms.get(info_hash)
+        complete, incomplete = swarm.counts() if swarm is not None else (0, 0)
+        downloaded = swarm.downloaded if swarm is not None else 0
+        files[info_hash] = {
+            "complete": complete,
+            "incomplete": incomplete,
+            "downloaded": downloaded,
+        }
+    return {"files": files}
+
+
+def _bencoded(reply: dict[str, object]) -> web.Response:
+    return web.Response(body=bencode.encode(reply), content_type="text/plain")
+
+
+def _failure(request: web.Request, reason: str) -> web.Response:
+    log.info("refused %s from %s: %s", request.path, request.remote, reason)
+    return _bencoded({"failure reason": reason})
+
+
+def _raw_query(request: web.Request) -> str:
+    return request.raw_path.partition("?")[2]
+
+
+async def handle_announce(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    try:
+        req = parse_announce(parse_query(_raw_query(request)))
+        ip = req.ip or _remote_ip(request)
+    except AnnounceError as exc:
+        return _failure(request, str(exc))
+    return _bencoded(announce(state, req, ip))
+
+
+async def handle_scrape(request: web.Request) -> web.Response:
+    hashes = parse_query(_raw_query(request)).get("info_hash", [])
+    try:
+        checked = [_hash(raw, "info_hash") for raw in hashes]
+    except AnnounceError as exc:
+        return _failure(request, str(exc))
+    return _bencoded(scrape(request.app[STATE], checked))
+
+
+def _remote_ip(request: web.Request) -> IPAddress:
+    if request.remote is None:
+        raise AnnounceError("cannot tell the peer's address; send ip=")
+    return _parse_ip(request.remote.encode())
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/announce", handle_announce)
+    app.router.add_get("/scrape", handle_scrape)

@@ -1,0 +1,85 @@
+"""The tracker's app factory: routes, shared state, the sweeper task, the error middleware."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from imgaccel.tracker import announce, claims, metainfo, metrics, seeders
+from imgaccel.tracker.api import error_middleware
+from imgaccel.tracker.config import TrackerSettings
+from imgaccel.tracker.state import STATE, Clock, TrackerState
+from imgaccel.tracker.store import Store
+from imgaccel.tracker.swarm import Swarms
+
+log = logging.getLogger(__name__)
+
+
+def make_app(settings: TrackerSettings, *, clock: Clock = time.time) -> web.Application:
+    """The tracker as an aiohttp app; its SQLite state is opened now and closed at cleanup."""
+    app = web.Application(
+        middlewares=[error_middleware], client_max_size=metainfo.MAX_TORRENT_BYTES
+    )
+    app[STATE] = _make_state(settings, clock)
+    for module in (announce, metainfo, claims, seeders, metrics):
+        module.add_routes(app)
+    app.cleanup_ctx.append(_lifecycle)
+    app.on_shutdown.append(_wake_long_polls)
+    return app
+
+
+def _make_state(settings: TrackerSettings, clock: Clock) -> TrackerState:
+    store = Store.open(settings.data_dir)
+    swarms = Swarms(settings.peer_ttl)
+    for info_hash, peer in store.load_peers():
+        swarms.update(info_hash, peer)
+    for info_hash, downloaded in store.load_downloaded():
+        swarms.completed(info_hash, downloaded)
+    registry = CollectorRegistry()
+    state = TrackerState(
+        settings, clock, store, swarms, registry, metrics.announce_counter(registry)
+    )
+    registry.register(metrics.StateCollector(state))
+    return state
+
+
+def sweep(state: TrackerState) -> None:
+    """Expire silent peers and lapsed claims (the sweeper runs this; tests call it directly)."""
+    gone = state.swarms.expire(state.now())
+    state.store.delete_peers(gone)
+    lapsed = claims.expire_claims(state)
+    if gone or lapsed:
+        log.debug("swept %d peers, %d claims", len(gone), lapsed)
+
+
+async def _sweep_forever(state: TrackerState) -> None:
+    settings = state.settings
+    period = min(max(min(settings.peer_ttl, settings.claim_lease_seconds) / 4, 0.5), 10.0)
+    while True:
+        await asyncio.sleep(period)
+        try:
+            sweep(state)
+        except Exception:  # one bad sweep must not end sweeping
+            log.exception("sweep failed")
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    task = asyncio.create_task(_sweep_forever(state), name="tracker-sweeper")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        state.store.close()
+
+
+async def _wake_long_polls(app: web.Application) -> None:
+    app[STATE].notifier.notify_all()

@@ -1,0 +1,42 @@
+"""Running the tracker app on a real socket: used by the CLI and by tests alike."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from imgaccel.tracker.app import make_app
+from imgaccel.tracker.auth import server_context
+from imgaccel.tracker.config import TrackerSettings, split_listen
+from imgaccel.tracker.state import Clock
+
+
+@contextlib.asynccontextmanager
+async def running(settings: TrackerSettings, *, clock: Clock = time.time) -> AsyncIterator[str]:
+    """Serve the tracker until the block ends; yields its base URL (the real port if 0)."""
+    host, port = split_listen(settings.listen)
+    ssl_context = None
+    if settings.tls:
+        assert settings.ca_cert and settings.cert and settings.key
+        ssl_context = server_context(settings.ca_cert, settings.cert, settings.key)
+    runner = web.AppRunner(make_app(settings, clock=clock), access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+        await site.start()
+        bound_host, bound_port = runner.addresses[0][:2]
+        yield base_url(settings.tls, bound_host, bound_port)
+    finally:
+        await runner.cleanup()
+
+
+def base_url(tls: bool, host: str, port: int) -> str:
+    """``http(s)://HOST:PORT`` with IPv6 hosts in brackets."""
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).version == 6:
+            host = f"[{host}]"
+    return f"{'https' if tls else 'http'}://{host}:{port}"

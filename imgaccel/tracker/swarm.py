@@ -1,0 +1,114 @@
+"""Swarms: who announced which info-hash, from where, and when; peer expiry; compact peer lists.
+
+Pure bookkeeping without sockets or clocks: callers pass ``now`` (seconds), so expiry is exact
+in tests. The SQLite copy of peers (for restarts) is the store's business, not this module's.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(slots=True)
+class Peer:
+    """One peer in one swarm, as it last announced."""
+
+    peer_id: bytes
+    ip: IPAddress
+    port: int
+    left: int
+    last_seen: float
+
+    @property
+    def seeding(self) -> bool:
+        return self.left == 0
+
+
+@dataclass(slots=True)
+class Swarm:
+    """The peers of one info-hash, and how many finished downloading in it."""
+
+    peers: dict[bytes, Peer] = field(default_factory=dict)
+    downloaded: int = 0
+
+    def counts(self) -> tuple[int, int]:
+        """(complete, incomplete): seeders and leechers."""
+        complete = sum(1 for peer in self.peers.values() if peer.seeding)
+        return complete, len(self.peers) - complete
+
+
+class Swarms:
+    """Every swarm the tracker knows; peers older than ``ttl`` seconds are gone."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._swarms: dict[bytes, Swarm] = {}
+
+    def update(self, info_hash: bytes, peer: Peer) -> None:
+        """Add or refresh ``peer`` in the swarm of ``info_hash``."""
+        self._swarms.setdefault(info_hash, Swarm()).peers[peer.peer_id] = peer
+
+    def remove(self, info_hash: bytes, peer_id: bytes) -> None:
+        swarm = self._swarms.get(info_hash)
+        if swarm is not None:
+            swarm.peers.pop(peer_id, None)
+
+    def completed(self, info_hash: bytes, count: int = 1) -> None:
+        """Count a finished download (``event=completed``) for the scrape's ``downloaded``."""
+        self._swarms.setdefault(info_hash, Swarm()).downloaded += count
+
+    def get(self, info_hash: bytes) -> Swarm | None:
+        return self._swarms.get(info_hash)
+
+    def select(self, info_hash: bytes, exclude: bytes, numwant: int, now: float) -> list[Peer]:
+        """Up to ``numwant`` live peers other than ``exclude``, a random choice when more."""
+        swarm = self._swarms.get(info_hash)
+        if swarm is None:
+            return []
+        live = [p for p in swarm.peers.values() if p.peer_id != exclude and self._alive(p, now)]
+        return live if len(live) <= numwant else random.sample(live, numwant)
+
+    def expire(self, now: float) -> list[tuple[bytes, bytes]]:
+        """Drop peers not heard from for ``ttl`` (and empty swarms); the (info_hash, peer_id)s."""
+        gone = [(ih, p.peer_id) for ih, p in self._peers() if not self._alive(p, now)]
+        for info_hash, peer_id in gone:
+            self.remove(info_hash, peer_id)
+        for info_hash in [ih for ih, s in self._swarms.items() if not s.peers and not s.downloaded]:
+            del self._swarms[info_hash]
+        return gone
+
+    def swarm_count(self) -> int:
+        return sum(1 for swarm in self._swarms.values() if swarm.peers)
+
+    def peer_count(self) -> int:
+        return sum(len(swarm.peers) for swarm in self._swarms.values())
+
+    def _alive(self, peer: Peer, now: float) -> bool:
+        return now - peer.last_seen < self.ttl
+
+    def _peers(self) -> Iterator[tuple[bytes, Peer]]:
+        for info_hash, swarm in self._swarms.items():
+            for peer in swarm.peers.values():
+                yield info_hash, peer
+
+
+def compact(peers: Iterable[Peer]) -> tuple[bytes, bytes]:
+    """BEP 23 / BEP 7 compact lists: (IPv4 6-byte entries, IPv6 18-byte entries)."""
+    v4: list[bytes] = []
+    v6: list[bytes] = []
+    for peer in peers:
+        entry = peer.ip.packed + peer.port.to_bytes(2, "big")
+        (v4 if peer.ip.version == 4 else v6).append(entry)
+    return b"".join(v4), b"".join(v6)
+
+
+def normalize_ip(ip: IPAddress) -> IPAddress:
+    """IPv4-mapped IPv6 (``::ffff:a.b.c.d``, a dual-stack socket's view) as plain IPv4."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
