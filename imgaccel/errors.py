@@ -1,26 +1,26 @@
 """The one exception hierarchy of imgaccel.
 
-    ImgaccelError
-    ├── RegistryError                 an error a registry client sees, as OCI error JSON
-    │   ├── NameInvalid               400 NAME_INVALID
-    │   ├── DigestInvalid             400 DIGEST_INVALID
-    │   ├── TagInvalid                400 MANIFEST_INVALID (a reference that is neither tag nor digest)
-    │   ├── RangeInvalid              416 RANGE_INVALID
-    │   ├── BlobUnknown               404 BLOB_UNKNOWN
-    │   ├── ManifestUnknown           404 MANIFEST_UNKNOWN
-    │   ├── NameUnknown               404 NAME_UNKNOWN
-    │   ├── Unauthorized              401 UNAUTHORIZED (carries the origin's challenge)
-    │   ├── Denied                    403 DENIED
-    │   ├── Unsupported               405 UNSUPPORTED
-    │   ├── TooManyRequests           429 TOOMANYREQUESTS
-    │   └── UpstreamUnavailable       502/503/504 UNAVAILABLE: the origin cannot be reached
-    ├── UpstreamError                 talking to the origin failed (internal; mapped to a RegistryError)
-    │   ├── UpstreamTimeout           (also a TimeoutError)
-    │   └── UpstreamStatus            the origin answered with an unexpected status
-    ├── CacheError
-    │   ├── DigestMismatch            the bytes did not hash to the digest they were fetched for
-    │   └── CacheFull                 the quota cannot make room (everything left is pinned or busy)
-    └── ConfigError                   bad settings or command line (also a ValueError)
+ImgaccelError
+├── RegistryError                 an error a registry client sees, as OCI error JSON
+│   ├── NameInvalid               400 NAME_INVALID
+│   ├── DigestInvalid             400 DIGEST_INVALID
+│   ├── TagInvalid                400 MANIFEST_INVALID (a reference that is neither tag nor digest)
+│   ├── RangeInvalid              416 RANGE_INVALID
+│   ├── BlobUnknown               404 BLOB_UNKNOWN
+│   ├── ManifestUnknown           404 MANIFEST_UNKNOWN
+│   ├── NameUnknown               404 NAME_UNKNOWN
+│   ├── Unauthorized              401 UNAUTHORIZED (carries the origin's challenge)
+│   ├── Denied                    403 DENIED
+│   ├── Unsupported               405 UNSUPPORTED
+│   ├── TooManyRequests           429 TOOMANYREQUESTS
+│   └── UpstreamUnavailable       502/503/504 UNAVAILABLE: the origin cannot be reached
+├── UpstreamError                 talking to the origin failed (internal; mapped to a RegistryError)
+│   ├── UpstreamTimeout           (also a TimeoutError)
+│   └── UpstreamStatus            the origin answered with an unexpected status
+├── CacheError
+│   ├── DigestMismatch            the bytes did not hash to the digest they were fetched for
+│   └── CacheFull                 the quota cannot make room (everything left is pinned or busy)
+└── ConfigError                   bad settings or command line (also a ValueError)
 """
 
 from __future__ import annotations

@@ -106,7 +106,9 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
 
     ``overrides`` may hold nested dicts; they are merged into the file's sections.
     """
-    path = config or (Path(os.environ["IMGACCEL_CONFIG"]) if "IMGACCEL_CONFIG" in os.environ else None)
+    path = config or (
+        Path(os.environ["IMGACCEL_CONFIG"]) if "IMGACCEL_CONFIG" in os.environ else None
+    )
     data: dict[str, Any] = {}
     if path is not None:
         try:

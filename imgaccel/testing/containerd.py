@@ -52,8 +52,13 @@ class Containerd:
         config.write_text(_CONFIG.format(root=self.root))
         log = open(self.root / "containerd.log", "wb")  # noqa: SIM115 - handed to the child
         self._proc = await asyncio.create_subprocess_exec(
-            *netns_prefix(self.netns), "containerd", "--config", str(config),
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            *netns_prefix(self.netns),
+            "containerd",
+            "--config",
+            str(config),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
         )
         log.close()
         for _ in range(200):
@@ -67,14 +72,32 @@ class Containerd:
         await self.stop()
         raise RuntimeError(f"containerd did not start; see {self.root / 'containerd.log'}")
 
-    async def ctr(self, *args: str, check: bool = True, timeout: float = 600.0
-                  ) -> subprocess.CompletedProcess[bytes]:
-        return await run(*netns_prefix(self.netns), "ctr", "--address", str(self.socket),
-                         "--namespace", "default", *args, check=check, timeout=timeout)
+    async def ctr(
+        self, *args: str, check: bool = True, timeout: float = 600.0
+    ) -> subprocess.CompletedProcess[bytes]:
+        return await run(
+            *netns_prefix(self.netns),
+            "ctr",
+            "--address",
+            str(self.socket),
+            "--namespace",
+            "default",
+            *args,
+            check=check,
+            timeout=timeout,
+        )
 
-    async def pull(self, ref: str, *, hosts_dir: Path | None = None, user: str | None = None,
-                   unpack: bool = True, platform: str | None = None, check: bool = True,
-                   timeout: float = 600.0) -> subprocess.CompletedProcess[bytes]:
+    async def pull(
+        self,
+        ref: str,
+        *,
+        hosts_dir: Path | None = None,
+        user: str | None = None,
+        unpack: bool = True,
+        platform: str | None = None,
+        check: bool = True,
+        timeout: float = 600.0,
+    ) -> subprocess.CompletedProcess[bytes]:
         """``ctr images pull`` (the transfer runs in the ctr process, as with crictl/kubelet)."""
         args = ["images", "pull"]
         if hosts_dir is not None:
@@ -108,7 +131,8 @@ class Containerd:
         await self.start()
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         with contextlib.suppress(Exception):
             await self.stop()

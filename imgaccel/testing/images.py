@@ -56,7 +56,9 @@ class Image:
         return self.layout / "blobs" / "sha256" / digest.removeprefix("sha256:")
 
 
-def profile_sizes(total: int, profile: tuple[float, ...] = GPU_PROFILE, minimum: int = 4096) -> list[int]:
+def profile_sizes(
+    total: int, profile: tuple[float, ...] = GPU_PROFILE, minimum: int = 4096
+) -> list[int]:
     """Split ``total`` bytes into layer sizes following ``profile``."""
     return [max(minimum, int(total * share)) for share in profile]
 
@@ -86,12 +88,15 @@ def _write_layer(layout: Path, size: int, rng: random.Random, name: str) -> tupl
             diff.update(b)
             return self.out.write(b)
 
-    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz:
-        with tarfile.open(fileobj=_Hashing(gz), mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            info = tarfile.TarInfo(name)
-            info.size = size
-            info.mode = 0o644
-            tar.addfile(info, _RandomReader(rng, size))
+    with (
+        open(tmp, "wb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz,
+        tarfile.open(fileobj=_Hashing(gz), mode="w|", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        info = tarfile.TarInfo(name)
+        info.size = size
+        info.mode = 0o644
+        tar.addfile(info, _RandomReader(rng, size))
     data_hash = hashlib.sha256()
     with open(tmp, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -99,7 +104,9 @@ def _write_layer(layout: Path, size: int, rng: random.Random, name: str) -> tupl
     digest = data_hash.hexdigest()
     final = layout / "blobs" / "sha256" / digest
     tmp.replace(final)
-    return Descriptor(LAYER_TYPE, f"sha256:{digest}", final.stat().st_size), f"sha256:{diff.hexdigest()}"
+    return Descriptor(
+        LAYER_TYPE, f"sha256:{digest}", final.stat().st_size
+    ), f"sha256:{diff.hexdigest()}"
 
 
 class _RandomReader(io.RawIOBase):
@@ -115,8 +122,14 @@ class _RandomReader(io.RawIOBase):
         return self.rng.randbytes(n)
 
 
-def build_image(layout: Path, layer_sizes: list[int], *, seed: int = 0,
-                arch: str = "amd64", os_name: str = "linux") -> Image:
+def build_image(
+    layout: Path,
+    layer_sizes: list[int],
+    *,
+    seed: int = 0,
+    arch: str = "amd64",
+    os_name: str = "linux",
+) -> Image:
     """Write a single-platform OCI image layout with one layer per entry of ``layer_sizes``."""
     layout.mkdir(parents=True, exist_ok=True)
     rng = random.Random(f"{seed}-{arch}")
@@ -125,33 +138,55 @@ def build_image(layout: Path, layer_sizes: list[int], *, seed: int = 0,
         desc, diff_id = _write_layer(layout, size, rng, f"layer-{seed}-{arch}-{i}.bin")
         layers.append(desc)
         diff_ids.append(diff_id)
-    config_bytes = json.dumps({
-        "architecture": arch, "os": os_name,
-        "config": {"Cmd": ["/bin/true"]},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    }).encode()
+    config_bytes = json.dumps(
+        {
+            "architecture": arch,
+            "os": os_name,
+            "config": {"Cmd": ["/bin/true"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }
+    ).encode()
     config = Descriptor(CONFIG_TYPE, _write_blob(layout, config_bytes), len(config_bytes))
-    manifest_bytes = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": config.as_json(), "layers": [d.as_json() for d in layers],
-    }).encode()
+    manifest_bytes = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": config.as_json(),
+            "layers": [d.as_json() for d in layers],
+        }
+    ).encode()
     manifest = Descriptor(OCI_MANIFEST, _write_blob(layout, manifest_bytes), len(manifest_bytes))
     _write_index(layout, [manifest.as_json()])
     return Image(layout, manifest, config, layers)
 
 
-def build_multiarch(layout: Path, layer_sizes: list[int], *, seed: int = 0,
-                    arches: tuple[str, ...] = ("amd64", "arm64")) -> Image:
+def build_multiarch(
+    layout: Path,
+    layer_sizes: list[int],
+    *,
+    seed: int = 0,
+    arches: tuple[str, ...] = ("amd64", "arm64"),
+) -> Image:
     """An OCI image index over one image per architecture (all in one layout)."""
     images = {arch: build_image(layout, layer_sizes, seed=seed, arch=arch) for arch in arches}
-    entries = [{**img.manifest.as_json(), "platform": {"architecture": arch, "os": "linux"}}
-               for arch, img in images.items()]
-    index_bytes = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).encode()
+    entries = [
+        {**img.manifest.as_json(), "platform": {"architecture": arch, "os": "linux"}}
+        for arch, img in images.items()
+    ]
+    index_bytes = json.dumps(
+        {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+    ).encode()
     index = Descriptor(OCI_INDEX, _write_blob(layout, index_bytes), len(index_bytes))
     _write_index(layout, [index.as_json()])
     first = next(iter(images.values()))
-    return Image(layout, first.manifest, first.config, first.layers, index=index,
-                 platforms={arch: img.manifest for arch, img in images.items()})
+    return Image(
+        layout,
+        first.manifest,
+        first.config,
+        first.layers,
+        index=index,
+        platforms={arch: img.manifest for arch, img in images.items()},
+    )
 
 
 def _write_index(layout: Path, manifests: list[dict[str, object]]) -> None:
@@ -159,7 +194,9 @@ def _write_index(layout: Path, manifests: list[dict[str, object]]) -> None:
     (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": manifests}))
 
 
-async def push(image: Image, dest: str, *, creds: str | None = None, netns: str | None = None) -> None:
+async def push(
+    image: Image, dest: str, *, creds: str | None = None, netns: str | None = None
+) -> None:
     """Push the layout to ``dest`` (``HOST:PORT/repo:tag``) over plain HTTP with skopeo."""
     from imgaccel.testing.procs import netns_prefix
 

@@ -11,9 +11,13 @@ import subprocess
 from collections.abc import Sequence
 
 
-async def run(*argv: str, check: bool = True, input_: bytes | None = None,
-              timeout: float = 300.0, env: dict[str, str] | None = None
-              ) -> subprocess.CompletedProcess[bytes]:
+async def run(
+    *argv: str,
+    check: bool = True,
+    input_: bytes | None = None,
+    timeout: float = 300.0,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[bytes]:
     """Run a command to completion; raise with its output when ``check`` and it failed."""
     proc = await asyncio.create_subprocess_exec(
         *argv,

@@ -35,7 +35,9 @@ class Request:
 def registry_binary() -> str:
     found = shutil.which("docker-registry") or shutil.which("registry")
     if found is None:
-        raise RuntimeError("the distribution registry is not installed (apt-get install docker-registry)")
+        raise RuntimeError(
+            "the distribution registry is not installed (apt-get install docker-registry)"
+        )
     return found
 
 
@@ -89,15 +91,19 @@ class DistributionRegistry:
         config = self.root / "config.yml"
         config.write_text(self.config_text())
         self._proc = await asyncio.create_subprocess_exec(
-            *netns_prefix(self.netns), registry_binary(), "serve", str(config),
+            *netns_prefix(self.netns),
+            registry_binary(),
+            "serve",
+            str(config),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
         assert self._proc.stderr is not None
         listening: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._reader = asyncio.create_task(self._read_log(self._proc.stderr, listening),
-                                           name="registry-log")
+        self._reader = asyncio.create_task(
+            self._read_log(self._proc.stderr, listening), name="registry-log"
+        )
         try:
             address = await asyncio.wait_for(listening, 20)
         except (TimeoutError, EOFError):
@@ -112,14 +118,16 @@ class DistributionRegistry:
                 listening.set_result(m.group(1).strip('"'))
             if "response completed" in line:
                 fields = {k: v.strip('"') for k, v in _FIELD_RE.findall(line)}
-                self.requests.append(Request(
-                    fields.get("http.request.method", ""),
-                    fields.get("http.request.uri", ""),
-                    int(fields.get("http.response.status", "0")),
-                    int(fields.get("http.response.written", "0")),
-                    fields.get("http.request.remoteaddr", ""),
-                    fields.get("http.request.useragent", ""),
-                ))
+                self.requests.append(
+                    Request(
+                        fields.get("http.request.method", ""),
+                        fields.get("http.request.uri", ""),
+                        int(fields.get("http.response.status", "0")),
+                        int(fields.get("http.response.written", "0")),
+                        fields.get("http.request.remoteaddr", ""),
+                        fields.get("http.request.useragent", ""),
+                    )
+                )
         if not listening.done():
             listening.set_exception(EOFError())
 
@@ -136,17 +144,23 @@ class DistributionRegistry:
         await self.start()
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.stop()
 
     # -- counting what the origin served -------------------------------------------------------
 
     def blob_gets(self, digest: str | None = None) -> list[Request]:
         """GETs of blobs (any repository) that sent content, optionally of one digest."""
-        return [r for r in self.requests
-                if r.method == "GET" and "/blobs/" in r.uri and r.status in (200, 206)
-                and (digest is None or r.uri.split("?")[0].endswith(digest))]
+        return [
+            r
+            for r in self.requests
+            if r.method == "GET"
+            and "/blobs/" in r.uri
+            and r.status in (200, 206)
+            and (digest is None or r.uri.split("?")[0].endswith(digest))
+        ]
 
     def manifest_requests(self) -> list[Request]:
         return [r for r in self.requests if "/manifests/" in r.uri]

@@ -10,8 +10,10 @@ DOCKER_HUB_URL = "https://registry-1.docker.io"
 class UpstreamSettings(BaseModel):
     """One origin registry."""
 
-    url: str = Field(description="Base URL of the registry API, e.g. https://registry.example.com. "
-                     "http:// is allowed for local registries.")
+    url: str = Field(
+        description="Base URL of the registry API, e.g. https://registry.example.com. "
+        "http:// is allowed for local registries."
+    )
     username: str | None = Field(default=None, description="Username for Basic or token auth.")
     password: SecretStr | None = Field(default=None, description="Password or access token.")
     tls_verify: bool = Field(default=True, description="Verify the origin's TLS certificate.")
@@ -27,7 +29,9 @@ class UpstreamSettings(BaseModel):
 class UpstreamClientSettings(BaseModel):
     """How the mirror talks to origins."""
 
-    connect_timeout_seconds: float = Field(default=10.0, gt=0, description="TCP/TLS connect timeout.")
+    connect_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="TCP/TLS connect timeout."
+    )
     read_timeout_seconds: float = Field(
         default=60.0, gt=0, description="Longest wait for the next bytes of a response."
     )

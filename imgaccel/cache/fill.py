@@ -1,0 +1,170 @@
+"""A blob being written into the cache while clients read it.
+
+A :class:`Fill` owns one temp file. Writers (an origin stream, several parallel range requests,
+or a peer-to-peer download) put bytes at offsets with :meth:`Fill.write_at`; the fill tracks the
+contiguous prefix that has landed and a hashing loop reads that prefix back in order, feeding the
+blob's hash and any observers (the P2P piece hasher). Readers stream the prefix as it grows.
+
+The last byte of the blob is withheld from every reader until the whole blob has been verified
+against its digest. On a mismatch nothing enters the cache and every reader's stream is aborted,
+so the runtime never completes a blob that failed verification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from imgaccel.errors import DigestMismatch, ImgaccelError
+from imgaccel.oci.digest import Digest
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+
+Observer = Callable[[bytes], None]
+
+
+class FillFailed(ImgaccelError):
+    """The fill was abandoned; readers must abort their responses."""
+
+
+class Fill:
+    """One blob on its way into the cache (see the module docstring)."""
+
+    def __init__(self, digest: Digest, temp: Path, size: int) -> None:
+        self.digest = digest
+        self.temp = temp
+        self.size = size
+        self.fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        self.contiguous = 0
+        self.verified = False
+        self.committed = False  # set by the owner once the file was renamed into the store
+        self.error: BaseException | None = None
+        self.observers: list[Observer] = []
+        self.source = "origin"  # what last wrote: "origin" or "peer"
+        self._extents: list[tuple[int, int]] = []  # landed ranges beyond the prefix, sorted
+        self._changed = asyncio.Condition()
+        self._hashed = 0
+        self._hasher = digest.hasher()
+        self._hash_lock = asyncio.Lock()
+        self._users = 1  # the writer side; readers add themselves
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    # -- writer side ----------------------------------------------------------------------------
+
+    async def write_at(self, offset: int, data: bytes) -> None:
+        """Store ``data`` at ``offset`` (in a thread) and wake readers if the prefix grew."""
+        if self.error is not None:
+            raise FillFailed(str(self.error))
+        if offset < 0 or offset + len(data) > self.size:
+            raise FillFailed(f"write beyond the blob's {self.size} bytes")
+        await asyncio.to_thread(os.pwrite, self.fd, data, offset)
+        self._land(offset, offset + len(data))
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _land(self, start: int, end: int) -> None:
+        if start > self.contiguous:
+            self._extents.append((start, end))
+            self._extents.sort()
+            return
+        self.contiguous = max(self.contiguous, end)
+        while self._extents and self._extents[0][0] <= self.contiguous:
+            self.contiguous = max(self.contiguous, self._extents.pop(0)[1])
+
+    def missing(self) -> list[tuple[int, int]]:
+        """Byte ranges not landed yet (``end`` exclusive), for resuming after an error."""
+        gaps, cursor = [], self.contiguous
+        for start, end in self._extents:
+            if start > cursor:
+                gaps.append((cursor, start))
+            cursor = max(cursor, end)
+        if cursor < self.size:
+            gaps.append((cursor, self.size))
+        return gaps
+
+    async def verify(self) -> None:
+        """Hash the whole blob in order; raise :class:`DigestMismatch` if it is not ``digest``.
+
+        Called by the writer when every byte has landed. Observers see every byte once, in order.
+        """
+        await self.hash_prefix()
+        if self._hashed != self.size or self._hasher.hexdigest() != self.digest.hex:
+            raise DigestMismatch(f"blob {self.digest} did not verify; nothing was cached")
+
+    async def hash_prefix(self) -> None:
+        """Hash what has landed so far, so that :meth:`verify` has little left to do at the end."""
+        async with self._hash_lock:
+            while self._hashed < self.contiguous:
+                n = min(8 * CHUNK, self.contiguous - self._hashed)
+                data = await asyncio.to_thread(os.pread, self.fd, n, self._hashed)
+                await asyncio.to_thread(self._hasher.update, data)
+                for observe in self.observers:
+                    observe(data)
+                self._hashed += len(data)
+
+    async def hash_while_filling(self) -> None:
+        """Keep hashing the prefix as it grows, until the fill ends (a task of the writer)."""
+        while not self.done.done():
+            await self.hash_prefix()
+            async with self._changed:
+                if self.contiguous == self._hashed and self.error is None and not self.verified:
+                    await self._changed.wait()
+
+    async def finish(self, error: BaseException | None = None) -> None:
+        """End the writer side: success (after :meth:`verify`) or failure (readers abort)."""
+        if error is None:
+            self.verified = True
+        else:
+            self.error = error
+        async with self._changed:
+            self._changed.notify_all()
+        if not self.done.done():
+            if error is None:
+                self.done.set_result(None)
+            else:
+                self.done.set_exception(FillFailed(str(error)))
+                self.done.exception()  # retrieved: readers get the error through read()
+        self._drop_user()
+
+    # -- reader side ----------------------------------------------------------------------------
+
+    async def read(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Yield bytes ``[start, end)`` as they land; the blob's last byte only once verified."""
+        end = self.size if end is None else end
+        self._users += 1
+        try:
+            offset = start
+            while offset < end:
+                limit = await self._readable(offset, end)
+                while offset < limit:
+                    n = min(CHUNK, limit - offset)
+                    data = await asyncio.to_thread(os.pread, self.fd, n, offset)
+                    if not data:
+                        raise FillFailed("blob file shrank while being read")
+                    offset += len(data)
+                    yield data
+        finally:
+            self._drop_user()
+
+    async def _readable(self, offset: int, end: int) -> int:
+        """Wait until bytes past ``offset`` may be handed to a reader; return how far."""
+        async with self._changed:
+            while True:
+                if self.error is not None:
+                    raise FillFailed(str(self.error))
+                allowed = self.size if self.verified else min(self.contiguous, self.size - 1)
+                if allowed > offset:
+                    return min(allowed, end)
+                await self._changed.wait()
+
+    def _drop_user(self) -> None:
+        self._users -= 1
+        if self._users == 0:
+            os.close(self.fd)
+            if not self.committed:
+                self.temp.unlink(missing_ok=True)

@@ -1,0 +1,220 @@
+"""The content-addressed blob store: verified blobs on disk, an LRU index and a byte quota.
+
+Layout under the cache dir::
+
+    blobs/<algorithm>/<hex>      verified blobs, named by their digest (nothing else is there)
+    tmp/                         blobs being written; emptied at start-up (crashes leave these)
+
+A blob becomes visible only through :meth:`BlobStore.commit`: fsync, rename into ``blobs/``, fsync
+the directory. The quota counts the bytes of imgaccel's own blobs (and of fills in progress), not
+the filesystem's; eviction takes the least recently used blob that nobody reads, writes or pinned.
+Every path is built from a validated :class:`Digest` (fixed-length lowercase hex), never from a
+name or a header, so no request can reach outside the cache dir.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from imgaccel.errors import CacheFull
+from imgaccel.oci.digest import Digest
+
+log = logging.getLogger(__name__)
+
+_TOUCH_EVERY_SECONDS = 60.0
+
+
+@dataclass
+class Entry:
+    """One verified blob in the store."""
+
+    size: int
+    last_access: float
+
+
+class BlobStore:
+    """Verified blobs on disk with LRU eviction under a byte quota (0: no quota)."""
+
+    def __init__(
+        self, root: Path, quota_bytes: int = 0, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.root = root
+        self.quota_bytes = quota_bytes
+        self._clock = clock
+        self._entries: OrderedDict[Digest, Entry] = OrderedDict()  # oldest access first
+        self._readers: dict[Digest, int] = {}
+        self._pinned: dict[Digest, float] = {}  # digest -> pinned until (epoch seconds)
+        self._reserved = 0
+        self.evictions = 0
+        self.on_evict: list[Callable[[Digest], None]] = []
+
+    # -- start-up -------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create the layout, delete what a crash left in ``tmp/`` and index the blobs."""
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.tmp_dir.iterdir():
+            log.info("removing unfinished blob %s left by an earlier run", stale.name)
+            stale.unlink(missing_ok=True)
+        found: list[tuple[float, Digest, int]] = []
+        for algorithm in ("sha256", "sha512"):
+            directory = self.root / "blobs" / algorithm
+            directory.mkdir(parents=True, exist_ok=True)
+            for path in directory.iterdir():
+                try:
+                    digest = Digest.parse(f"{algorithm}:{path.name}")
+                except ValueError:
+                    continue
+                stat = path.stat()
+                found.append((stat.st_mtime, digest, stat.st_size))
+        for mtime, digest, size in sorted(found, key=lambda item: item[0]):
+            self._entries[digest] = Entry(size, mtime)
+        log.info("cache at %s: %d blobs, %d bytes", self.root, len(self._entries), self.used_bytes)
+
+    # -- paths ----------------------------------------------------------------------------------
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.root / "tmp"
+
+    def path(self, digest: Digest) -> Path:
+        return self.root / "blobs" / digest.algorithm / digest.hex
+
+    def temp_path(self) -> Path:
+        return self.tmp_dir / f"{uuid.uuid4().hex}.part"
+
+    # -- queries --------------------------------------------------------------------------------
+
+    @property
+    def used_bytes(self) -> int:
+        """Bytes of verified blobs plus bytes reserved by fills in progress."""
+        return sum(e.size for e in self._entries.values()) + self._reserved
+
+    def __contains__(self, digest: Digest) -> bool:
+        return digest in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def entries(self) -> list[tuple[Digest, Entry]]:
+        return list(self._entries.items())
+
+    def lookup(self, digest: Digest) -> Entry | None:
+        """The entry for ``digest`` (marking it recently used), or None."""
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        now = self._clock()
+        if now - entry.last_access > _TOUCH_EVERY_SECONDS:
+            # The file's mtime carries the LRU order across restarts.
+            try:
+                os.utime(self.path(digest), (now, now))
+            except FileNotFoundError:
+                self._entries.pop(digest, None)
+                return None
+        entry.last_access = now
+        self._entries.move_to_end(digest)
+        return entry
+
+    # -- readers, pins, reservations ----------------------------------------------------------
+
+    def acquire(self, digest: Digest) -> None:
+        """Mark ``digest`` as being read: it will not be evicted until :meth:`release`."""
+        self._readers[digest] = self._readers.get(digest, 0) + 1
+
+    def release(self, digest: Digest) -> None:
+        left = self._readers.get(digest, 0) - 1
+        if left > 0:
+            self._readers[digest] = left
+        else:
+            self._readers.pop(digest, None)
+
+    def pin(self, digest: Digest, until: float) -> None:
+        self._pinned[digest] = max(until, self._pinned.get(digest, 0.0))
+
+    def unpin(self, digest: Digest) -> None:
+        self._pinned.pop(digest, None)
+
+    def pinned_until(self, digest: Digest) -> float | None:
+        until = self._pinned.get(digest)
+        return until if until is not None and until > self._clock() else None
+
+    def reserve(self, size: int) -> None:
+        """Make room for a fill of ``size`` bytes, evicting if needed; :class:`CacheFull` if the
+        quota cannot hold it (the caller then streams without caching)."""
+        if self.quota_bytes and size > self.quota_bytes:
+            raise CacheFull(f"a blob of {size} bytes is larger than the cache quota")
+        self._reserved += size
+        try:
+            self._make_room()
+        except CacheFull:
+            self._reserved -= size
+            raise
+
+    def unreserve(self, size: int) -> None:
+        self._reserved = max(0, self._reserved - size)
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def commit(self, temp: Path, digest: Digest, size: int) -> Path:
+        """Make a verified temp file visible as ``digest``. Blocking (fsync): run in a thread."""
+        final = self.path(digest)
+        with open(temp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(temp, final)
+        dir_fd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return final
+
+    def add(self, digest: Digest, size: int) -> None:
+        """Index a committed blob (on the event loop, after :meth:`commit`)."""
+        self._entries[digest] = Entry(size, self._clock())
+        self._entries.move_to_end(digest)
+        try:
+            self._make_room()
+        except CacheFull:
+            log.warning(
+                "cache is over its quota of %d bytes: everything left is pinned or in use",
+                self.quota_bytes,
+            )
+
+    def remove(self, digest: Digest) -> bool:
+        """Delete a blob unless it is being read; True when it is gone."""
+        if self._readers.get(digest):
+            return False
+        if self._entries.pop(digest, None) is None:
+            return False
+        self.path(digest).unlink(missing_ok=True)
+        self._pinned.pop(digest, None)
+        for callback in self.on_evict:
+            callback(digest)
+        return True
+
+    def _make_room(self) -> None:
+        if not self.quota_bytes:
+            return
+        used = self.used_bytes
+        for digest in list(self._entries):
+            if used <= self.quota_bytes:
+                return
+            if self._readers.get(digest) or self.pinned_until(digest):
+                continue
+            size = self._entries[digest].size
+            if self.remove(digest):
+                self.evictions += 1
+                used -= size
+                log.info("evicted %s (%d bytes) to stay under the quota", digest, size)
+        if used > self.quota_bytes:
+            raise CacheFull(
+                f"cache quota of {self.quota_bytes} bytes is full of pinned or busy blobs"
+            )

@@ -1,0 +1,92 @@
+"""``make_app(settings)``: the node's registry mirror as an aiohttp application."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from imgaccel import __version__
+from imgaccel.cache.meta import MetaStore
+from imgaccel.cache.store import BlobStore
+from imgaccel.proxy.access import AccessGuard
+from imgaccel.proxy.blobs import blob
+from imgaccel.proxy.errors import registry_errors
+from imgaccel.proxy.fetcher import BlobFetcher
+from imgaccel.proxy.manifests import manifest
+from imgaccel.proxy.metrics import NodeMetrics
+from imgaccel.proxy.state import NODE, Node
+from imgaccel.settings import Settings
+from imgaccel.upstream.client import UpstreamClient
+
+log = logging.getLogger(__name__)
+
+_NAME = r"{name:[^?#]+}"
+
+
+async def api_version(request: web.Request) -> web.Response:
+    return web.json_response({}, headers={"Docker-Distribution-API-Version": "registry/2.0"})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    return web.json_response(
+        {
+            "status": "ok",
+            "version": __version__,
+            "cache_bytes": node.store.used_bytes,
+            "cache_blobs": len(node.store),
+        }
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[NODE].metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def make_app(settings: Settings) -> web.Application:
+    """The node app; its store, metadata, HTTP client and fetcher live in ``cleanup_ctx``."""
+    app = web.Application(middlewares=[registry_errors], client_max_size=1024)
+    app.cleanup_ctx.append(_node_context(settings))
+    app.router.add_get("/v2/", api_version)
+    app.router.add_get(f"/v2/{_NAME}/manifests/{{reference}}", manifest)
+    app.router.add_get(f"/v2/{_NAME}/blobs/{{digest}}", blob)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+def _node_context(settings: Settings):  # type: ignore[no-untyped-def]
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        root = settings.cache.dir
+        root.mkdir(parents=True, exist_ok=True)
+        store = BlobStore(root, settings.cache.quota_bytes)
+        store.open()
+        meta = MetaStore(root / "meta.db")
+        node_metrics = NodeMetrics()
+        node_metrics.track_cache(lambda: store.used_bytes, lambda: len(store))
+        store.on_evict.append(lambda digest: node_metrics.cache_evictions.inc())
+        connector = aiohttp.TCPConnector(limit=256, limit_per_host=64)
+        session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            headers={"User-Agent": f"imgaccel/{__version__}"},
+        )
+        client = UpstreamClient(
+            session, settings.upstream_for, settings.upstream_client, node_metrics.observe_upstream
+        )
+        guard = AccessGuard(meta, client, settings.cache.auth_ttl_seconds)
+        fetcher = BlobFetcher(store, guard, client, settings.upstream_client, node_metrics)
+        app[NODE] = Node(settings, store, meta, client, guard, fetcher, node_metrics)
+        try:
+            yield
+        finally:
+            await fetcher.close()
+            await session.close()
+            meta.close()
+
+    return context

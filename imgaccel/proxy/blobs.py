@@ -1,0 +1,128 @@
+"""``HEAD``/``GET /v2/<name>/blobs/<digest>``: from the cache, else from a fill in progress."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+
+from imgaccel.cache.fill import Fill, FillFailed
+from imgaccel.oci.digest import Digest
+from imgaccel.proxy.access import refusal
+from imgaccel.proxy.ranges import parse_range
+from imgaccel.proxy.state import NODE, Node
+from imgaccel.proxy.target import Target, client_auth, target_of
+from imgaccel.upstream.blobs import BlobLocation
+
+log = logging.getLogger("imgaccel.serve")
+
+
+def _headers(digest: Digest) -> dict[str, str]:
+    return {
+        "Docker-Content-Digest": str(digest),
+        "Content-Type": "application/octet-stream",
+        "Accept-Ranges": "bytes",
+        "Docker-Distribution-API-Version": "registry/2.0",
+    }
+
+
+async def blob(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE]
+    digest = Digest.parse(request.match_info["digest"])
+    target = target_of(request, node.settings.default_registry)
+    auth = client_auth(request)
+    if digest in node.store:
+        await node.guard.check(target.registry, target.repo, digest, auth, "blobs")
+        if (entry := node.store.lookup(digest)) is not None:
+            node.metrics.cache_hits.labels("blob").inc()
+            return CachedBlob(node, digest, entry.size)
+    node.metrics.cache_misses.labels("blob").inc()
+    if request.method == "HEAD" and digest not in node.fetcher.fills:
+        return await _head_origin(node, target, digest, auth)
+    if digest in node.fetcher.fills:
+        await node.guard.check(target.registry, target.repo, digest, auth, "blobs")
+    fill = await node.fetcher.fill(BlobLocation(target.registry, target.repo, digest, auth))
+    return await _from_fill(request, node, fill)
+
+
+class CachedBlob(web.FileResponse):
+    """A verified blob sent with sendfile (aiohttp handles Range and HEAD); the blob is held
+    against eviction while it is being sent."""
+
+    def __init__(self, node: Node, digest: Digest, size: int) -> None:
+        super().__init__(node.store.path(digest), chunk_size=1 << 20, headers=_headers(digest))
+        self._node, self._digest, self._size = node, digest, size
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        started = time.monotonic()
+        self._node.store.acquire(self._digest)
+        try:
+            writer = await super().prepare(request)
+        finally:
+            self._node.store.release(self._digest)
+        sent = 0 if request.method == "HEAD" else (self.content_length or 0)
+        self._node.metrics.served("cache", sent)
+        _log_served(request, self._digest, "cache", sent, self._size, started)
+        return writer
+
+
+async def _head_origin(
+    node: Node, target: Target, digest: Digest, auth: str | None
+) -> web.Response:
+    async with node.client.open(
+        "HEAD", target.registry, target.repo, f"blobs/{digest}", client_auth=auth, kind="blob-head"
+    ) as answer:
+        if answer.status != 200:
+            raise refusal(answer.status, "blobs", answer.challenge)
+        headers = _headers(digest)
+        headers["Content-Length"] = answer.headers.get("Content-Length", "0")
+        return web.Response(status=200, headers=headers)
+
+
+async def _from_fill(request: web.Request, node: Node, fill: Fill) -> web.StreamResponse:
+    started = time.monotonic()
+    byte_range = parse_range(request.headers.get("Range"), fill.size)
+    start, end = byte_range or (0, fill.size)
+    response = web.StreamResponse(status=206 if byte_range else 200, headers=_headers(fill.digest))
+    response.content_length = end - start
+    if byte_range:
+        response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{fill.size}"
+    await response.prepare(request)
+    if request.method == "HEAD":
+        return response
+    sent = 0
+    try:
+        async for chunk in fill.read(start, end):
+            await response.write(chunk)
+            sent += len(chunk)
+    except FillFailed as exc:
+        # Abort: the client sees a truncated body and rejects the blob; nothing was cached.
+        log.warning("aborting %s to %s after %d bytes: %s", fill.digest, request.remote, sent, exc)
+        node.metrics.served(fill.source, sent)
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    await response.write_eof()
+    node.metrics.served(fill.source, sent)
+    _log_served(request, fill.digest, fill.source, sent, fill.size, started)
+    return response
+
+
+def _log_served(
+    request: web.BaseRequest, digest: Digest, source: str, sent: int, size: int, started: float
+) -> None:
+    seconds = time.monotonic() - started
+    if isinstance(request, web.Request):
+        request.app[NODE].metrics.blob_seconds.labels(source).observe(seconds)
+    log.info(
+        "served blob %s source=%s bytes=%d size=%d seconds=%.3f client=%s",
+        digest,
+        source,
+        sent,
+        size,
+        seconds,
+        request.remote,
+        extra={"digest": str(digest), "source": source, "bytes": sent, "seconds": seconds},
+    )

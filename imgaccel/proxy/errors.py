@@ -1,0 +1,60 @@
+"""One middleware turns every error into the registry error JSON with the right status.
+
+Client mistakes are 4xx with a log line at INFO; only a bug is a 500, and even then the client
+gets the OCI error body, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from imgaccel.errors import RegistryError, UpstreamError, UpstreamUnavailable
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: "UNSUPPORTED",
+    404: "NOT_FOUND",
+    405: "UNSUPPORTED",
+    413: "SIZE_INVALID",
+    414: "NAME_INVALID",
+    431: "UNSUPPORTED",
+}
+
+
+def error_response(error: RegistryError, method: str = "GET") -> web.Response:
+    headers = {"Docker-Distribution-API-Version": "registry/2.0", **error.headers}
+    if method == "HEAD":
+        return web.Response(status=error.status, headers=headers)
+    return web.json_response(error.body(), status=error.status, headers=headers)
+
+
+@web.middleware
+async def registry_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except RegistryError as exc:
+        log.info(
+            "%s %s -> %d %s: %s",
+            request.method,
+            request.path_qs[:300],
+            exc.status,
+            exc.code,
+            exc.message,
+        )
+        return error_response(exc, request.method)
+    except UpstreamError as exc:
+        log.warning("%s %s -> origin unavailable: %s", request.method, request.path[:300], exc)
+        return error_response(
+            UpstreamUnavailable(f"origin registry unavailable: {exc}"), request.method
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "UNSUPPORTED")
+        error = RegistryError(exc.reason)
+        error.status, error.code = exc.status, code
+        return error_response(error, request.method)

@@ -1,0 +1,179 @@
+"""``HEAD``/``GET /v2/<name>/manifests/<reference>``.
+
+By digest: kept for good once fetched (and verified against the digest). By tag: the tag ->
+digest answer is used for ``cache.tag_ttl_seconds``; after that the origin is asked again (a
+``HEAD``, so an unchanged tag costs no body). When the origin cannot be reached, the last answer is
+served stale with a ``Warning`` header and a log line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+
+from aiohttp import web
+
+from imgaccel.cache.meta import Manifest
+from imgaccel.errors import ManifestUnknown, UpstreamError, UpstreamUnavailable
+from imgaccel.oci.digest import Digest
+from imgaccel.oci.media import MANIFEST_ACCEPT
+from imgaccel.oci.reference import validate_reference
+from imgaccel.proxy.access import refusal
+from imgaccel.proxy.state import NODE, Node
+from imgaccel.proxy.target import Target, client_auth, target_of
+
+log = logging.getLogger(__name__)
+
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+STALE_WARNING = '110 imgaccel "Response is Stale: origin registry unreachable"'
+
+
+async def manifest(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE]
+    started = time.monotonic()
+    target = target_of(request, node.settings.default_registry)
+    reference = validate_reference(request.match_info["reference"])
+    auth = client_auth(request)
+    accept = request.headers.get("Accept") or MANIFEST_ACCEPT
+    extra: dict[str, str] = {}
+    if isinstance(reference, Digest):
+        found = await _by_digest(node, target, reference, auth, accept)
+    else:
+        found, extra = await _by_tag(node, target, reference, auth, accept)
+    node.metrics.manifest_seconds.observe(time.monotonic() - started)
+    headers = {
+        "Content-Type": found.media_type,
+        "Docker-Content-Digest": str(found.digest),
+        "Docker-Distribution-API-Version": "registry/2.0",
+        **extra,
+    }
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(len(found.body))
+        return web.Response(status=200, headers=headers)
+    node.metrics.served(
+        "origin" if extra.get("X-Imgaccel-Source") == "origin" else "cache", len(found.body)
+    )
+    return web.Response(body=found.body, headers=headers)
+
+
+async def _by_digest(
+    node: Node, target: Target, digest: Digest, auth: str | None, accept: str
+) -> Manifest:
+    cached = node.meta.manifest(digest)
+    if cached is not None:
+        await node.guard.check(target.registry, target.repo, digest, auth, "manifests")
+        node.metrics.cache_hits.labels("manifest").inc()
+        return cached
+    node.metrics.cache_misses.labels("manifest").inc()
+    fetched = await _fetch(node, target, str(digest), auth, accept, digest.algorithm)
+    if fetched.digest != digest:
+        raise UpstreamUnavailable("origin sent a manifest that does not match its digest")
+    return fetched
+
+
+async def _by_tag(
+    node: Node, target: Target, tag: str, auth: str | None, accept: str
+) -> tuple[Manifest, dict[str, str]]:
+    entry = node.meta.tag(target.registry, target.repo, tag)
+    cached = node.meta.manifest(entry.digest) if entry else None
+    if entry is not None and cached is not None:
+        if time.time() - entry.fetched_at < node.settings.cache.tag_ttl_seconds:
+            await node.guard.check(target.registry, target.repo, entry.digest, auth, "manifests")
+            node.metrics.cache_hits.labels("tag").inc()
+            return cached, {}
+        try:
+            if await _still_current(node, target, tag, auth, accept, entry.digest):
+                node.metrics.cache_hits.labels("tag").inc()
+                return cached, {}
+        except (UpstreamError, UpstreamUnavailable) as exc:
+            return _stale(node, target, tag, cached, exc)
+    node.metrics.cache_misses.labels("tag").inc()
+    try:
+        fetched = await _fetch(node, target, tag, auth, accept)
+    except (UpstreamError, UpstreamUnavailable) as exc:
+        if cached is None:
+            raise
+        return _stale(node, target, tag, cached, exc)
+    node.meta.put_tag(target.registry, target.repo, tag, fetched.digest)
+    return fetched, {"X-Imgaccel-Source": "origin"}
+
+
+def _stale(
+    node: Node, target: Target, tag: str, cached: Manifest, exc: Exception
+) -> tuple[Manifest, dict[str, str]]:
+    log.warning(
+        "origin unreachable for %s/%s:%s (%s); serving the cached %s stale",
+        target.registry,
+        target.repo,
+        tag,
+        exc,
+        cached.digest,
+    )
+    node.metrics.stale_served.inc()
+    return cached, {"Warning": STALE_WARNING}
+
+
+async def _still_current(
+    node: Node, target: Target, tag: str, auth: str | None, accept: str, digest: Digest
+) -> bool:
+    """Revalidate a tag with a HEAD; True (and the TTL restarts) when it still names ``digest``."""
+    async with node.client.open(
+        "HEAD",
+        target.registry,
+        target.repo,
+        f"manifests/{tag}",
+        client_auth=auth,
+        headers={"Accept": accept},
+        kind="manifest-head",
+    ) as answer:
+        if answer.status >= 500:
+            raise UpstreamUnavailable(f"origin answered {answer.status}")
+        if answer.status != 200 or answer.headers.get("Docker-Content-Digest") != str(digest):
+            return False
+        node.guard.record(
+            target.registry,
+            target.repo,
+            digest,
+            used_client_auth=answer.used_client_auth,
+            client_auth=auth,
+        )
+    node.meta.put_tag(target.registry, target.repo, tag, digest)
+    return True
+
+
+async def _fetch(
+    node: Node,
+    target: Target,
+    reference: str,
+    auth: str | None,
+    accept: str,
+    algorithm: str = "sha256",
+) -> Manifest:
+    async with node.client.open(
+        "GET",
+        target.registry,
+        target.repo,
+        f"manifests/{reference}",
+        client_auth=auth,
+        headers={"Accept": accept},
+        kind="manifest",
+    ) as answer:
+        if answer.status >= 500:
+            raise UpstreamUnavailable(f"origin answered {answer.status}")
+        if answer.status != 200:
+            raise refusal(answer.status, "manifests", answer.challenge)
+        body = bytearray()
+        while chunk := await answer.response.content.read(65536):
+            body += chunk
+            if len(body) > MAX_MANIFEST_BYTES:
+                raise ManifestUnknown("manifest larger than 4 MiB")
+        media_type = answer.headers.get("Content-Type", "").split(";")[0].strip()
+        used_client_auth = answer.used_client_auth
+    digest = Digest(algorithm, hashlib.new(algorithm, body).hexdigest())
+    found = Manifest(digest, media_type, bytes(body))
+    node.meta.put_manifest(found)
+    node.guard.record(
+        target.registry, target.repo, digest, used_client_auth=used_client_auth, client_auth=auth
+    )
+    return found

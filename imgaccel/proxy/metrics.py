@@ -1,0 +1,90 @@
+"""The node's Prometheus metrics, in a registry of its own (one per app, no globals)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+class NodeMetrics:
+    """Counters an operator charts: bytes by source, hits, misses, cache size, latencies."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.bytes_served = Counter(
+            "imgaccel_bytes_served",
+            "Blob and manifest bytes sent to clients, by source.",
+            ["source"],
+            registry=r,
+        )
+        self.origin_bytes_saved = Counter(
+            "imgaccel_origin_bytes_saved",
+            "Bytes sent to clients that did not come from the origin (cache or peers).",
+            registry=r,
+        )
+        self.cache_hits = Counter(
+            "imgaccel_cache_hits", "Requests answered from the cache.", ["kind"], registry=r
+        )
+        self.cache_misses = Counter(
+            "imgaccel_cache_misses",
+            "Requests that needed peers or the origin.",
+            ["kind"],
+            registry=r,
+        )
+        self.cache_evictions = Counter(
+            "imgaccel_cache_evictions", "Blobs evicted to stay under the quota.", registry=r
+        )
+        self.cache_bytes = Gauge(
+            "imgaccel_cache_bytes", "Bytes of verified blobs in the cache.", registry=r
+        )
+        self.cache_blobs = Gauge("imgaccel_cache_blobs", "Verified blobs in the cache.", registry=r)
+        self.upstream_seconds = Histogram(
+            "imgaccel_upstream_request_seconds",
+            "Time to the origin's response headers, by request kind.",
+            ["kind"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.blob_seconds = Histogram(
+            "imgaccel_blob_serve_seconds",
+            "Time to serve a whole blob, by source.",
+            ["source"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.manifest_seconds = Histogram(
+            "imgaccel_manifest_serve_seconds",
+            "Time to answer a manifest request.",
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.fills_active = Gauge(
+            "imgaccel_fills_active", "Blobs being fetched into the cache right now.", registry=r
+        )
+        self.verify_failures = Counter(
+            "imgaccel_verify_failures",
+            "Blobs rejected because they did not match their digest.",
+            ["source"],
+            registry=r,
+        )
+        self.stale_served = Counter(
+            "imgaccel_stale_tags_served",
+            "Tag answers served stale because the origin was down.",
+            registry=r,
+        )
+
+    def served(self, source: str, nbytes: int) -> None:
+        self.bytes_served.labels(source).inc(nbytes)
+        if source != "origin":
+            self.origin_bytes_saved.inc(nbytes)
+
+    def observe_upstream(self, kind: str, seconds: float) -> None:
+        self.upstream_seconds.labels(kind).observe(seconds)
+
+    def track_cache(self, used: Callable[[], int], count: Callable[[], int]) -> None:
+        self.cache_bytes.set_function(lambda: float(used()))
+        self.cache_blobs.set_function(lambda: float(count()))

@@ -1,0 +1,30 @@
+"""The node's parts, held by the app under one typed key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from imgaccel.cache.meta import MetaStore
+from imgaccel.cache.store import BlobStore
+from imgaccel.proxy.access import AccessGuard
+from imgaccel.proxy.fetcher import BlobFetcher
+from imgaccel.proxy.metrics import NodeMetrics
+from imgaccel.settings import Settings
+from imgaccel.upstream.client import UpstreamClient
+
+
+@dataclass
+class Node:
+    settings: Settings
+    store: BlobStore
+    meta: MetaStore
+    client: UpstreamClient
+    guard: AccessGuard
+    fetcher: BlobFetcher
+    metrics: NodeMetrics
+
+
+NODE = web.AppKey("node", Node)
+METRICS = web.AppKey("metrics", NodeMetrics)

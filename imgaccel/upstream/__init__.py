@@ -1,0 +1,11 @@
+"""Talking to origin registries.
+
+Nouns: ``client`` (UpstreamClient: auth, redirects, retries), ``auth`` (challenges, tokens),
+``blobs`` (fetching a blob into a cache fill, with parallel ranges and resume), ``config``.
+Core package: imports ``imgaccel.cache``, ``imgaccel.oci`` and ``imgaccel.errors`` only.
+"""
+
+from imgaccel.upstream.client import Answer, UpstreamClient
+from imgaccel.upstream.config import UpstreamClientSettings, UpstreamSettings
+
+__all__ = ["Answer", "UpstreamClient", "UpstreamClientSettings", "UpstreamSettings"]

@@ -1,0 +1,134 @@
+"""Fetch one blob from the origin into a cache :class:`~imgaccel.cache.Fill`.
+
+Big blobs are split into parts fetched with parallel ``Range`` requests when the origin supports
+ranges (the first response, already open, feeds part 0). Every part resumes from the byte it
+reached when a connection breaks, with backoff, so a flaky origin costs time, not the pull.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import aiohttp
+
+from imgaccel.cache.fill import CHUNK, Fill
+from imgaccel.errors import UpstreamError, UpstreamStatus
+from imgaccel.oci.digest import Digest
+from imgaccel.upstream.client import UpstreamClient
+from imgaccel.upstream.config import UpstreamClientSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BlobLocation:
+    """Where a blob is fetched from, and as whom."""
+
+    registry: str
+    repo: str
+    digest: Digest
+    client_auth: str | None = None
+
+    @property
+    def path(self) -> str:
+        return f"blobs/{self.digest}"
+
+
+def split(start: int, end: int, parts: int) -> list[tuple[int, int]]:
+    """``[start, end)`` in ``parts`` nearly equal ranges (CHUNK-aligned where possible)."""
+    length = end - start
+    step = max(CHUNK, -(-length // parts) // CHUNK * CHUNK)
+    return [(offset, min(offset + step, end)) for offset in range(start, end, step)]
+
+
+async def copy_body(response: aiohttp.ClientResponse, fill: Fill, offset: int, end: int) -> int:
+    """Write the body into ``fill`` from ``offset`` until ``end``; return where it stopped."""
+    buffer = bytearray()
+    while offset + len(buffer) < end:
+        data = await response.content.read(min(CHUNK, end - offset - len(buffer)))
+        if not data:
+            break
+        buffer += data
+        if len(buffer) >= CHUNK:
+            await fill.write_at(offset, bytes(buffer))
+            offset += len(buffer)
+            buffer.clear()
+    if buffer:
+        await fill.write_at(offset, bytes(buffer))
+        offset += len(buffer)
+    return offset
+
+
+class OriginFetch:
+    """Fill a blob from the origin, given the already-open first response (status 200)."""
+
+    def __init__(
+        self,
+        client: UpstreamClient,
+        location: BlobLocation,
+        fill: Fill,
+        settings: UpstreamClientSettings,
+    ) -> None:
+        self.client = client
+        self.location = location
+        self.fill = fill
+        self.settings = settings
+
+    async def run(self, first: aiohttp.ClientResponse | None, ranges_ok: bool) -> None:
+        """Fetch every missing byte. ``first`` is a 200 response positioned at byte 0."""
+        gaps = self.fill.missing()
+        size = self.fill.size
+        parallel = (
+            ranges_ok
+            and self.settings.parallel_ranges > 1
+            and size >= self.settings.parallel_threshold_bytes
+            and gaps == [(0, size)]
+        )
+        parts = split(0, size, self.settings.parallel_ranges) if parallel else gaps
+        async with asyncio.TaskGroup() as group:
+            for number, (start, end) in enumerate(parts):
+                opened = first if number == 0 and start == 0 else None
+                group.create_task(self.part(start, end, opened), name=f"fetch-{start}")
+
+    async def part(self, start: int, end: int, opened: aiohttp.ClientResponse | None) -> None:
+        offset, failures, delay = start, 0, self.settings.backoff_seconds
+        while offset < end:
+            try:
+                if opened is not None:
+                    response, opened = opened, None
+                    offset = await copy_body(response, self.fill, offset, end)
+                    response.release()
+                else:
+                    offset = await self._range(offset, end)
+                continue
+            except (aiohttp.ClientError, TimeoutError, UpstreamError) as exc:
+                failures += 1
+                if failures > self.settings.retries:
+                    raise UpstreamError(
+                        f"fetching {self.location.digest} failed at byte {offset}: {exc}"
+                    ) from exc
+                log.info(
+                    "blob %s: resuming at byte %d after %s",
+                    self.location.digest,
+                    offset,
+                    exc.__class__.__name__,
+                )
+            await asyncio.sleep(delay)
+            delay *= 2
+
+    async def _range(self, offset: int, end: int) -> int:
+        headers = {"Range": f"bytes={offset}-{end - 1}"}
+        async with self.client.open(
+            "GET",
+            self.location.registry,
+            self.location.repo,
+            self.location.path,
+            client_auth=self.location.client_auth,
+            headers=headers,
+            kind="blob-range",
+        ) as answer:
+            if answer.status != 206:
+                raise UpstreamStatus(answer.status, "range request not honoured")
+            return await copy_body(answer.response, self.fill, offset, end)

@@ -1,0 +1,308 @@
+"""The client for origin registries.
+
+``UpstreamClient.open`` sends one registry request the way a careful client does:
+
+* **Auth.** First as the node (its configured credentials, else anonymous, following the bearer
+  token challenge); if the origin refuses that and the client sent its own ``Authorization``, the
+  request is repeated with the client's credentials (passed through as they are, or a Basic pair
+  exchanged for a token at the origin's realm). The answer says which identity succeeded, so the
+  cache knows whether the content is public. When both fail, the origin's challenge is kept so the
+  mirror can relay it and the client can authenticate.
+* **Redirects** (blob storage) are followed by hand; credentials never go to another host.
+* **Retries** with exponential backoff on connection errors, timeouts, 5xx and 429, before any
+  body byte was used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+
+import aiohttp
+from yarl import URL
+
+from imgaccel.errors import UpstreamError, UpstreamStatus, UpstreamTimeout
+from imgaccel.upstream.auth import Challenge, TokenCache, basic_header, identity
+from imgaccel.upstream.config import UpstreamClientSettings, UpstreamSettings
+
+log = logging.getLogger(__name__)
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_MAX_REDIRECTS = 5
+DENIED = frozenset({401, 403})
+
+
+@dataclass
+class Answer:
+    """An origin response (body not yet read) and how it was obtained."""
+
+    response: aiohttp.ClientResponse
+    used_client_auth: bool
+    challenge: str | None = None
+
+    @property
+    def status(self) -> int:
+        return self.response.status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self.response.headers
+
+
+@dataclass
+class _Attempt:
+    """One identity's try at a request."""
+
+    authorization: str | None
+    who: str  # token-cache identity
+    basic_for_token: str | None  # Basic credentials to trade at a bearer realm
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+Lookup = Callable[[str], UpstreamSettings]
+Observer = Callable[[str, float], None]
+
+
+class UpstreamClient:
+    """Requests to origin registries (see the module docstring)."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        upstream_for: Lookup,
+        settings: UpstreamClientSettings,
+        observe: Observer | None = None,
+    ) -> None:
+        self._session = session
+        self._upstream_for = upstream_for
+        self._settings = settings
+        self._observe = observe or (lambda kind, seconds: None)
+        self._tokens = TokenCache()
+        # The challenge each origin sent last, so later requests can use a cached token up front.
+        self._realms: dict[str, Challenge] = {}
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=settings.connect_timeout_seconds,
+            sock_connect=settings.connect_timeout_seconds,
+            sock_read=settings.read_timeout_seconds,
+        )
+
+    def base_url(self, registry: str) -> str:
+        return self._upstream_for(registry).url
+
+    @contextlib.asynccontextmanager
+    async def open(
+        self,
+        method: str,
+        registry: str,
+        repo: str,
+        path: str,
+        *,
+        client_auth: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        kind: str = "request",
+    ) -> AsyncIterator[Answer]:
+        """Send ``method`` to ``<origin>/v2/<repo>/<path>``; yield the answer (see module doc)."""
+        upstream = self._upstream_for(registry)
+        url = f"{upstream.url}/v2/{repo}/{path}"
+        scope = f"repository:{repo}:pull"
+        node_basic = (
+            basic_header(upstream.username, upstream.password.get_secret_value())
+            if upstream.username and upstream.password
+            else None
+        )
+        attempts = [_Attempt(None, "node" if node_basic else "anonymous", node_basic)]
+        if client_auth:
+            client_basic = client_auth if client_auth.lower().startswith("basic ") else None
+            attempts.append(_Attempt(client_auth, identity(client_auth), client_basic))
+        started = time.monotonic()
+        answer: Answer | None = None
+        try:
+            for number, attempt in enumerate(attempts):
+                if answer is not None:
+                    answer.response.release()
+                answer = await self._try(method, url, scope, upstream, attempt, headers or {})
+                answer.used_client_auth = number > 0
+                if answer.status not in DENIED:
+                    break
+            assert answer is not None
+            self._observe(kind, time.monotonic() - started)
+            yield answer
+        finally:
+            if answer is not None:
+                answer.response.release()
+
+    async def _try(
+        self,
+        method: str,
+        url: str,
+        scope: str,
+        upstream: UpstreamSettings,
+        attempt: _Attempt,
+        headers: Mapping[str, str],
+    ) -> Answer:
+        """One identity: send, and on a challenge authenticate and send once more."""
+        auth = attempt.authorization
+        cached = self._cached_token(url, scope, attempt.who)
+        if cached:
+            auth = cached
+        response = await self._send(method, url, upstream, headers, auth)
+        if response.status != 401:
+            return Answer(response, False)
+        challenge = Challenge.parse(response.headers.get("WWW-Authenticate"))
+        raw_challenge = response.headers.get("WWW-Authenticate")
+        retry_auth = await self._answer_challenge(challenge, scope, upstream, attempt, url)
+        if retry_auth is None or retry_auth == auth:
+            return Answer(response, False, raw_challenge)
+        response.release()
+        response = await self._send(method, url, upstream, headers, retry_auth)
+        challenge_header = response.headers.get("WWW-Authenticate") or raw_challenge
+        return Answer(response, False, challenge_header if response.status == 401 else None)
+
+    async def _answer_challenge(
+        self,
+        challenge: Challenge | None,
+        scope: str,
+        upstream: UpstreamSettings,
+        attempt: _Attempt,
+        url: str,
+    ) -> str | None:
+        if challenge is None:
+            return None
+        if challenge.scheme == "basic":
+            return attempt.basic_for_token or attempt.authorization
+        if challenge.scheme != "bearer" or not challenge.realm:
+            return None
+        if attempt.authorization and not attempt.basic_for_token:
+            return attempt.authorization  # the client's own bearer token: pass it through
+        token = await self._fetch_token(challenge, scope, upstream, attempt)
+        if token is None:
+            return None
+        self._remember_realm(url, challenge)
+        return f"Bearer {token}"
+
+    async def _fetch_token(
+        self, challenge: Challenge, scope: str, upstream: UpstreamSettings, attempt: _Attempt
+    ) -> str | None:
+        realm = challenge.realm or ""
+        service = challenge.params.get("service", "")
+        key = (realm, service, scope, attempt.who)
+        cached = self._tokens.get(key)
+        if cached:
+            return cached
+        params = {"scope": scope}
+        if service:
+            params["service"] = service
+        headers = {"Authorization": attempt.basic_for_token} if attempt.basic_for_token else {}
+        started = time.monotonic()
+        try:
+            async with self._session.get(
+                realm,
+                params=params,
+                headers=headers,
+                timeout=self._timeout,
+                ssl=upstream.tls_verify,
+            ) as resp:
+                if resp.status != 200:
+                    log.info(
+                        "token realm %s refused %s for %s: %d",
+                        realm,
+                        attempt.who,
+                        scope,
+                        resp.status,
+                    )
+                    return None
+                body = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.warning("token realm %s failed: %s", realm, exc)
+            return None
+        finally:
+            self._observe("token", time.monotonic() - started)
+        token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str):
+            return None
+        expires_in = body.get("expires_in", 60)
+        self._tokens.put(
+            key, token, float(expires_in) if isinstance(expires_in, int | float) else 60.0
+        )
+        return token
+
+    def _remember_realm(self, url: str, challenge: Challenge) -> None:
+        self._realms[str(URL(url).origin())] = challenge
+
+    def _cached_token(self, url: str, scope: str, who: str) -> str | None:
+        challenge = self._realms.get(str(URL(url).origin()))
+        if challenge is None:
+            return None
+        token = self._tokens.get(
+            (challenge.realm or "", challenge.params.get("service", ""), scope, who)
+        )
+        return f"Bearer {token}" if token else None
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        upstream: UpstreamSettings,
+        headers: Mapping[str, str],
+        authorization: str | None,
+    ) -> aiohttp.ClientResponse:
+        """Send with retries and hand-followed redirects."""
+        delay = self._settings.backoff_seconds
+        for attempt in range(self._settings.retries + 1):
+            last = attempt == self._settings.retries
+            try:
+                response = await self._follow(method, url, upstream, headers, authorization)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                if last:
+                    if isinstance(exc, TimeoutError):
+                        raise UpstreamTimeout(f"{method} {url} timed out") from exc
+                    raise UpstreamError(f"{method} {url} failed: {exc}") from exc
+                log.info("retrying %s %s after %s", method, url, exc.__class__.__name__)
+            else:
+                if response.status not in _RETRY_STATUSES or last:
+                    return response
+                retry_after = response.headers.get("Retry-After", "")
+                response.release()
+                log.info("retrying %s %s after status %d", method, url, response.status)
+                if retry_after.isdigit():
+                    delay = max(delay, min(float(retry_after), 30.0))
+            await asyncio.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    async def _follow(
+        self,
+        method: str,
+        url: str,
+        upstream: UpstreamSettings,
+        headers: Mapping[str, str],
+        authorization: str | None,
+    ) -> aiohttp.ClientResponse:
+        origin = URL(url).origin()
+        target = URL(url, encoded=False)
+        for _ in range(_MAX_REDIRECTS + 1):
+            sent = dict(headers)
+            if authorization and target.origin() == origin:
+                sent["Authorization"] = authorization
+            response = await self._session.request(
+                method,
+                target,
+                headers=sent,
+                allow_redirects=False,
+                timeout=self._timeout,
+                ssl=upstream.tls_verify,
+            )
+            location = response.headers.get("Location")
+            if response.status not in _REDIRECTS or not location:
+                return response
+            response.release()
+            target = target.join(URL(location))
+            if method == "POST":
+                method = "GET"
+        raise UpstreamStatus(310, f"too many redirects from {url}")
