@@ -58,7 +58,8 @@ def write_atomic(path: Path, data: bytes) -> None:
             os.fsync(tmp_file.fileno())
         tmp.chmod(0o644 if old is None else old.st_mode & 0o7777)
         if old is not None and os.geteuid() == 0:
-            os.chown(tmp, old.st_uid, old.st_gid)
+            with contextlib.suppress(PermissionError):  # no CAP_CHOWN: root owns it then
+                os.chown(tmp, old.st_uid, old.st_gid)
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
