@@ -159,7 +159,9 @@ def run_command(
         write_all(report, out)
 
     try:
-        report = run_async(run_bench(params, Progress(quiet=quiet), on_result=save))
+        report = run_async(
+            run_bench(params, Progress(quiet=quiet), logs=out / "logs", on_result=save)
+        )
     except (KeyboardInterrupt, asyncio.CancelledError):
         click.echo(
             "interrupted; cluster removed; partial results (if any) in " + str(out), err=True

@@ -23,7 +23,8 @@ def _num(value: float | None, fmt: str) -> str:
 def _notes(result: ScenarioResult) -> str:
     notes = []
     if result.status != "ok":
-        notes.append(f"{result.status}: {result.reason}" if result.reason else result.status)
+        reason = result.reason or result.status
+        notes.append(reason if reason.startswith(result.status) else f"{result.status}: {reason}")
     bypassed = sum(r.bypassed for r in result.repeats)
     if bypassed:
         notes.append(f"{bypassed} blob GETs bypassed the mirror")

@@ -182,21 +182,39 @@ async def run_scenario(
     return result
 
 
+def keep_logs(workdir: Path, dest: Path) -> None:
+    """Copy every ``*.log`` of the run (containerd, imgaccel daemons) to ``dest``."""
+    for log in workdir.rglob("*.log"):
+        target = dest / log.relative_to(workdir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(log, target)
+
+
 async def run_bench(
     params: Params,
     progress: Progress,
+    *,
     base: Path | None = None,
+    logs: Path | None = None,
     on_result: Callable[[Report], None] | None = None,
 ) -> Report:
-    """Build the cluster, run every scenario for every N, tear everything down."""
+    """Build the cluster, run every scenario for every N, tear everything down.
+
+    ``logs``, when given, receives the run's log files before its work directory goes.
+    """
     scenarios = select(params.scenarios)
     with run_workdir(base) as (run_id, path):
         progress(f"run {run_id}: work directory {path}")
-        async with open_cluster(params, path, run_id, progress=progress) as cluster:
-            report = Report(params, cluster.image.size)
-            for n in params.nodes:
-                for scenario in scenarios:
-                    report.results.append(await run_scenario(cluster, scenario, n, progress))
-                    if on_result is not None:
-                        on_result(report)
+        try:
+            async with open_cluster(params, path, run_id, progress=progress) as cluster:
+                report = Report(params, cluster.image.size)
+                report.notes += [line for s in scenarios if (line := s.note())]
+                for n in params.nodes:
+                    for scenario in scenarios:
+                        report.results.append(await run_scenario(cluster, scenario, n, progress))
+                        if on_result is not None:
+                            on_result(report)
+        finally:
+            if logs is not None:
+                keep_logs(path, logs)
     return report

@@ -48,6 +48,10 @@ class Scenario(abc.ABC):
         """Why this scenario cannot run on this checkout, or None when it can."""
         return None
 
+    def note(self) -> str | None:
+        """A line for the report about how this scenario ran (e.g. with or without P2P)."""
+        return None
+
     @abc.abstractmethod
     def deploy(self, stage: Stage) -> contextlib.AbstractAsyncContextManager[Mirrors]:
         """Start this scenario's services with empty caches; stop them on exit."""
@@ -145,6 +149,13 @@ class ImgaccelCold(Scenario):
 
     def unavailable(self) -> str | None:
         return None if command_help("node") else "skipped: imgaccel node not available"
+
+    def note(self) -> str | None:
+        if self.unavailable():
+            return None
+        if _p2p_available():
+            return f"{self.name}: nodes start with --tracker/--p2p-listen (a tracker of their own)"
+        return f"{self.name}: nodes run without P2P (no imgaccel tracker in this checkout)"
 
     @contextlib.asynccontextmanager
     async def deploy(self, stage: Stage) -> AsyncIterator[Mirrors]:

@@ -1,0 +1,3 @@
+from imgaccel.bench.cli import main
+
+main(prog_name="imgaccel-bench")
