@@ -125,7 +125,7 @@ async def _serve(settings: TrackerSettings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with running(settings) as url:
-        click.echo(f"imgaccel tracker listening on {url}", err=True)
+    async with running(settings) as served:
+        click.echo(f"imgaccel tracker listening on {served.url}", err=True)
         await stop.wait()
     logging.getLogger("imgaccel.tracker").info("stopped")

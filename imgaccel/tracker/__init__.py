@@ -13,6 +13,6 @@ A service package: it imports core (``imgaccel.oci``, ``imgaccel.errors``) and n
 
 from imgaccel.tracker.app import make_app, sweep
 from imgaccel.tracker.config import TrackerSettings
-from imgaccel.tracker.server import running
+from imgaccel.tracker.server import Served, running
 
-__all__ = ["TrackerSettings", "make_app", "running", "sweep"]
+__all__ = ["Served", "TrackerSettings", "make_app", "running", "sweep"]

@@ -125,8 +125,7 @@ def announce(state: TrackerState, req: AnnounceRequest, ip: IPAddress) -> dict[s
     )
     wanted = 0 if req.event == "stopped" else numwant
     peers = state.swarms.select(req.info_hash, req.peer_id, wanted, now)
-    swarm = state.swarms.get(req.info_hash)
-    complete, incomplete = swarm.counts() if swarm is not None else (0, 0)
+    complete, incomplete, _ = state.swarms.stats(req.info_hash, now)
     reply: dict[str, object] = {
         "interval": settings.announce_interval,
         "min interval": settings.min_announce_interval,
@@ -153,9 +152,7 @@ def scrape(state: TrackerState, info_hashes: list[bytes]) -> dict[str, object]:
     """The scrape reply for ``info_hashes`` (unknown ones count zero)."""
     files: dict[bytes, object] = {}
     for info_hash in info_hashes:
-        swarm = state.swarms.get(info_hash)
-        complete, incomplete = swarm.counts() if swarm is not None else (0, 0)
-        downloaded = swarm.downloaded if swarm is not None else 0
+        complete, incomplete, downloaded = state.swarms.stats(info_hash, state.now())
         files[info_hash] = {
             "complete": complete,
             "incomplete": incomplete,

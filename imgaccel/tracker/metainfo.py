@@ -32,7 +32,8 @@ def metainfo_key(digest: str) -> str:
 def check_torrent(data: bytes, digest: str) -> bytes:
     """Check that ``data`` is a .torrent for ``digest``; its v1 info-hash, or ApiError 400.
 
-    The info dictionary's ``name`` must be the digest (``sha256:HEX``) or its hex part.
+    The info dictionary's ``name`` must name the digest: ``sha256:HEX``, ``sha256-HEX`` (the
+    engine's file name) or the bare ``HEX``.
     """
     try:
         torrent = bencode.decode(data)
@@ -43,7 +44,8 @@ def check_torrent(data: bytes, digest: str) -> bytes:
     if not isinstance(info, dict) or not isinstance(info.get(b"name"), bytes):
         raise ApiError(400, "not a torrent: no info dictionary with a name")
     parsed = Digest.parse(digest)
-    if info[b"name"] not in (str(parsed).encode(), parsed.hex.encode()):
+    names = (str(parsed), f"{parsed.algorithm}-{parsed.hex}", parsed.hex)
+    if info[b"name"] not in {name.encode() for name in names}:
         raise ApiError(400, "the torrent's name is not the digest", name=repr(info[b"name"])[:200])
     return hashlib.sha1(info_raw).digest()
 

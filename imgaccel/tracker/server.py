@@ -6,6 +6,7 @@ import contextlib
 import ipaddress
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -15,21 +16,30 @@ from imgaccel.tracker.config import TrackerSettings, split_listen
 from imgaccel.tracker.state import Clock
 
 
+@dataclass(frozen=True)
+class Served:
+    """A tracker being served: its base URL (with the real port when asked for 0) and its app."""
+
+    url: str
+    app: web.Application
+
+
 @contextlib.asynccontextmanager
-async def running(settings: TrackerSettings, *, clock: Clock = time.time) -> AsyncIterator[str]:
-    """Serve the tracker until the block ends; yields its base URL (the real port if 0)."""
+async def running(settings: TrackerSettings, *, clock: Clock = time.time) -> AsyncIterator[Served]:
+    """Serve the tracker until the block ends."""
     host, port = split_listen(settings.listen)
     ssl_context = None
     if settings.tls:
         assert settings.ca_cert and settings.cert and settings.key
         ssl_context = server_context(settings.ca_cert, settings.cert, settings.key)
-    runner = web.AppRunner(make_app(settings, clock=clock), access_log=None, shutdown_timeout=5)
+    app = make_app(settings, clock=clock)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         bound_host, bound_port = runner.addresses[0][:2]
-        yield base_url(settings.tls, bound_host, bound_port)
+        yield Served(base_url(settings.tls, bound_host, bound_port), app)
     finally:
         await runner.cleanup()
 

@@ -36,10 +36,11 @@ class Swarm:
     peers: dict[bytes, Peer] = field(default_factory=dict)
     downloaded: int = 0
 
-    def counts(self) -> tuple[int, int]:
-        """(complete, incomplete): seeders and leechers."""
-        complete = sum(1 for peer in self.peers.values() if peer.seeding)
-        return complete, len(self.peers) - complete
+    def counts(self, since: float) -> tuple[int, int]:
+        """(complete, incomplete): seeders and leechers heard from after ``since``."""
+        live = [peer for peer in self.peers.values() if peer.last_seen > since]
+        complete = sum(1 for peer in live if peer.seeding)
+        return complete, len(live) - complete
 
 
 class Swarms:
@@ -62,8 +63,12 @@ class Swarms:
         """Count a finished download (``event=completed``) for the scrape's ``downloaded``."""
         self._swarms.setdefault(info_hash, Swarm()).downloaded += count
 
-    def get(self, info_hash: bytes) -> Swarm | None:
-        return self._swarms.get(info_hash)
+    def stats(self, info_hash: bytes, now: float) -> tuple[int, int, int]:
+        """(complete, incomplete, downloaded) of a swarm, counting live peers only."""
+        swarm = self._swarms.get(info_hash)
+        if swarm is None:
+            return 0, 0, 0
+        return (*swarm.counts(now - self.ttl), swarm.downloaded)
 
     def select(self, info_hash: bytes, exclude: bytes, numwant: int, now: float) -> list[Peer]:
         """Up to ``numwant`` live peers other than ``exclude``, a random choice when more."""
@@ -89,7 +94,7 @@ class Swarms:
         return sum(len(swarm.peers) for swarm in self._swarms.values())
 
     def _alive(self, peer: Peer, now: float) -> bool:
-        return now - peer.last_seen < self.ttl
+        return peer.last_seen > now - self.ttl
 
     def _peers(self) -> Iterator[tuple[bytes, Peer]]:
         for info_hash, swarm in self._swarms.items():
