@@ -120,3 +120,38 @@ def issue(
 
 def load_ca(directory: Path) -> KeyPair:
     return KeyPair((directory / CA_CERT).read_bytes(), (directory / CA_KEY).read_bytes())
+
+
+# RFC 7919 ffdhe2048, the standard 2048-bit finite-field group (``openssl genpkey -genparam
+# -algorithm DH -pkeyopt group:ffdhe2048``). libtorrent's set_ssl_certificate wants a DH params
+# file and reports a torrent error without one; the named group is vetted, costs nothing to
+# "generate" (a fresh 2048-bit group takes 15 s or more here), and ECDHE is what the EC node keys
+# actually negotiate.
+FFDHE2048_PEM = b"""-----BEGIN DH PARAMETERS-----
+MIIBCAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
++8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
+87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
+YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
+7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
+ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
+-----END DH PARAMETERS-----
+"""
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    """What a node proves itself with to peers: the cluster CA certificate and its own pair."""
+
+    ca_cert_pem: bytes
+    node: KeyPair
+
+    @classmethod
+    def load(cls, directory: Path) -> NodeIdentity:
+        """``ca.crt``, ``node.crt`` and ``node.key`` from ``directory``."""
+        node = KeyPair((directory / NODE_CERT).read_bytes(), (directory / NODE_KEY).read_bytes())
+        return cls((directory / CA_CERT).read_bytes(), node)
+
+    @classmethod
+    def issue(cls, ca: KeyPair, common_name: str = "*") -> NodeIdentity:
+        """A fresh node identity signed by ``ca`` (tests, single-host setups)."""
+        return cls(ca.cert_pem, issue(ca, common_name))

@@ -1,0 +1,247 @@
+"""A node's libtorrent session, configured for one cluster.
+
+Every torrent is an SSL torrent carrying the cluster CA (see :mod:`imgaccel.p2p.metainfo`), and
+the session listens only on an SSL port: a host without a certificate from the cluster CA can
+neither download from nor upload to this node. No DHT, local peer discovery, UPnP or NAT-PMP:
+peers come from the tracker (the metainfo's announce URL) or from :meth:`Swarm.add_peer`.
+uTP is off: inside a cluster its congestion control only slows TCP-friendly transfers down.
+
+Tuning measured on a 2-core test host, loopback, one downloader: ``send_buffer_watermark`` raised
+and ``tick_interval=100`` lift throughput to ~310-510 MB/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import libtorrent as lt
+
+from imgaccel.p2p.alerts import ALERT_MASK, AlertPump
+from imgaccel.p2p.certs import FFDHE2048_PEM, NodeIdentity
+from imgaccel.p2p.download import Download
+from imgaccel.p2p.errors import MetainfoInvalid, P2PError
+from imgaccel.p2p.metainfo import MIB, Metainfo
+
+LISTEN_TIMEOUT = 10.0
+_COUNTERS = ("net.sent_payload_bytes", "net.recv_payload_bytes", "peer.num_peers_connected")
+
+
+def session_settings(listen: str) -> dict[str, Any]:
+    """The settings pack of a cluster session listening (TLS only) on ``HOST:PORT``."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {listen!r}")
+    return {
+        "listen_interfaces": f"{host}:{port}s",
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "listen_system_port_fallback": False,
+        "max_retry_port_bind": 0,
+        "enable_outgoing_utp": False,
+        "enable_incoming_utp": False,
+        "allow_multiple_connections_per_ip": True,
+        "send_buffer_watermark": 8 * MIB,
+        "send_buffer_low_watermark": 1 * MIB,
+        "tick_interval": 100,
+        # Torrents are not queued: every blob seeds and downloads at once.
+        "active_downloads": -1,
+        "active_seeds": -1,
+        "active_limit": -1,
+        # A peer that went away (restart, stall) may come back soon inside a cluster.
+        "min_reconnect_time": 1,
+        "stop_tracker_timeout": 1,
+        "alert_mask": ALERT_MASK,
+        "alert_queue_size": 100_000,
+        "user_agent": "imgaccel",
+    }
+
+
+@dataclass(frozen=True)
+class SwarmStats:
+    """Counters for metrics; totals are payload bytes since the session started."""
+
+    upload_rate: float
+    download_rate: float
+    total_uploaded: int
+    total_downloaded: int
+    peers: int
+
+
+class Swarm:
+    """Owns one ``lt.session``; an async context manager."""
+
+    def __init__(
+        self,
+        identity: NodeIdentity,
+        *,
+        listen: str = "0.0.0.0:6881",
+        stall_seconds: float = 5.0,
+        no_peers_grace: float = 2.0,
+    ) -> None:
+        self.identity = identity
+        self._settings = session_settings(listen)
+        self._stall_seconds = stall_seconds
+        self._no_peers_grace = no_peers_grace
+        self._session: Any = None
+        self._pump: AlertPump | None = None
+        self._torrents: dict[str, Download] = {}
+        self._port = 0
+        self._stats_waiters: list[asyncio.Future[dict[str, int]]] = []
+        self._last_stats: tuple[float, int, int] = (time.monotonic(), 0, 0)
+
+    async def __aenter__(self) -> Swarm:
+        # The binding takes a plain dict; its stubs only list settings_pack.
+        self._session = lt.session(self._settings)  # type: ignore[call-overload]
+        self._pump = AlertPump(self._session)
+        listening = asyncio.get_running_loop().create_future()
+        stop = self._pump.subscribe(None, lambda a: self._on_session_alert(a, listening))
+        self._pump.start()
+        try:
+            async with asyncio.timeout(LISTEN_TIMEOUT):
+                self._port = await listening
+        except BaseException:
+            await self._close()
+            raise
+        finally:
+            stop()
+        self._pump.subscribe(None, self._on_alert)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        for download in self._torrents.values():
+            download.fail("swarm closed")
+        self._torrents.clear()
+        pump, self._pump = self._pump, None
+        assert pump is not None
+        pump.stop()
+        # Destroying a session joins its threads: do it off the loop, and only then close the
+        # pipe libtorrent writes to.
+        holder = [self._session, pump.detach()]
+        self._session = None
+        await asyncio.to_thread(holder.clear)
+        pump.close_fds()
+
+    @property
+    def port(self) -> int:
+        """The bound TLS port (the real one when the listen port was 0)."""
+        return self._port
+
+    def _on_session_alert(self, alert: Any, listening: asyncio.Future[int]) -> None:
+        if listening.done():
+            return
+        if isinstance(alert, lt.listen_succeeded_alert):
+            if alert.socket_type == lt.socket_type_t.tcp_ssl:
+                listening.set_result(alert.port)
+        elif isinstance(alert, lt.listen_failed_alert):
+            listening.set_exception(P2PError(f"cannot listen: {alert.message()}"))
+
+    def _on_alert(self, alert: Any) -> None:
+        if isinstance(alert, lt.torrent_need_cert_alert):
+            self._set_certificate(alert.handle)
+        elif isinstance(alert, lt.session_stats_alert):
+            values = alert.values
+            for waiter in self._stats_waiters:
+                if not waiter.done():
+                    waiter.set_result({name: int(values.get(name, 0)) for name in _COUNTERS})
+            self._stats_waiters.clear()
+
+    def _set_certificate(self, handle: Any) -> None:
+        node = self.identity.node
+        handle.set_ssl_certificate_buffer(
+            node.cert_pem.decode(), node.key_pem.decode(), FFDHE2048_PEM.decode()
+        )
+
+    def seed(self, metainfo: Metainfo, path: Path) -> Download:
+        """Seed ``path``, already verified against the blob digest, without re-hashing it."""
+        return self._add(metainfo, path, seed=True)
+
+    def download(self, metainfo: Metainfo, staging_dir: Path) -> Download:
+        """Start fetching into ``staging_dir/<name>``; the torrent's Download if already added."""
+        return self._add(metainfo, staging_dir / metainfo.name, seed=False)
+
+    def _add(self, metainfo: Metainfo, path: Path, *, seed: bool) -> Download:
+        if metainfo.ssl_cert != self.identity.ca_cert_pem:
+            raise MetainfoInvalid(f"{metainfo.name}: torrent is not for this cluster's CA")
+        existing = self._torrents.get(metainfo.infohash)
+        if existing is not None:
+            return existing
+        handle = self._session.add_torrent(_params(metainfo, path, seed=seed))
+        self._set_certificate(handle)
+        download = Download(
+            handle,
+            metainfo,
+            path,
+            stall_seconds=self._stall_seconds,
+            no_peers_grace=self._no_peers_grace,
+        )
+        assert self._pump is not None
+        download.unsubscribe = self._pump.subscribe(metainfo.infohash, download.on_alert)
+        self._torrents[metainfo.infohash] = download
+        return download
+
+    def get(self, infohash: str) -> Download | None:
+        return self._torrents.get(infohash)
+
+    def remove(self, infohash: str, *, delete_files: bool = False) -> None:
+        """Stop seeding/downloading; streams of it raise ``TorrentFailed``."""
+        download = self._torrents.pop(infohash, None)
+        if download is None:
+            return
+        download.fail("torrent removed")
+        download.unsubscribe()
+        flags = lt.session.delete_files if delete_files else 0
+        self._session.remove_torrent(download.handle, flags)
+
+    def add_peer(self, infohash: str, host: str, port: int) -> None:
+        """Connect to a peer's TLS port directly (besides whatever the tracker returns)."""
+        download = self._torrents.get(infohash)
+        if download is None:
+            raise KeyError(infohash)
+        download.handle.connect_peer((host, port))
+
+    async def stats(self) -> SwarmStats:
+        """Payload totals and rates (averaged since the previous call) and connected peers."""
+        waiter: asyncio.Future[dict[str, int]] = asyncio.get_running_loop().create_future()
+        self._stats_waiters.append(waiter)
+        self._session.post_session_stats()
+        counters = await waiter
+        sent, received = counters[_COUNTERS[0]], counters[_COUNTERS[1]]
+        now = time.monotonic()
+        then, sent_before, received_before = self._last_stats
+        self._last_stats = (now, sent, received)
+        elapsed = max(now - then, 1e-6)
+        return SwarmStats(
+            upload_rate=(sent - sent_before) / elapsed,
+            download_rate=(received - received_before) / elapsed,
+            total_uploaded=sent,
+            total_downloaded=received,
+            peers=counters[_COUNTERS[2]],
+        )
+
+
+def _params(metainfo: Metainfo, path: Path, *, seed: bool) -> Any:
+    params = lt.add_torrent_params()
+    params.ti = metainfo.torrent_info()
+    params.save_path = str(path.parent)
+    if path.name != metainfo.name:
+        params.renamed_files = {0: path.name}
+    flags = params.flags & ~lt.torrent_flags.auto_managed & ~lt.torrent_flags.paused
+    if seed:
+        flags |= lt.torrent_flags.seed_mode
+    params.flags = flags
+    return params
