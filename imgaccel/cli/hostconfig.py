@@ -112,9 +112,9 @@ def docker_config(daemon_json: Path, mirror: str, remove: bool) -> None:
     """Add the imgaccel node to dockerd's registry-mirrors in daemon.json.
 
     NOTE: dockerd uses registry-mirrors for Docker Hub images only; images from any other
-    registry do not go through the mirror (use containerd, or pull them by the mirror's
-    address). Every other key is kept; running it twice changes nothing. dockerd reads the
-    file at start or on SIGHUP (systemctl reload docker).
+    registry bypass the mirror (use containerd-config for those). Every other key is kept;
+    running it twice changes nothing. dockerd reads the file at start or on SIGHUP
+    (systemctl reload docker).
     """
     edit = docker.remove if remove else docker.configure
     _run([partial(edit, daemon_json, mirror)])
