@@ -22,6 +22,7 @@ from imgaccel.oci.reference import validate_reference
 from imgaccel.proxy.access import refusal
 from imgaccel.proxy.state import NODE, Node
 from imgaccel.proxy.target import Target, client_auth, target_of
+from imgaccel.upstream.auth import identity
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,16 @@ async def _fetch(
     auth: str | None,
     accept: str,
     algorithm: str = "sha256",
+) -> Manifest:
+    """GET a manifest from the origin, once for all concurrent askers with the same identity."""
+    key = (target, reference, accept, identity(auth))
+    return await node.manifest_flights.run(
+        key, lambda: _fetch_once(node, target, reference, auth, accept, algorithm)
+    )
+
+
+async def _fetch_once(
+    node: Node, target: Target, reference: str, auth: str | None, accept: str, algorithm: str
 ) -> Manifest:
     async with node.client.open(
         "GET",

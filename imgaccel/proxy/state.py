@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
-from imgaccel.cache.meta import MetaStore
+from imgaccel.cache.meta import Manifest, MetaStore
 from imgaccel.cache.store import BlobStore
 from imgaccel.proxy.access import AccessGuard
 from imgaccel.proxy.fetcher import BlobFetcher
 from imgaccel.proxy.metrics import NodeMetrics
+from imgaccel.proxy.singleflight import SingleFlight
 from imgaccel.settings import Settings
 from imgaccel.upstream.client import UpstreamClient
 
@@ -24,6 +26,8 @@ class Node:
     guard: AccessGuard
     fetcher: BlobFetcher
     metrics: NodeMetrics
+    #: Manifest fetches in progress, shared by concurrent askers with the same identity.
+    manifest_flights: SingleFlight[Any, Manifest] = field(default_factory=SingleFlight)
 
 
 NODE = web.AppKey("node", Node)

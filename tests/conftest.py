@@ -1,0 +1,124 @@
+"""Shared fixtures: real origin registries, the node app on a real port, containerd, images.
+
+Everything listens on port 0 on loopback; every directory is under pytest's tmp_path, so the
+suite runs in parallel and twice in a row.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from imgaccel.proxy.app import make_app
+from imgaccel.settings import Settings, load_settings
+from imgaccel.testing.containerd import Containerd
+from imgaccel.testing.images import Image, build_image, push
+from imgaccel.testing.registry import DistributionRegistry
+
+needs_registry = pytest.mark.skipif(
+    shutil.which("docker-registry") is None, reason="docker-registry is not installed")
+needs_containerd = pytest.mark.skipif(
+    shutil.which("containerd") is None or shutil.which("ctr") is None,
+    reason="containerd is not installed")
+needs_skopeo = pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
+
+
+@pytest.fixture(scope="session")
+def small_image(tmp_path_factory: pytest.TempPathFactory) -> Image:
+    """A 3-layer image (one 6 MB layer, two small ones), built once per session."""
+    return build_image(tmp_path_factory.mktemp("image"), [6_000_000, 300_000, 20_000], seed=1)
+
+
+@pytest.fixture
+async def origin(tmp_path: Path) -> AsyncIterator[DistributionRegistry]:
+    """An open distribution registry."""
+    async with DistributionRegistry(tmp_path / "origin") as registry:
+        yield registry
+
+
+@pytest.fixture
+async def pushed(origin: DistributionRegistry, small_image: Image) -> str:
+    """``small_image`` pushed to ``origin``; returns the reference ``HOST:PORT/test/app:v1``."""
+    ref = f"{origin.address}/test/app:v1"
+    await push(small_image, ref)
+    origin.requests.clear()
+    return ref
+
+
+NodeFactory = Callable[..., "NodeServer"]
+
+
+class NodeServer:
+    """The node app on a real loopback port (aiohttp's TestServer), with its settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.server = TestServer(make_app(settings), host="127.0.0.1", port=0)
+
+    @property
+    def url(self) -> str:
+        return str(self.server.make_url("")).rstrip("/")
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    @property
+    def app(self) -> Any:
+        return self.server.app
+
+    async def start(self) -> NodeServer:
+        await self.server.start_server()
+        return self
+
+    async def close(self) -> None:
+        await self.server.close()
+
+
+@pytest.fixture
+async def node_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """Start node apps: ``await node_factory(origin, cache_dir=..., **settings)``."""
+    started: list[NodeServer] = []
+
+    async def start(registry: DistributionRegistry | None = None, *,
+                    cache_dir: Path | None = None, **overrides: Any) -> NodeServer:
+        upstreams = dict(overrides.pop("upstreams", {}))
+        if registry is not None:
+            upstreams.setdefault(registry.address, {"url": registry.url})
+        cache = {"dir": str(cache_dir or tmp_path / f"cache{len(started)}"),
+                 **overrides.pop("cache", {})}
+        settings = load_settings(None, upstreams=upstreams, cache=cache, **overrides)
+        node = await NodeServer(settings).start()
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        await node.close()
+
+
+@pytest.fixture
+async def node(node_factory: Callable[..., Any], origin: DistributionRegistry) -> NodeServer:
+    """A node mirroring ``origin``."""
+    return await node_factory(origin)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def containerd(tmp_path: Path) -> AsyncIterator[Containerd]:
+    async with Containerd(tmp_path / "containerd") as daemon:
+        yield daemon
+
+
+def write_hosts(hosts_dir: Path, registry: str, mirror_url: str) -> Path:
+    """containerd's hosts.toml: ``registry`` through ``mirror_url``, the origin as fallback."""
+    directory = hosts_dir / registry
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "hosts.toml").write_text(
+        f'server = "http://{registry}"\n\n[host."{mirror_url}"]\n'
+        '  capabilities = ["pull", "resolve"]\n')
+    return hosts_dir
