@@ -1,5 +1,38 @@
-"""Peer-to-peer layer distribution.
+"""Peer-to-peer layer distribution over libtorrent.
 
-Nouns: ``certs`` (the cluster CA and node certificates that authenticate peers and the tracker API).
+Nouns:
+  ``certs``     the cluster CA and node certificates that authenticate peers and the tracker API
+  ``bencode``   strict bencoding
+  ``metainfo``  a blob's v1 SSL torrent, hashed in the same pass as the blob's digest
+  ``alerts``    libtorrent alerts delivered on the asyncio loop (``set_alert_fd`` + ``add_reader``)
+  ``download``  one torrent read as an in-order stream of verified bytes
+  ``swarm``     the node's session: seed, download, remove, add peers, stats
+  ``errors``    ``P2PError`` and its subclasses
+
+Imports point down this list's reverse: swarm -> download, alerts, metainfo -> bencode, errors.
 Core package: imports nothing from the CLI or the web services.
 """
+
+from imgaccel.p2p.certs import KeyPair, NodeIdentity, issue, make_ca
+from imgaccel.p2p.download import Download
+from imgaccel.p2p.errors import MetainfoInvalid, NoPeers, P2PError, SwarmStalled, TorrentFailed
+from imgaccel.p2p.metainfo import Metainfo, PieceHasher, piece_length_for
+from imgaccel.p2p.swarm import Swarm, SwarmStats
+
+__all__ = [
+    "Download",
+    "KeyPair",
+    "Metainfo",
+    "MetainfoInvalid",
+    "NoPeers",
+    "NodeIdentity",
+    "P2PError",
+    "PieceHasher",
+    "Swarm",
+    "SwarmStalled",
+    "SwarmStats",
+    "TorrentFailed",
+    "issue",
+    "make_ca",
+    "piece_length_for",
+]

@@ -56,21 +56,27 @@ class AlertPump:
         self._drain()  # alerts posted before the fd was set never signalled it
 
     def stop(self) -> None:
-        """Stop watching. The pipe stays open until :meth:`close_fds` (libtorrent may write)."""
-        if self._fds is not None and self._loop is not None:
+        """Stop watching and close the pipe; no alert is dispatched after this."""
+        if self._fds is None:
+            return
+        if self._loop is not None:
             self._loop.remove_reader(self._fds[0])
+        if self._session is not None:
+            # libtorrent swaps the notifier under the lock it notifies under, so once this
+            # returns it never writes to the old fd again (which the OS may soon reuse).
+            self._session.set_alert_fd(-1)
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = None
+
+    @property
+    def session(self) -> Any:
+        return self._session
 
     def detach(self) -> Any:
         """Forget the session (so the caller can destroy it) and return it."""
         session, self._session = self._session, None
         return session
-
-    def close_fds(self) -> None:
-        """Close the pipe; only once the session is destroyed."""
-        if self._fds is not None:
-            for fd in self._fds:
-                os.close(fd)
-            self._fds = None
 
     def subscribe(self, infohash: str | None, fn: Subscriber) -> Callable[[], None]:
         """Call ``fn(alert)`` for alerts of torrent ``infohash`` (every alert for ``None``).

@@ -129,12 +129,10 @@ class Swarm:
         pump, self._pump = self._pump, None
         assert pump is not None
         pump.stop()
-        # Destroying a session joins its threads: do it off the loop, and only then close the
-        # pipe libtorrent writes to.
+        # Destroying a session joins its threads: off the loop.
         holder = [self._session, pump.detach()]
         self._session = None
         await asyncio.to_thread(holder.clear)
-        pump.close_fds()
 
     @property
     def port(self) -> int:
