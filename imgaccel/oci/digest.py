@@ -26,7 +26,7 @@ class Digest:
     @classmethod
     def parse(cls, text: str) -> Digest:
         """Parse ``text`` or raise :class:`DigestInvalid` (a 400 for the client)."""
-        match = _DIGEST_RE.match(text)
+        match = _DIGEST_RE.fullmatch(text)
         if match is None or len(match.group(2)) != _HEX_LENGTH[match.group(1)]:
             raise DigestInvalid("invalid digest", detail={"digest": text[:200]})
         return cls(match.group(1), match.group(2))

@@ -19,13 +19,13 @@ DOCKER_HUB = "docker.io"
 
 def validate_name(name: str) -> str:
     """Return ``name`` if it is a valid repository name, else raise :class:`NameInvalid`."""
-    if len(name) > MAX_NAME_LENGTH or not _NAME_RE.match(name):
+    if len(name) > MAX_NAME_LENGTH or not _NAME_RE.fullmatch(name):
         raise NameInvalid("invalid repository name", detail={"name": name[:300]})
     return name
 
 
 def is_tag(reference: str) -> bool:
-    return bool(_TAG_RE.match(reference))
+    return bool(_TAG_RE.fullmatch(reference))
 
 
 def validate_reference(reference: str) -> str | Digest:
@@ -39,7 +39,7 @@ def validate_reference(reference: str) -> str | Digest:
 
 def validate_host(host: str) -> str:
     """A registry host (``name[:port]``), as containerd's ``ns`` query gives it."""
-    if len(host) > 255 or not _HOST_RE.match(host):
+    if len(host) > 255 or not _HOST_RE.fullmatch(host):
         raise NameInvalid("invalid registry host", detail={"ns": host[:300]})
     return host.lower()
 
