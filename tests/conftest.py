@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
+from imgaccel.hostconfig.containerd import configure
 from imgaccel.proxy.app import make_app
 from imgaccel.settings import Settings, load_settings
 from imgaccel.testing.containerd import Containerd
@@ -115,10 +116,7 @@ async def containerd(tmp_path: Path) -> AsyncIterator[Containerd]:
 
 
 def write_hosts(hosts_dir: Path, registry: str, mirror_url: str) -> Path:
-    """containerd's hosts.toml: ``registry`` through ``mirror_url``, the origin as fallback."""
-    directory = hosts_dir / registry
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "hosts.toml").write_text(
-        f'server = "http://{registry}"\n\n[host."{mirror_url}"]\n'
-        '  capabilities = ["pull", "resolve"]\n')
+    """containerd's hosts.toml, written by the product's own ``containerd-config`` code:
+    ``registry`` through ``mirror_url``, the (plain HTTP) origin as the fallback server."""
+    configure(hosts_dir, registry, mirror_url, origin=f"http://{registry}")
     return hosts_dir
