@@ -10,6 +10,42 @@ import click
 
 from imgaccel.errors import ConfigError
 
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "kib": 2**10,
+    "m": 10**6,
+    "mb": 10**6,
+    "mib": 2**20,
+    "g": 10**9,
+    "gb": 10**9,
+    "gib": 2**30,
+    "t": 10**12,
+    "tb": 10**12,
+    "tib": 2**40,
+}
+
+
+class ByteSize(click.ParamType):
+    """A byte count: ``1048576``, ``500MiB``, ``200G`` (K/M/G/T are powers of 1000)."""
+
+    name = "SIZE"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower()
+        number = text.rstrip("abcdefghijklmnopqrstuvwxyz ")
+        unit = text[len(number) :].strip()
+        try:
+            return int(float(number) * _UNITS[unit])
+        except (KeyError, ValueError):
+            self.fail(f"{value!r} is not a size like 200G, 500MiB or 1048576", param, ctx)
+
 
 @click.command()
 @click.option(
@@ -28,7 +64,12 @@ from imgaccel.errors import ConfigError
     help="Origin for a registry host, e.g. registry.local:5000=http://10.0.0.5:5000 "
     "(repeatable). Unlisted hosts are reached at https://HOST.",
 )
-@click.option("--quota", "quota_bytes", type=int, help="Cache quota in bytes (0: none).")
+@click.option(
+    "--quota",
+    "quota_bytes",
+    type=ByteSize(),
+    help="Cache quota, e.g. 200G or 500MiB (0: none). [default: 0]",
+)
 @click.option("--tracker", metavar="URL", help="The imgaccel tracker, for peer-to-peer.")
 @click.option("--p2p-listen", metavar="HOST:PORT", help="Where libtorrent listens for peers.")
 @click.option(
