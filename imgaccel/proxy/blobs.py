@@ -7,6 +7,7 @@ import time
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
+from multidict import CIMultiDict
 
 from imgaccel.cache.fill import Fill, FillFailed
 from imgaccel.oci.digest import Digest
@@ -36,8 +37,9 @@ async def blob(request: web.Request) -> web.StreamResponse:
     if digest in node.store:
         await node.guard.check(target.registry, target.repo, digest, auth, "blobs")
         if (entry := node.store.lookup(digest)) is not None:
+            byte_range = parse_range(request.headers.get("Range"), entry.size)
             node.metrics.cache_hits.labels("blob").inc()
-            return CachedBlob(node, digest, entry.size)
+            return CachedBlob(node, digest, entry.size, byte_range)
     node.metrics.cache_misses.labels("blob").inc()
     if request.method == "HEAD" and digest not in node.fetcher.fills:
         return await _head_origin(node, target, digest, auth)
@@ -48,24 +50,44 @@ async def blob(request: web.Request) -> web.StreamResponse:
 
 
 class CachedBlob(web.FileResponse):
-    """A verified blob sent with sendfile (aiohttp handles Range and HEAD); the blob is held
-    against eviction while it is being sent."""
+    """A verified blob sent with sendfile (aiohttp handles HEAD and the range); the blob is held
+    against eviction while it is being sent.
 
-    def __init__(self, node: Node, digest: Digest, size: int) -> None:
+    ``byte_range`` is the client's ``Range`` as :func:`parse_range` read it (already checked);
+    aiohttp is handed that instead of the raw header, so a cached blob and a blob being filled
+    answer the same ``Range`` the same way (aiohttp alone sends an empty 416 for several ranges
+    and treats ``bytes=-0`` as the whole blob).
+    """
+
+    def __init__(
+        self, node: Node, digest: Digest, size: int, byte_range: tuple[int, int] | None
+    ) -> None:
         super().__init__(node.store.path(digest), chunk_size=1 << 20, headers=_headers(digest))
         self._node, self._digest, self._size = node, digest, size
+        self._range = byte_range
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         started = time.monotonic()
         self._node.store.acquire(self._digest)
         try:
-            writer = await super().prepare(request)
+            writer = await super().prepare(_with_range(request, self._range))
         finally:
             self._node.store.release(self._digest)
         sent = 0 if request.method == "HEAD" else (self.content_length or 0)
         self._node.metrics.served("cache", sent)
         _log_served(request, self._digest, "cache", sent, self._size, started)
         return writer
+
+
+def _with_range(request: web.BaseRequest, byte_range: tuple[int, int] | None) -> web.BaseRequest:
+    """``request`` with its ``Range`` header replaced by the canonical form of ``byte_range``."""
+    if "Range" not in request.headers:
+        return request
+    headers = CIMultiDict(request.headers)
+    headers.popall("Range")
+    if byte_range is not None:
+        headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1] - 1}"
+    return request.clone(headers=headers)
 
 
 async def _head_origin(

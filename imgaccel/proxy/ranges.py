@@ -20,8 +20,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     first, last = first.strip(), last.strip()
     if (
         not sep
-        or (first and not first.isdigit())
-        or (last and not last.isdigit())
+        or (first and not _is_number(first))
+        or (last and not _is_number(last))
         or (not first and not last)
         or len(first) > 19
         or len(last) > 19
@@ -41,6 +41,12 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if start >= size or end <= start:
         raise _unsatisfiable(header, size)
     return start, end
+
+
+def _is_number(text: str) -> bool:
+    # ASCII only: str.isdigit() is also true for "²" (int() rejects it: a 500) and for
+    # Arabic-Indic digits (int() reads them).
+    return text.isascii() and text.isdigit()
 
 
 def _unsatisfiable(header: str, size: int) -> RangeInvalid:
