@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from imgaccel import __version__
 from imgaccel.cache.meta import MetaStore
 from imgaccel.cache.store import BlobStore
+from imgaccel.errors import Unauthorized
 from imgaccel.proxy.access import AccessGuard
 from imgaccel.proxy.blobs import blob
 from imgaccel.proxy.errors import registry_errors
@@ -19,6 +20,7 @@ from imgaccel.proxy.fetcher import BlobFetcher
 from imgaccel.proxy.manifests import manifest
 from imgaccel.proxy.metrics import NodeMetrics
 from imgaccel.proxy.state import NODE, Node
+from imgaccel.proxy.target import client_auth
 from imgaccel.settings import Settings
 from imgaccel.upstream.client import UpstreamClient
 
@@ -28,7 +30,18 @@ _NAME = r"{name:[^?#]+}"
 
 
 async def api_version(request: web.Request) -> web.Response:
-    return web.json_response({}, headers={"Docker-Distribution-API-Version": "registry/2.0"})
+    """The version check, with the default registry's challenge for a client without credentials.
+
+    Clients such as skopeo and dockerd decide here whether to authenticate at all: a bare 200
+    means they never send credentials, and private images cannot be read through the mirror.
+    """
+    headers = {"Docker-Distribution-API-Version": "registry/2.0"}
+    if client_auth(request) is None:
+        node = request.app[NODE]
+        challenge = await node.client.challenge(node.settings.default_registry)
+        if challenge is not None:
+            raise Unauthorized("authentication required", headers={"WWW-Authenticate": challenge})
+    return web.json_response({}, headers=headers)
 
 
 async def healthz(request: web.Request) -> web.Response:

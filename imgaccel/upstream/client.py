@@ -95,6 +95,18 @@ class UpstreamClient:
     def base_url(self, registry: str) -> str:
         return self._upstream_for(registry).url
 
+    async def challenge(self, registry: str) -> str | None:
+        """The origin's ``WWW-Authenticate`` to an anonymous ``GET /v2/``; None if it sent none
+        (an open registry) or could not be reached (the mirror must still answer from cache)."""
+        upstream = self._upstream_for(registry)
+        try:
+            response = await self._follow("GET", f"{upstream.url}/v2/", upstream, {}, None)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.info("cannot ask %s for its challenge: %s", registry, exc)
+            return None
+        response.release()
+        return response.headers.get("WWW-Authenticate") if response.status == 401 else None
+
     @contextlib.asynccontextmanager
     async def open(
         self,
