@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgaccel.errors import CacheFull
+from imgaccel.errors import CacheFull, DigestInvalid
 from imgaccel.oci.digest import Digest
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,8 @@ class BlobStore:
             for path in directory.iterdir():
                 try:
                     digest = Digest.parse(f"{algorithm}:{path.name}")
-                except ValueError:
+                except DigestInvalid:
+                    log.warning("ignoring %s: not a blob name", path)
                     continue
                 stat = path.stat()
                 found.append((stat.st_mtime, digest, stat.st_size))
