@@ -57,9 +57,7 @@ def _option(*names: str, **kwargs: Any) -> Callable[[_F], _F]:
 @_option(
     "--peer-ttl",
     type=float,
-    default=180.0,
-    show_default=True,
-    help="Seconds of silence after which a peer leaves its swarms.",
+    help="Seconds of silence after which a peer leaves its swarms [default: 3 x interval].",
 )
 @_option(
     "--claim-lease",
@@ -69,6 +67,7 @@ def _option(*names: str, **kwargs: Any) -> Callable[[_F], _F]:
     help="Seconds a cold-blob fetch claim holds without renew or publish.",
 )
 @_option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING, ERROR.")
+@_option("--log-json", is_flag=True, help="One JSON object per log line.")
 def tracker(
     listen: str,
     data_dir: Path,
@@ -77,9 +76,10 @@ def tracker(
     key: Path | None,
     insecure: bool,
     announce_interval: int,
-    peer_ttl: float,
+    peer_ttl: float | None,
     claim_lease: float,
     log_level: str,
+    log_json: bool,
 ) -> None:
     """Run the cluster's tracker: BitTorrent announces, torrent metainfo, fetch election.
 
@@ -92,25 +92,26 @@ def tracker(
 
     On start it prints `imgaccel tracker listening on http(s)://HOST:PORT` to stderr.
     """
+    from imgaccel.logs import setup_logging
     from imgaccel.tracker import TrackerSettings
 
     try:
-        settings = TrackerSettings(
-            listen=listen,
-            data_dir=data_dir,
-            ca_cert=ca_cert,
-            cert=cert,
-            key=key,
-            insecure=insecure,
-            announce_interval=announce_interval,
-            peer_ttl=peer_ttl,
-            claim_lease_seconds=claim_lease,
+        settings = TrackerSettings.model_validate(
+            {
+                "listen": listen,
+                "data_dir": data_dir,
+                "ca_cert": ca_cert,
+                "cert": cert,
+                "key": key,
+                "insecure": insecure,
+                "announce_interval": announce_interval,
+                "peer_ttl": peer_ttl,  # None: derived from the interval
+                "claim_lease_seconds": claim_lease,
+            }
         )
     except ValidationError as exc:
         raise click.UsageError(_problems(exc)) from None
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(log_level, json_format=log_json)
     asyncio.run(_serve(settings))
 
 

@@ -2,7 +2,8 @@
 
 ``info_hash`` and ``peer_id`` are raw bytes, percent-encoded; the query string is parsed here as
 bytes because aiohttp would decode it as UTF-8. Bad input gets HTTP 200 with a bencoded
-``failure reason``, as BitTorrent clients expect, never a 5xx.
+``failure reason``, as BitTorrent clients expect, never a 5xx. (Unencoded non-ASCII bytes in the
+request line never get here: aiohttp's parser answers 400 itself, and no real client sends them.)
 """
 
 from __future__ import annotations
@@ -77,22 +78,24 @@ def _hash(raw: bytes, name: str) -> bytes:
 
 def parse_announce(params: dict[str, list[bytes]]) -> AnnounceRequest:
     """Validate an announce's parameters; :class:`AnnounceError` says what is wrong."""
+    info_hash = _hash(_one(params, "info_hash"), "info_hash")
+    peer_id = _hash(_one(params, "peer_id"), "peer_id")
     port = _int(params, "port")
     if not 0 < port < 65536:
         raise AnnounceError("port out of range")
+    left = _int(params, "left")
+    for counter in ("uploaded", "downloaded"):
+        _int(params, counter, 0)
     event = _one(params, "event", b"").decode("latin-1")
     if event not in EVENTS:
         raise AnnounceError(f"unknown event {event[:20]!r}")
-    for counter in ("uploaded", "downloaded"):
-        _int(params, counter, 0)
-    numwant = _int(params, "numwant") if "numwant" in params else None
     return AnnounceRequest(
-        info_hash=_hash(_one(params, "info_hash"), "info_hash"),
-        peer_id=_hash(_one(params, "peer_id"), "peer_id"),
+        info_hash=info_hash,
+        peer_id=peer_id,
         port=port,
-        left=_int(params, "left"),
+        left=left,
         event=event,
-        numwant=numwant,
+        numwant=_int(params, "numwant") if "numwant" in params else None,
         compact=_one(params, "compact", b"1") != b"0",
         no_peer_id=_one(params, "no_peer_id", b"0") == b"1",
         ip=_parse_ip(params["ip"][0]) if params.get("ip") else None,
@@ -178,19 +181,20 @@ async def handle_announce(request: web.Request) -> web.Response:
     state = request.app[STATE]
     try:
         req = parse_announce(parse_query(_raw_query(request)))
-        ip = req.ip or _remote_ip(request)
+        return _bencoded(announce(state, req, req.ip or _remote_ip(request)))
     except AnnounceError as exc:
         return _failure(request, str(exc))
-    return _bencoded(announce(state, req, ip))
+    except Exception:  # a BitTorrent client understands a failure reason, not a 500
+        log.exception("announce failed")
+        return _failure(request, "internal tracker error")
 
 
 async def handle_scrape(request: web.Request) -> web.Response:
     hashes = parse_query(_raw_query(request)).get("info_hash", [])
     try:
-        checked = [_hash(raw, "info_hash") for raw in hashes]
+        return _bencoded(scrape(request.app[STATE], [_hash(raw, "info_hash") for raw in hashes]))
     except AnnounceError as exc:
         return _failure(request, str(exc))
-    return _bencoded(scrape(request.app[STATE], checked))
 
 
 def _remote_ip(request: web.Request) -> IPAddress:

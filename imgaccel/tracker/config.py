@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -28,8 +28,8 @@ class TrackerSettings(BaseModel):
     peer_ttl: float = Field(
         default=180.0,
         gt=0,
-        description="A peer not heard from for this long leaves its swarms (3 x announce_interval "
-        "tolerates two missed announces).",
+        description="A peer not heard from for this long leaves its swarms. Unset: 3 x "
+        "announce_interval, which tolerates two missed announces.",
     )
     claim_lease_seconds: float = Field(
         default=60.0,
@@ -62,6 +62,13 @@ class TrackerSettings(BaseModel):
     def _host_port(cls, value: str) -> str:
         split_listen(value)
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_peer_ttl(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("peer_ttl") is None:
+            data = {**data, "peer_ttl": 3 * float(data.get("announce_interval") or 60)}
+        return data
 
     @model_validator(mode="after")
     def _tls_or_insecure(self) -> Self:
