@@ -54,20 +54,28 @@ class BlobFetcher:
         """The fill for ``location.digest``: an existing one, or a new one from the origin.
 
         Raises the client-facing error when the origin refuses (the refusal is this client's:
-        another waiter with other credentials tries on its own).
+        another waiter with other credentials tries on its own). A client joining a fill that
+        another client started must pass the access guard with its own credentials first.
         """
         digest = location.digest
         for _ in range(3):
             if (existing := self.fills.get(digest)) is not None:
-                return existing
+                return await self._join(location, existing)
             starting = self._starting.get(digest)
             if starting is None:
                 return await self._start(location)
             try:
-                return await asyncio.shield(starting)
+                started = await asyncio.shield(starting)
             except RegistryError:
                 continue  # the starter was refused; try with our own credentials
+            return await self._join(location, started)
         return await self._start(location)
+
+    async def _join(self, location: BlobLocation, fill: Fill) -> Fill:
+        await self.guard.check(
+            location.registry, location.repo, location.digest, location.client_auth, "blobs"
+        )
+        return fill
 
     async def _start(self, location: BlobLocation) -> Fill:
         ready: asyncio.Future[Fill] = asyncio.get_running_loop().create_future()
