@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator
 
@@ -43,10 +44,23 @@ def _make_state(settings: TrackerSettings, clock: Clock) -> TrackerState:
         swarms.completed(info_hash, downloaded)
     registry = CollectorRegistry()
     state = TrackerState(
-        settings, clock, store, swarms, registry, metrics.announce_counter(registry)
+        settings,
+        clock,
+        store,
+        swarms,
+        registry,
+        metrics.announce_counter(registry),
+        cluster_ca_der=cluster_ca_der(settings),
     )
     registry.register(metrics.StateCollector(state))
     return state
+
+
+def cluster_ca_der(settings: TrackerSettings) -> bytes | None:
+    """The cluster CA certificate (DER) of a TLS tracker; None when insecure."""
+    if settings.ca_cert is None:
+        return None
+    return ssl.PEM_cert_to_DER_cert(settings.ca_cert.read_text())
 
 
 def sweep(state: TrackerState) -> None:

@@ -126,7 +126,10 @@ async def handle_claim(request: web.Request) -> web.Response:
         registry=text_field(body, "registry", required=False),
         repository=text_field(body, "repository", required=False),
     )
-    return web.json_response(elect(request.app[STATE], req))
+    state = request.app[STATE]
+    if role == "seeder":  # a seeder that claims is alive
+        state.store.seeder_heartbeat(req.node, state.now())
+    return web.json_response(elect(state, req))
 
 
 def _held_by(state: TrackerState, digest: str, node: str) -> Claim:

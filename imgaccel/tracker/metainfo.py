@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import ssl
 
 from aiohttp import web
 
@@ -29,11 +30,13 @@ def metainfo_key(digest: str) -> str:
     return f"metainfo:{digest}"
 
 
-def check_torrent(data: bytes, digest: str) -> bytes:
+def check_torrent(data: bytes, digest: str, cluster_ca_der: bytes | None = None) -> bytes:
     """Check that ``data`` is a .torrent for ``digest``; its v1 info-hash, or ApiError 400.
 
     The info dictionary's ``name`` must name the digest: ``sha256:HEX``, ``sha256-HEX`` (the
-    engine's file name) or the bare ``HEX``.
+    engine's file name) or the bare ``HEX``. With ``cluster_ca_der`` (a TLS tracker) it must be
+    an SSL torrent of this cluster: its ``ssl-cert`` is the cluster CA. Any other torrent's
+    peers would announce without a client certificate and be refused, a swarm that never forms.
     """
     try:
         torrent = bencode.decode(data)
@@ -47,7 +50,18 @@ def check_torrent(data: bytes, digest: str) -> bytes:
     names = (str(parsed), f"{parsed.algorithm}-{parsed.hex}", parsed.hex)
     if info[b"name"] not in {name.encode() for name in names}:
         raise ApiError(400, "the torrent's name is not the digest", name=repr(info[b"name"])[:200])
+    if cluster_ca_der is not None and _cert_der(info.get(b"ssl-cert")) != cluster_ca_der:
+        raise ApiError(400, "not an SSL torrent of this cluster: ssl-cert is not the cluster CA")
     return hashlib.sha1(info_raw).digest()
+
+
+def _cert_der(pem: object) -> bytes | None:
+    if not isinstance(pem, bytes):
+        return None
+    try:
+        return ssl.PEM_cert_to_DER_cert(pem.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None
 
 
 def publish(state: TrackerState, digest: str, published: Published) -> tuple[int, Published]:
@@ -68,7 +82,7 @@ def publish(state: TrackerState, digest: str, published: Published) -> tuple[int
 async def handle_put(request: web.Request) -> web.Response:
     digest = digest_param(request)
     data = await request.read()
-    info_hash = check_torrent(data, digest)
+    info_hash = check_torrent(data, digest, request.app[STATE].cluster_ca_der)
     publisher = request.query.get("node") or request.remote or "unknown"
     status, stored = publish(request.app[STATE], digest, Published(data, info_hash, publisher))
     return web.json_response(

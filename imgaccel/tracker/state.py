@@ -28,6 +28,8 @@ class TrackerState:
     swarms: Swarms
     registry: CollectorRegistry
     announces: Counter
+    #: The cluster CA (DER) when serving TLS: published torrents must carry it as ``ssl-cert``.
+    cluster_ca_der: bytes | None = None
     notifier: Notifier = field(default_factory=Notifier)
     #: digest -> until when no seeder is elected for it (a seeder gave up or let its lease lapse).
     seeder_declined: dict[str, float] = field(default_factory=dict)

@@ -80,13 +80,17 @@ def digest_of(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
-def torrent_for(digest: str, *, piece_length: int = 16384, name: str | None = None) -> bytes:
-    info = {
+def torrent_for(
+    digest: str, *, piece_length: int = 16384, name: str | None = None, ca: bytes | None = None
+) -> bytes:
+    info: dict[str, object] = {
         "length": 1,
         "name": name or digest,
         "piece length": piece_length,
         "pieces": b"\x00" * 20,
     }
+    if ca is not None:
+        info["ssl-cert"] = ca
     return bencode.encode({"announce": "http://tracker/announce", "info": info})
 
 

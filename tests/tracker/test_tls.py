@@ -14,7 +14,7 @@ from imgaccel.p2p.certs import issue, make_ca
 from imgaccel.tracker import TrackerSettings, running
 from imgaccel.tracker.auth import client_context
 
-from .conftest import digest_of, info_hash, peer_id
+from .conftest import digest_of, info_hash, peer_id, torrent_for
 
 
 @dataclass
@@ -93,3 +93,18 @@ async def test_plain_http_to_the_tls_port_gets_nothing(cluster: Cluster) -> None
         await _get(
             _announce_url(cluster.url.replace("https", "http")), ssl.create_default_context()
         )
+
+
+async def test_only_ssl_torrents_of_this_cluster_are_published(cluster: Cluster) -> None:
+    digest = digest_of("blob")
+    url = f"{cluster.url}/v1/metainfo/{digest}"
+    ca_pem = (cluster.certs / "ca.crt").read_bytes()
+    other_ca = (cluster.certs / "stranger.crt").read_bytes()
+    async with aiohttp.ClientSession() as http:
+        for torrent, status in [
+            (torrent_for(digest), 400),  # not an SSL torrent: its peers could not announce
+            (torrent_for(digest, ca=other_ca), 400),
+            (torrent_for(digest, ca=ca_pem), 201),
+        ]:
+            async with http.put(url, data=torrent, ssl=cluster.context("node")) as response:
+                assert response.status == status, await response.text()
