@@ -133,9 +133,16 @@ class Fill:
 
     # -- reader side ----------------------------------------------------------------------------
 
+    @property
+    def closed(self) -> bool:
+        """The fill ended and every reader left: its file is closed and :meth:`read` fails."""
+        return self.fd < 0
+
     async def read(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """Yield bytes ``[start, end)`` as they land; the blob's last byte only once verified."""
         end = self.size if end is None else end
+        if self.closed:
+            raise FillFailed("the fill is over and its file closed; read the blob from the store")
         self._users += 1
         try:
             offset = start
@@ -164,7 +171,9 @@ class Fill:
 
     def _drop_user(self) -> None:
         self._users -= 1
-        if self._users == 0:
+        if self._users == 0 and self.fd >= 0:
+            # Closed once: a second os.close could close whatever reused the descriptor number.
             os.close(self.fd)
+            self.fd = -1
             if not self.committed:
                 self.temp.unlink(missing_ok=True)

@@ -37,16 +37,22 @@ async def blob(request: web.Request) -> web.StreamResponse:
     if digest in node.store:
         await node.guard.check(target.registry, target.repo, digest, auth, "blobs")
         if (entry := node.store.lookup(digest)) is not None:
-            byte_range = parse_range(request.headers.get("Range"), entry.size)
             node.metrics.cache_hits.labels("blob").inc()
-            return CachedBlob(node, digest, entry.size, byte_range)
+            return _cached(request, node, digest, entry.size)
     node.metrics.cache_misses.labels("blob").inc()
     if request.method == "HEAD" and digest not in node.fetcher.fills:
         return await _head_origin(node, target, digest, auth)
     if digest in node.fetcher.fills:
         await node.guard.check(target.registry, target.repo, digest, auth, "blobs")
     fill = await node.fetcher.fill(BlobLocation(target.registry, target.repo, digest, auth))
+    if fill.closed and (entry := node.store.lookup(digest)) is not None:
+        # The fill was committed and closed before this request got to read from it.
+        return _cached(request, node, digest, entry.size)
     return await _from_fill(request, node, fill)
+
+
+def _cached(request: web.Request, node: Node, digest: Digest, size: int) -> CachedBlob:
+    return CachedBlob(node, digest, size, parse_range(request.headers.get("Range"), size))
 
 
 class CachedBlob(web.FileResponse):
