@@ -1,0 +1,149 @@
+"""Fill without sockets: readers follow the writer, the last byte waits for verification."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from imgaccel.cache.fill import Fill, FillFailed
+from imgaccel.errors import DigestMismatch
+from imgaccel.oci.digest import Digest
+
+DATA = hashlib.sha512(b"fill").digest() * 40  # 2560 bytes
+
+
+def new_fill(tmp_path: Path, data: bytes = DATA, digest: Digest | None = None) -> Fill:
+    return Fill(digest or Digest.of(data), tmp_path / "blob.part", len(data))
+
+
+async def read_exactly(reader: AsyncIterator[bytes], n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        out += await anext(reader)
+    return out
+
+
+async def still_waiting(task: asyncio.Task[bytes]) -> bool:
+    """True if ``task`` stays blocked while the loop runs everything else that is ready."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+    return not task.done()
+
+
+async def test_readers_stream_while_the_writer_writes(tmp_path: Path) -> None:
+    fill = new_fill(tmp_path)
+    reader = fill.read()
+
+    await fill.write_at(0, DATA[:1000])
+    assert await read_exactly(reader, 1000) == DATA[:1000]
+
+    await fill.write_at(1000, DATA[1000:2000])
+    assert await read_exactly(reader, 1000) == DATA[1000:2000]
+    await reader.aclose()
+    await fill.finish(RuntimeError("test over"))
+
+
+async def test_the_last_byte_is_withheld_until_verified(tmp_path: Path) -> None:
+    fill = new_fill(tmp_path)
+    reader = fill.read()
+    await fill.write_at(0, DATA)
+
+    assert await read_exactly(reader, len(DATA) - 1) == DATA[:-1]
+    last = asyncio.create_task(anext(reader))
+    assert await still_waiting(last)
+
+    await fill.verify()
+    await fill.finish()
+
+    assert await last == DATA[-1:]
+    with pytest.raises(StopAsyncIteration):
+        await anext(reader)
+
+
+async def test_a_range_read_before_the_last_byte_needs_no_verification(tmp_path: Path) -> None:
+    fill = new_fill(tmp_path)
+    await fill.write_at(0, DATA)
+    got = b"".join([chunk async for chunk in fill.read(100, 200)])
+    assert got == DATA[100:200]
+    await fill.finish(RuntimeError("test over"))
+
+
+async def test_out_of_order_extents_join_the_contiguous_prefix(tmp_path: Path) -> None:
+    fill = new_fill(tmp_path)
+    await fill.write_at(2000, DATA[2000:])
+    await fill.write_at(500, DATA[500:1000])
+    assert fill.contiguous == 0
+    assert fill.missing() == [(0, 500), (1000, 2000)]
+
+    await fill.write_at(0, DATA[:500])
+    assert fill.contiguous == 1000
+    assert fill.missing() == [(1000, 2000)]
+
+    await fill.write_at(1000, DATA[1000:2000])
+    assert fill.contiguous == len(DATA)
+    assert fill.missing() == []
+    seen: list[bytes] = []
+    fill.observers.append(seen.append)
+    reader = fill.read()
+    assert await read_exactly(reader, len(DATA) - 1) == DATA[:-1]
+    await fill.verify()
+    assert b"".join(seen) == DATA  # observers see every byte once, in order
+    await fill.finish()
+    assert await anext(reader) == DATA[-1:]
+    await reader.aclose()
+
+
+async def test_a_mismatch_fails_verification_and_aborts_readers(tmp_path: Path) -> None:
+    wrong = bytes(len(DATA))
+    fill = new_fill(tmp_path, digest=Digest.of(DATA))
+    reader = fill.read()
+    await fill.write_at(0, wrong)
+    assert await read_exactly(reader, len(DATA) - 1) == wrong[:-1]
+    last = asyncio.create_task(anext(reader))
+
+    with pytest.raises(DigestMismatch):
+        await fill.verify()
+    await fill.finish(DigestMismatch("test"))
+
+    with pytest.raises(FillFailed):
+        await last
+    assert not fill.temp.exists()  # nothing of it is left once every user is gone
+    with pytest.raises(FillFailed):
+        await anext(fill.read())
+
+
+async def test_a_reader_after_the_fill_ended_fails_cleanly(tmp_path: Path) -> None:
+    """Once the last user left, the file is closed exactly once and late readers get FillFailed
+    (not EBADF, and never bytes of whatever file reused the descriptor number)."""
+    fill = new_fill(tmp_path)
+    await fill.write_at(0, DATA)
+    await fill.verify()
+    await fill.finish()
+    assert fill.closed and not fill.temp.exists()  # not committed by anyone: removed
+
+    for _ in range(2):
+        with pytest.raises(FillFailed):
+            await anext(fill.read())
+
+
+async def test_a_short_blob_does_not_verify(tmp_path: Path) -> None:
+    fill = new_fill(tmp_path)
+    await fill.write_at(0, DATA[:-1])
+    with pytest.raises(DigestMismatch):
+        await fill.verify()
+    await fill.finish(DigestMismatch("short"))
+
+
+async def test_writes_outside_the_blob_are_refused(tmp_path: Path) -> None:
+    fill = new_fill(tmp_path)
+    with pytest.raises(FillFailed):
+        await fill.write_at(len(DATA) - 1, b"ab")
+    with pytest.raises(FillFailed):
+        await fill.write_at(-1, b"a")
+    await fill.finish(RuntimeError("test over"))
+    with pytest.raises(FillFailed):
+        await fill.write_at(0, b"a")
