@@ -6,8 +6,10 @@ neither download from nor upload to this node. No DHT, local peer discovery, UPn
 peers come from the tracker (the metainfo's announce URL) or from :meth:`Swarm.add_peer`.
 uTP is off: inside a cluster its congestion control only slows TCP-friendly transfers down.
 
-Tuning measured on a 2-core test host, loopback, one downloader: ``send_buffer_watermark`` raised
-and ``tick_interval=100`` lift throughput to ~310-510 MB/s.
+Tuning: ``send_buffer_watermark`` raised and ``tick_interval=100`` (reported ~310-510 MB/s on
+loopback for one downloader). Measured with this module, seeder and downloader in one process on
+2 cores, TLS on: ~80-135 MB/s to torrent completion for a 384-512 MB blob, about 15 % less
+through ``Download.stream``; idle CPU ~0. Torrents are never queued (``active_*`` = -1).
 """
 
 from __future__ import annotations

@@ -116,7 +116,8 @@ async def test_seeder_gone_mid_transfer_stalls(
         download = leecher.download(blob.metainfo, tmp_path / "dl")
         got = bytearray()
         async with make_swarm() as seeder:
-            seeder.seed(blob.metainfo, blob.path)
+            # Slow enough that the leecher cannot have the whole blob when the seeder goes.
+            seeder.seed(blob.metainfo, blob.path).handle.set_upload_limit(4 * 1024 * 1024)
             leecher.add_peer(blob.metainfo.infohash, "127.0.0.1", seeder.port)
             stream = download.stream()
             async for chunk in stream:
@@ -128,6 +129,7 @@ async def test_seeder_gone_mid_transfer_stalls(
             async for chunk in download.stream(len(got)):
                 got += chunk
         assert len(got) < len(blob.data)
+        assert not download.is_complete()
         assert bytes(got) == blob.data[: len(got)]
         assert raised.value.delivered == len(got)
 
