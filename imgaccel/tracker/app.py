@@ -1,4 +1,25 @@
-"""The tracker's app factory: routes, shared state, the sweeper task, the error middleware."""
+"""The tracker's app factory: routes, shared state, the sweeper task, the error middleware.
+
+The HTTP API (JSON unless said; errors are ``{"error": ...}`` with a 4xx; a bad digest is the
+OCI ``DIGEST_INVALID`` error JSON):
+
+====== ================================ ==========================================================
+GET    /announce                        BitTorrent announce (BEP 3/23/7): bencoded, compact peers
+GET    /scrape                          BitTorrent scrape (BEP 48): complete/incomplete/downloaded
+PUT    /v1/metainfo/{digest}?node=ID    body: .torrent named by the digest -> 201 new, 200 same,
+                                        409 another torrent won; ``{digest, info_hash, publisher}``
+GET    /v1/metainfo/{digest}?wait=S     the .torrent (``X-Info-Hash``); 404 ``{holder}`` when
+                                        unknown; ``wait`` long-polls until published or released
+POST   /v1/holdings                     ``{node, digests}`` -> ``{unknown}``: re-publish those
+POST   /v1/claims/{digest}              ``{node, role: node|seeder, registry?, repository?}`` ->
+                                        ``{fetch, holder, lease_seconds}`` or ``{published}``
+POST   /v1/claims/{digest}/renew        ``{node}`` -> 200 lease extended, 409 not the holder
+DELETE /v1/claims/{digest}?node=ID      the holder gives up -> 204 (waiters are woken)
+POST   /v1/seeders                      ``{node}`` heartbeat -> ``{ttl_seconds}``
+GET    /v1/seeders/work?node=ID&wait=S  -> ``{work: [{digest, registry, repository}]}``
+GET    /healthz, /metrics               liveness; Prometheus text
+====== ================================ ==========================================================
+"""
 
 from __future__ import annotations
 
