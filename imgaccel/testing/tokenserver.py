@@ -12,6 +12,7 @@ Every request is recorded (account, scopes, User-Agent) so tests can count who a
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import fnmatch
@@ -114,6 +115,10 @@ class TokenServer:
     issuer: str = ISSUER
     expires_in: int = 300
     requests: list[TokenRequest] = field(default_factory=list)
+    #: While set to an unset Event, token requests wait for it (to hold a client mid-handshake);
+    #: ``waiting`` counts those held.
+    gate: asyncio.Event | None = None
+    waiting: int = 0
     _key: SigningKey | None = None
     _runner: web.AppRunner | None = None
     _port: int = 0
@@ -184,6 +189,12 @@ class TokenServer:
                 headers={"WWW-Authenticate": f'Basic realm="{self.service}"'},
             )
         self.requests.append(TokenRequest(account, scopes, 200, user_agent))
+        if self.gate is not None:
+            self.waiting += 1
+            try:
+                await self.gate.wait()
+            finally:
+                self.waiting -= 1
         token = self._key_or_fail().jwt(self._claims(account, list(scopes)))
         issued = datetime.datetime.now(datetime.UTC).isoformat()
         body = {
