@@ -84,6 +84,8 @@ async def handle_put(request: web.Request) -> web.Response:
     data = await request.read()
     info_hash = check_torrent(data, digest, request.app[STATE].cluster_ca_der)
     publisher = request.query.get("node") or request.remote or "unknown"
+    if len(publisher) > 256:
+        raise ApiError(400, "?node= must be at most 256 characters")
     status, stored = publish(request.app[STATE], digest, Published(data, info_hash, publisher))
     return web.json_response(
         {"digest": digest, "info_hash": stored.info_hash.hex(), "publisher": stored.publisher},
