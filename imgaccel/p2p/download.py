@@ -89,9 +89,12 @@ class Download:
         # stream completes, drops out of ``_reads`` and is garbage.
         ahead: asyncio.Future[bytes] | None = None
         for index in range(offset // self.metainfo.piece_length, self.metainfo.num_pieces):
-            self._set_deadlines(index)
-            data = await self._piece(index, ahead, delivered, clock)
-            ahead = self._read_ahead(index + 1)
+            try:
+                self._set_deadlines(index)
+                data = await self._piece(index, ahead, delivered, clock)
+                ahead = self._read_ahead(index + 1)
+            except RuntimeError as exc:  # libtorrent: the handle went invalid (removed)
+                raise TorrentFailed(str(exc), delivered=delivered) from exc
             start = delivered - index * self.metainfo.piece_length
             delivered += len(data) - start
             yield data[start:] if start else data
@@ -99,6 +102,8 @@ class Download:
     async def _piece(
         self, index: int, ahead: asyncio.Future[bytes] | None, delivered: int, clock: _Clock
     ) -> bytes:
+        if self._failure is not None:  # the handle may be invalid already
+            raise TorrentFailed(self._failure, delivered=delivered)
         if ahead is None:
             while not self._handle.have_piece(index):
                 self._check(delivered, clock)
@@ -116,7 +121,11 @@ class Download:
             raise TorrentFailed(str(exc), delivered=delivered) from None
 
     def _read_ahead(self, index: int) -> asyncio.Future[bytes] | None:
-        if index < self.metainfo.num_pieces and self._handle.have_piece(index):
+        if (
+            self._failure is None
+            and index < self.metainfo.num_pieces
+            and self._handle.have_piece(index)
+        ):
             return self._read(index)
         return None
 
@@ -128,6 +137,8 @@ class Download:
         return pending
 
     def _set_deadlines(self, index: int) -> None:
+        if self._failure is not None:
+            return
         window = max(MIN_WINDOW_PIECES, WINDOW_BYTES // self.metainfo.piece_length)
         for piece in range(index, min(index + window, self.metainfo.num_pieces)):
             if piece not in self._deadlines and not self._handle.have_piece(piece):

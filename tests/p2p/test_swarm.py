@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from imgaccel.p2p.certs import NodeIdentity, make_ca
-from imgaccel.p2p.errors import MetainfoInvalid, NoPeers, P2PError, SwarmStalled
+from imgaccel.p2p.errors import MetainfoInvalid, NoPeers, P2PError, SwarmStalled, TorrentFailed
 from imgaccel.p2p.swarm import Swarm
 
 from .helpers import Blob, SwarmFactory, collect
@@ -149,3 +149,18 @@ async def test_swarm_listens_on_the_port_given(make_swarm: SwarmFactory) -> None
         with pytest.raises(P2PError):
             async with Swarm(first.identity, listen=f"127.0.0.1:{first.port}"):
                 pass
+
+
+async def test_removing_a_torrent_ends_its_streams(
+    make_swarm: SwarmFactory, blob: Blob, tmp_path: Path
+) -> None:
+    async with make_swarm() as seeder, make_swarm() as leecher:
+        seeder.seed(blob.metainfo, blob.path).handle.set_upload_limit(4 * 1024 * 1024)
+        download = leecher.download(blob.metainfo, tmp_path / "dl")
+        leecher.add_peer(blob.metainfo.infohash, "127.0.0.1", seeder.port)
+        got = bytearray()
+        with pytest.raises(TorrentFailed):
+            async for chunk in download.stream():
+                got += chunk
+                leecher.remove(blob.metainfo.infohash, delete_files=True)
+        assert bytes(got) == blob.data[: len(got)]
