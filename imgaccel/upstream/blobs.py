@@ -44,21 +44,38 @@ def split(start: int, end: int, parts: int) -> list[tuple[int, int]]:
 
 
 async def copy_body(response: aiohttp.ClientResponse, fill: Fill, offset: int, end: int) -> int:
-    """Write the body into ``fill`` from ``offset`` until ``end``; return where it stopped."""
+    """Write the body into ``fill`` from ``offset`` until ``end``; return where it stopped.
+
+    When the connection breaks, the bytes that did arrive are written before the error is
+    raised, so the caller can resume after them (see :func:`landed_until`).
+    """
     buffer = bytearray()
-    while offset + len(buffer) < end:
-        data = await response.content.read(min(CHUNK, end - offset - len(buffer)))
-        if not data:
-            break
-        buffer += data
-        if len(buffer) >= CHUNK:
+    try:
+        while offset + len(buffer) < end:
+            data = await response.content.read(min(CHUNK, end - offset - len(buffer)))
+            if not data:
+                break
+            buffer += data
+            if len(buffer) >= CHUNK:
+                await fill.write_at(offset, bytes(buffer))
+                offset += len(buffer)
+                buffer.clear()
+    except (aiohttp.ClientError, TimeoutError):
+        if buffer:
             await fill.write_at(offset, bytes(buffer))
-            offset += len(buffer)
-            buffer.clear()
+        raise
     if buffer:
         await fill.write_at(offset, bytes(buffer))
         offset += len(buffer)
     return offset
+
+
+def landed_until(fill: Fill, offset: int, end: int) -> int:
+    """The first byte at or after ``offset`` not yet in ``fill`` (``end`` if all of it is)."""
+    for gap_start, gap_end in fill.missing():
+        if gap_end > offset:
+            return min(max(offset, gap_start), end)
+    return end
 
 
 class OriginFetch:
@@ -101,9 +118,14 @@ class OriginFetch:
                     offset = await copy_body(response, self.fill, offset, end)
                     response.release()
                 else:
-                    offset = await self._range(offset, end)
+                    reached = await self._range(offset, end)
+                    if reached == offset:
+                        raise UpstreamError(f"the origin sent no bytes from byte {offset}")
+                    offset = reached
                 continue
             except (aiohttp.ClientError, TimeoutError, UpstreamError) as exc:
+                # copy_body kept what arrived: resume after it, not from where this try began.
+                offset = landed_until(self.fill, offset, end)
                 failures += 1
                 if failures > self.settings.retries:
                     raise UpstreamError(
