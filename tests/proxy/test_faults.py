@@ -1,0 +1,436 @@
+"""Origin faults the real registry cannot produce, from a small hand-written fake registry.
+
+Each fault is injected at one point (wrong bytes, 503s, a dropped connection, a redirect to
+another host, a body held back at a gate) and the test asserts what a client of the node sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from imgaccel.upstream.auth import basic_header
+
+REPO = "team/app"
+MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+
+
+def digest_of(data: bytes) -> str:
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+def random_bytes(size: int, seed: int = 0) -> bytes:
+    block = hashlib.sha512(f"{seed}".encode()).digest()
+    out = bytearray()
+    while len(out) < size:
+        block = hashlib.sha512(block).digest()
+        out += block * 64
+    return bytes(out[:size])
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+
+    @property
+    def range(self) -> str | None:
+        return self.headers.get("Range")
+
+
+@dataclass
+class FakeRegistry:
+    """Blobs and tagged manifests, served with the faults a test switches on."""
+
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    manifests: dict[str, bytes] = field(default_factory=dict)
+    seen: list[Seen] = field(default_factory=list)
+    corrupt: set[str] = field(default_factory=set)  # served with wrong bytes of the right length
+    unavailable: dict[str, int] = field(default_factory=dict)  # digest -> 503s still to send
+    drop_at: dict[str, int] = field(default_factory=dict)  # digest -> byte where to hang up, once
+    gate_at: dict[str, int] = field(default_factory=dict)  # digest -> byte where to wait for gate
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    redirect_to: str | None = None  # blob GETs answer 307 to this base URL
+    credentials: str | None = None  # required Authorization (Basic challenge otherwise)
+    down: bool = False  # everything is a 503
+
+    def add(self, data: bytes) -> str:
+        digest = digest_of(data)
+        self.blobs[digest] = data
+        return digest
+
+    def blob_gets(self, digest: str) -> list[Seen]:
+        return [s for s in self.seen if s.method == "GET" and s.path.endswith(f"/blobs/{digest}")]
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/v2/{name:.+}/blobs/{digest}", self.blob)
+        app.router.add_route("*", "/v2/{name:.+}/manifests/{reference}", self.manifest)
+        app.router.add_route("*", "/storage/{digest}", self.storage)
+        return app
+
+    def _record(self, request: web.Request) -> web.Response | None:
+        self.seen.append(Seen(request.method, request.path, dict(request.headers)))
+        if self.down:
+            return web.Response(status=503)
+        if self.credentials and request.headers.get("Authorization") != self.credentials:
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="fake"'})
+        return None
+
+    async def blob(self, request: web.Request) -> web.StreamResponse:
+        if (refused := self._record(request)) is not None:
+            return refused
+        digest = request.match_info["digest"]
+        if digest not in self.blobs:
+            return web.json_response({"errors": [{"code": "BLOB_UNKNOWN"}]}, status=404)
+        if self.unavailable.get(digest, 0) > 0:
+            self.unavailable[digest] -= 1
+            return web.Response(status=503)
+        if self.redirect_to and request.method == "GET":
+            raise web.HTTPTemporaryRedirect(f"{self.redirect_to}/storage/{digest}")
+        return await self.send_blob(request, digest)
+
+    async def storage(self, request: web.Request) -> web.StreamResponse:
+        self.seen.append(Seen(request.method, request.path, dict(request.headers)))
+        return await self.send_blob(request, request.match_info["digest"])
+
+    async def send_blob(self, request: web.Request, digest: str) -> web.StreamResponse:
+        data = self.blobs[digest]
+        if digest in self.corrupt:
+            data = bytes(len(data))
+        start, end, status = 0, len(data), 200
+        if (spec := request.headers.get("Range")) is not None:
+            first, _, last = spec.removeprefix("bytes=").partition("-")
+            start, end, status = int(first), min(int(last) + 1, len(data)), 206
+        response = web.StreamResponse(status=status)
+        response.headers.update({"Accept-Ranges": "bytes", "Docker-Content-Digest": digest})
+        response.content_length = end - start
+        if status == 206:
+            response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
+        await response.prepare(request)
+        if request.method == "HEAD":
+            return response
+        await self._send_body(request, response, digest, data, start, end)
+        return response
+
+    async def _send_body(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        digest: str,
+        data: bytes,
+        start: int,
+        end: int,
+    ) -> None:
+        drop = self.drop_at.pop(digest, None) if start == 0 else None
+        gate = self.gate_at.get(digest) if start == 0 else None
+        offset = start
+        while offset < end:
+            stop = min(end, offset + 256 * 1024)
+            for mark in (drop, gate):
+                if mark is not None and offset < mark < stop:
+                    stop = mark
+            await response.write(data[offset:stop])
+            offset = stop
+            if offset == drop:
+                assert request.transport is not None
+                request.transport.abort()
+                return
+            if offset == gate:
+                await self.gate.wait()
+        await response.write_eof()
+
+    async def manifest(self, request: web.Request) -> web.StreamResponse:
+        if (refused := self._record(request)) is not None:
+            return refused
+        body = self.manifests.get(request.match_info["reference"])
+        if body is None:
+            return web.json_response({"errors": [{"code": "MANIFEST_UNKNOWN"}]}, status=404)
+        headers = {"Content-Type": MANIFEST_TYPE, "Docker-Content-Digest": digest_of(body)}
+        if request.method == "HEAD":
+            return web.Response(headers={**headers, "Content-Length": str(len(body))})
+        return web.Response(body=body, headers=headers)
+
+
+@dataclass
+class Rig:
+    """A fake origin, a node mirroring it, and an HTTP client."""
+
+    fake: FakeRegistry
+    node: Any
+    http: aiohttp.ClientSession
+    cache: Path
+
+    def url(self, digest: str) -> str:
+        return f"{self.node.url}/v2/{REPO}/blobs/{digest}"
+
+    def cached(self, digest: str) -> Path:
+        return self.cache / "blobs" / "sha256" / digest.split(":")[1]
+
+    def temp_files(self) -> list[Path]:
+        return list((self.cache / "tmp").iterdir())
+
+    async def get(self, digest: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+        async with self.http.get(self.url(digest), headers=headers) as response:
+            return response.status, dict(response.headers), await response.read()
+
+
+Start = Callable[..., Any]
+
+
+@pytest.fixture
+async def fake_server() -> AsyncIterator[tuple[FakeRegistry, TestServer]]:
+    fake = FakeRegistry()
+    server = TestServer(fake.app(), host="127.0.0.1", port=0)
+    await server.start_server()
+    yield fake, server
+    fake.gate.set()
+    await server.close()
+
+
+@pytest.fixture
+async def rig_factory(
+    fake_server: tuple[FakeRegistry, TestServer], node_factory: Start, tmp_path: Path
+) -> AsyncIterator[Start]:
+    fake, server = fake_server
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def start(upstream: dict[str, Any] | None = None, **overrides: Any) -> Rig:
+        address = f"127.0.0.1:{server.port}"
+        cache = tmp_path / f"cache{len(sessions)}"
+        client = {"retries": 3, "backoff_seconds": 0.01, **overrides.pop("upstream_client", {})}
+        node = await node_factory(
+            None,
+            cache_dir=cache,
+            upstreams={address: {"url": f"http://{address}", **(upstream or {})}},
+            default_registry=address,
+            upstream_client=client,
+            **overrides,
+        )
+        sessions.append(aiohttp.ClientSession())
+        return Rig(fake, node, sessions[-1], cache)
+
+    yield start
+    for session in sessions:
+        await session.close()
+
+
+@pytest.fixture
+async def rig(rig_factory: Start) -> Rig:
+    return await rig_factory()  # type: ignore[no-any-return]
+
+
+async def eventually(check: Callable[[], bool]) -> None:
+    """Wait (boundedly) for background work the client cannot observe to finish."""
+    for _ in range(500):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    assert check()
+
+
+# -- (a) wrong bytes ----------------------------------------------------------------------------
+
+
+async def test_a_blob_that_does_not_match_its_digest_is_aborted_and_not_cached(rig: Rig) -> None:
+    data = random_bytes(300_000)
+    digest = rig.fake.add(data)
+    rig.fake.corrupt.add(digest)
+
+    async with rig.http.get(rig.url(digest)) as response:
+        assert response.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+
+    assert not rig.cached(digest).exists()
+    await eventually(lambda: rig.temp_files() == [])
+    rig.fake.corrupt.clear()
+    status, _, body = await rig.get(digest)
+    assert status == 200 and body == data
+    assert len(rig.fake.blob_gets(digest)) == 2  # the failure was not remembered as the blob
+    assert rig.cached(digest).read_bytes() == data
+
+
+# -- (b) retries ----------------------------------------------------------------------------------
+
+
+async def test_two_503s_then_the_blob(rig: Rig) -> None:
+    data = random_bytes(50_000, seed=1)
+    digest = rig.fake.add(data)
+    rig.fake.unavailable[digest] = 2
+
+    status, _, body = await rig.get(digest)
+
+    assert status == 200 and body == data
+    assert len(rig.fake.blob_gets(digest)) == 3
+
+
+# -- (c) resume -----------------------------------------------------------------------------------
+
+
+async def test_a_dropped_connection_resumes_with_range_from_the_byte_reached(rig: Rig) -> None:
+    data = random_bytes(3 * 1024 * 1024 + 123, seed=2)
+    digest = rig.fake.add(data)
+    rig.fake.drop_at[digest] = 1_500_000
+
+    status, _, body = await rig.get(digest)
+
+    assert status == 200 and body == data
+    ranges = [s.range for s in rig.fake.blob_gets(digest) if s.range]
+    assert ranges, "the node did not resume with a Range request"
+    first_byte = int(ranges[0].removeprefix("bytes=").split("-")[0])
+    assert 0 < first_byte <= 1_500_000
+    assert rig.cached(digest).read_bytes() == data
+
+
+# -- (d) redirects ------------------------------------------------------------------------------
+
+
+async def test_a_redirect_to_another_host_never_carries_the_credentials(
+    rig_factory: Start,
+) -> None:
+    storage = FakeRegistry()
+    storage_server = TestServer(storage.app(), host="127.0.0.1", port=0)
+    await storage_server.start_server()
+    try:
+        rig = await rig_factory({"username": "node", "password": "s3cret"})
+        data = random_bytes(100_000, seed=3)
+        digest = rig.fake.add(data)
+        storage.add(data)
+        rig.fake.credentials = basic_header("node", "s3cret")
+        rig.fake.redirect_to = f"http://127.0.0.1:{storage_server.port}"
+
+        status, _, body = await rig.get(digest)
+
+        assert status == 200 and body == data
+        authorized = [s for s in rig.fake.blob_gets(digest) if "Authorization" in s.headers]
+        assert authorized and authorized[0].headers["Authorization"] == rig.fake.credentials
+        assert storage.seen, "the blob did not come from the storage host"
+        assert all("Authorization" not in s.headers for s in storage.seen)
+    finally:
+        await storage_server.close()
+
+
+# -- (e) parallel ranges ------------------------------------------------------------------------
+
+
+async def test_a_big_blob_is_fetched_in_parallel_ranges(rig_factory: Start) -> None:
+    rig = await rig_factory(
+        upstream_client={"parallel_threshold_bytes": 1024 * 1024, "parallel_ranges": 4}
+    )
+    data = random_bytes(8 * 1024 * 1024, seed=4)
+    digest = rig.fake.add(data)
+
+    status, _, body = await rig.get(digest)
+
+    assert status == 200 and body == data
+    ranges = [s.range for s in rig.fake.blob_gets(digest) if s.range]
+    assert len(ranges) >= 3, ranges
+    assert rig.cached(digest).read_bytes() == data
+
+
+# -- (f) ranges on blobs in flight and cached ---------------------------------------------------
+
+
+async def test_ranges_on_a_blob_in_flight_and_cached(rig: Rig) -> None:
+    data = random_bytes(3 * 1024 * 1024, seed=5)
+    size = len(data)
+    digest = rig.fake.add(data)
+    rig.fake.gate_at[digest] = 1_500_000  # the origin holds the rest back until the gate opens
+
+    async with rig.http.get(rig.url(digest)) as whole:  # starts the fill
+        assert whole.status == 200
+        status, headers, body = await rig.get(digest, Range="bytes=100-199")
+        assert (status, body) == (206, data[100:200])
+        assert headers["Content-Range"] == f"bytes 100-199/{size}"
+        status, headers, body = await rig.get(digest, Range=f"bytes={size}-")
+        assert status == 416 and headers["Content-Range"] == f"bytes */{size}"
+        assert b"RANGE_INVALID" in body
+        assert not rig.fake.gate.is_set()  # all of that was answered while the fill waited
+
+        rig.fake.gate.set()
+        assert await whole.read() == data
+    await eventually(lambda: rig.cached(digest).exists())
+
+    for spec, expected in [
+        ("bytes=100-199", data[100:200]),
+        ("bytes=-100", data[-100:]),
+        (f"bytes={size - 10}-", data[-10:]),
+    ]:
+        status, headers, body = await rig.get(digest, Range=spec)
+        assert (status, body) == (206, expected), spec
+    status, headers, _ = await rig.get(digest, Range=f"bytes={size}-")
+    assert status == 416 and headers["Content-Range"] == f"bytes */{size}"
+    assert len(rig.fake.blob_gets(digest)) == 1
+
+
+async def test_a_suffix_range_on_a_blob_in_flight_waits_for_verification(rig: Rig) -> None:
+    data = random_bytes(2 * 1024 * 1024, seed=6)
+    digest = rig.fake.add(data)
+    rig.fake.gate_at[digest] = 1_500_000
+
+    async with rig.http.get(rig.url(digest), headers={"Range": "bytes=-10"}) as tail:
+        assert tail.status == 206
+        rig.fake.gate.set()
+        assert await tail.read() == data[-10:]
+
+
+# -- (g) single flight --------------------------------------------------------------------------
+
+
+async def test_eight_clients_cause_one_origin_fetch(rig: Rig) -> None:
+    data = random_bytes(2 * 1024 * 1024, seed=7)
+    digest = rig.fake.add(data)
+    rig.fake.gate_at[digest] = 1024 * 1024
+
+    async with contextlib.AsyncExitStack() as stack:
+        responses = await asyncio.gather(
+            *(stack.enter_async_context(rig.http.get(rig.url(digest))) for _ in range(8))
+        )
+        # Every client has its response headers while the origin is still held at the gate.
+        assert [r.status for r in responses] == [200] * 8
+        rig.fake.gate.set()
+        bodies = await asyncio.gather(*(r.read() for r in responses))
+
+    assert all(body == data for body in bodies)
+    assert len(rig.fake.blob_gets(digest)) == 1
+
+
+# -- (h) manifests: stale on outage, 404s -------------------------------------------------------
+
+
+async def test_a_tag_is_served_stale_when_the_origin_is_down(rig_factory: Start) -> None:
+    rig = await rig_factory(cache={"tag_ttl_seconds": 0}, upstream_client={"retries": 1})
+    body = b'{"schemaVersion": 2, "layers": []}'
+    rig.fake.manifests["v1"] = body
+    url = f"{rig.node.url}/v2/{REPO}/manifests/v1"
+    async with rig.http.get(url) as fresh:
+        assert fresh.status == 200 and await fresh.read() == body
+        assert "Warning" not in fresh.headers
+
+    rig.fake.down = True
+    async with rig.http.get(url) as stale:
+        assert stale.status == 200 and await stale.read() == body
+        assert stale.headers["Docker-Content-Digest"] == digest_of(body)
+        assert stale.headers["Warning"].startswith("110 ")
+
+
+async def test_origin_404s_are_manifest_and_blob_unknown(rig: Rig) -> None:
+    async with rig.http.get(f"{rig.node.url}/v2/{REPO}/manifests/nope") as manifest:
+        assert manifest.status == 404
+        assert (await manifest.json())["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+    status, _, body = await rig.get(digest_of(b"nope"))
+    assert status == 404 and b'"BLOB_UNKNOWN"' in body
+    async with rig.http.head(rig.url(digest_of(b"nope"))) as head:
+        assert head.status == 404
