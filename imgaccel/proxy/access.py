@@ -3,9 +3,12 @@
 Content of a public repository (the origin served it without the client's credentials) is served
 to anyone who asks for it *through that repository*. Content of a private repository is served only
 to a client whose credentials the origin accepts for that repository: the answer is asked of the
-origin (a ``HEAD`` with the client's credentials) and remembered for a short TTL. A digest that
-was never seen in the requested repository is always checked with the origin, so knowing a
-private layer's digest is not enough to read it through a public repository.
+origin (a ``HEAD`` with the client's credentials) and remembered for a short TTL. A repository's
+being public is remembered for the same TTL, then asked again, so one made private at the origin
+stops being served to everyone; while the origin cannot be reached, content last seen public is
+still served (the mirror works offline) and private content is not. A digest that was never seen
+in the requested repository is always checked with the origin, so knowing a private layer's
+digest is not enough to read it through a public repository.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from imgaccel.errors import (
     ManifestUnknown,
     RegistryError,
     Unauthorized,
+    UpstreamError,
     UpstreamUnavailable,
 )
 from imgaccel.oci.digest import Digest
@@ -61,6 +65,7 @@ class AccessGuard:
         self._ttl = ttl_seconds
         self._clock = clock
         self._granted: dict[tuple[str, str, str], float] = {}
+        self._public: dict[tuple[str, str], float] = {}
 
     def record(
         self,
@@ -74,18 +79,23 @@ class AccessGuard:
         """The origin just served ``digest`` from ``repo``; remember what that tells us."""
         self._meta.add_content(registry, repo, digest)
         self._meta.set_public(registry, repo, not used_client_auth)
+        expires = self._clock() + self._ttl
         if used_client_auth:
-            self._granted[(registry, repo, identity(client_auth))] = self._clock() + self._ttl
+            self._public.pop((registry, repo), None)
+            self._granted[(registry, repo, identity(client_auth))] = expires
+        else:
+            self._public[(registry, repo)] = expires
 
     def _allowed_locally(
         self, registry: str, repo: str, digest: Digest, client_auth: str | None
     ) -> bool:
         if not self._meta.has_content(registry, repo, digest):
             return False
-        if self._meta.is_public(registry, repo):
+        now = self._clock()
+        if self._public.get((registry, repo), now) > now:
             return True
         expires = self._granted.get((registry, repo, identity(client_auth)))
-        return expires is not None and expires > self._clock()
+        return expires is not None and expires > now
 
     async def check(
         self, registry: str, repo: str, digest: Digest, client_auth: str | None, kind: str
@@ -93,6 +103,24 @@ class AccessGuard:
         """Return if the client may read ``digest`` through ``repo``; raise the refusal if not."""
         if self._allowed_locally(registry, repo, digest, client_auth):
             return
+        try:
+            await self._ask_origin(registry, repo, digest, client_auth, kind)
+        except (UpstreamError, UpstreamUnavailable) as exc:
+            if not (
+                self._meta.has_content(registry, repo, digest)
+                and self._meta.is_public(registry, repo)
+            ):
+                raise
+            log.warning(
+                "origin unreachable to re-check %s/%s (%s); serving it as last seen: public",
+                registry,
+                repo,
+                exc,
+            )
+
+    async def _ask_origin(
+        self, registry: str, repo: str, digest: Digest, client_auth: str | None, kind: str
+    ) -> None:
         async with self._client.open(
             "HEAD", registry, repo, f"{kind}/{digest}", client_auth=client_auth, kind="access-check"
         ) as answer:
