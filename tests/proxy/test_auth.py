@@ -246,15 +246,20 @@ async def test_the_node_reuses_its_tokens_across_the_requests_of_a_pull(
     assert len(tokens.requests_from(NODE_UA)) <= 2, tokens.requests
 
 
+def htpasswd_auth(directory: Path) -> dict[str, Any]:
+    """The registry's ``auth:`` section for Basic auth with alice's account only."""
+    import bcrypt
+
+    htpasswd = directory / "htpasswd"
+    hashed = bcrypt.hashpw(ALICE[1].encode(), bcrypt.gensalt(rounds=4)).decode()
+    htpasswd.write_text(f"{ALICE[0]}:{hashed}\n")
+    return {"htpasswd": {"realm": "imgaccel-basic", "path": str(htpasswd)}}
+
+
 @pytest.fixture
 async def basic_origin(tmp_path: Path, small_image: Image) -> AsyncIterator[DistributionRegistry]:
     """An htpasswd registry (only alice) holding ``small_image`` as test/app:v1."""
-    import bcrypt
-
-    htpasswd = tmp_path / "htpasswd"
-    hashed = bcrypt.hashpw(ALICE[1].encode(), bcrypt.gensalt(rounds=4)).decode()
-    htpasswd.write_text(f"{ALICE[0]}:{hashed}\n")
-    auth = {"htpasswd": {"realm": "imgaccel-basic", "path": str(htpasswd)}}
+    auth = htpasswd_auth(tmp_path)
     async with DistributionRegistry(tmp_path / "basic-origin", auth=auth) as registry:
         await push(small_image, f"{registry.address}/test/app:v1", creds=":".join(ALICE))
         registry.requests.clear()
@@ -319,3 +324,35 @@ async def test_skopeo_reads_a_private_image_through_the_node_only_with_credentia
         for d in _layer_digests(small_image)
     )
     assert_went_through_node(origin, node, small_image)
+
+
+async def test_a_repository_made_private_at_the_origin_is_no_longer_served_to_anyone(
+    origin: DistributionRegistry,
+    pushed: str,
+    node_factory: Callable[..., Any],
+    small_image: Image,
+    tmp_path: Path,
+) -> None:
+    node: NodeServer = await node_factory(origin, cache={"auth_ttl_seconds": 0})
+    layer = small_image.layers[0].digest
+    status, _, _ = await get_blob(node, origin.address, "test/app", layer)
+    assert status == 200  # public: cached and marked readable by anyone
+
+    # The origin is down: what was public is still served (the mirror works offline).
+    await origin.stop()
+    status, _, body = await get_blob(node, origin.address, "test/app", layer)
+    assert status == 200
+    assert body == small_image.blob_path(layer).read_bytes()
+
+    # The operator locks the registry down (same address, same content).
+    origin.auth = htpasswd_auth(tmp_path)
+    await origin.start()
+    origin.requests.clear()
+
+    status, headers, body = await get_blob(node, origin.address, "test/app", layer)
+    assert status == 401
+    assert headers["WWW-Authenticate"].startswith("Basic")
+    status, _, body = await get_blob(node, origin.address, "test/app", layer, basic_header(*ALICE))
+    assert status == 200
+    assert body == small_image.blob_path(layer).read_bytes()
+    assert origin.blob_gets() == []
