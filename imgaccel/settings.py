@@ -30,8 +30,29 @@ class P2PSettings(BaseModel):
         default=None, description="The imgaccel tracker's URL; unset: no peer-to-peer."
     )
     listen: str = Field(default="0.0.0.0:6881", description="Where libtorrent listens for peers.")
+    certs_dir: Path | None = Field(
+        default=None,
+        description="Directory with ca.crt, node.crt and node.key from `imgaccel certs`; "
+        "peers and the tracker accept only certificates of this cluster CA. Required with a "
+        "tracker.",
+    )
+    node_id: str | None = Field(
+        default=None, description="This node's name at the tracker. [default: the host name]"
+    )
     stall_seconds: float = Field(
         default=5.0, gt=0, description="No progress this long from peers: continue from the origin."
+    )
+    no_peers_seconds: float = Field(
+        default=3.0, gt=0, description="No peer connected this long: continue from the origin."
+    )
+    wait_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="Longest wait for another node or the seeder to fetch a cold blob before "
+        "going to the origin directly.",
+    )
+    tracker_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Timeout of a tracker API call (long polls excepted)."
     )
 
 

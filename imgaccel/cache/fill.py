@@ -45,7 +45,7 @@ class Fill:
         self.committed = False  # set by the owner once the file was renamed into the store
         self.error: BaseException | None = None
         self.observers: list[Observer] = []
-        self.source = "origin"  # what last wrote: "origin" or "peer"
+        self.bytes_from: dict[str, int] = {}  # bytes written by source ("origin", "peer")
         self._extents: list[tuple[int, int]] = []  # landed ranges beyond the prefix, sorted
         self._changed = asyncio.Condition()
         self._hashed = 0
@@ -56,13 +56,14 @@ class Fill:
 
     # -- writer side ----------------------------------------------------------------------------
 
-    async def write_at(self, offset: int, data: bytes) -> None:
+    async def write_at(self, offset: int, data: bytes, source: str = "origin") -> None:
         """Store ``data`` at ``offset`` (in a thread) and wake readers if the prefix grew."""
         if self.error is not None:
             raise FillFailed(str(self.error))
         if offset < 0 or offset + len(data) > self.size:
             raise FillFailed(f"write beyond the blob's {self.size} bytes")
         await asyncio.to_thread(os.pwrite, self.fd, data, offset)
+        self.bytes_from[source] = self.bytes_from.get(source, 0) + len(data)
         self._land(offset, offset + len(data))
         async with self._changed:
             self._changed.notify_all()
@@ -102,10 +103,19 @@ class Fill:
             while self._hashed < self.contiguous:
                 n = min(8 * CHUNK, self.contiguous - self._hashed)
                 data = await asyncio.to_thread(os.pread, self.fd, n, self._hashed)
-                await asyncio.to_thread(self._hasher.update, data)
-                for observe in self.observers:
-                    observe(data)
+                await asyncio.to_thread(self._feed, data)
                 self._hashed += len(data)
+
+    def _feed(self, data: bytes) -> None:
+        """Hash ``data`` and show it to the observers (in a worker thread: hashlib drops the GIL)."""
+        self._hasher.update(data)
+        for observe in self.observers:
+            observe(data)
+
+    @property
+    def source(self) -> str:
+        """Where most of the bytes came from: "origin" or "peer"."""
+        return max(self.bytes_from, key=lambda name: self.bytes_from[name], default="origin")
 
     async def hash_while_filling(self) -> None:
         """Keep hashing the prefix as it grows, until the fill ends (a task of the writer)."""

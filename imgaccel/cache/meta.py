@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS repo_content (
 CREATE TABLE IF NOT EXISTS repos (
     registry TEXT, repo TEXT, public INTEGER NOT NULL, checked_at REAL NOT NULL,
     PRIMARY KEY (registry, repo));
+CREATE TABLE IF NOT EXISTS torrents (
+    digest TEXT PRIMARY KEY, torrent BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS pins (
     digest TEXT PRIMARY KEY, until REAL NOT NULL, reason TEXT NOT NULL DEFAULT '');
 """
@@ -127,3 +129,17 @@ class MetaStore:
     def pins(self) -> list[tuple[Digest, float, str]]:
         rows = self._db.execute("SELECT digest, until, reason FROM pins").fetchall()
         return [(Digest.parse(d), until, reason) for d, until, reason in rows]
+
+    # -- torrents (peer-to-peer metainfo of cached blobs) -------------------------------------
+
+    def put_torrent(self, digest: Digest, torrent: bytes) -> None:
+        self._db.execute("INSERT OR REPLACE INTO torrents VALUES (?, ?)", (str(digest), torrent))
+
+    def torrent(self, digest: Digest) -> bytes | None:
+        row = self._db.execute(
+            "SELECT torrent FROM torrents WHERE digest = ?", (str(digest),)
+        ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def delete_torrent(self, digest: Digest) -> None:
+        self._db.execute("DELETE FROM torrents WHERE digest = ?", (str(digest),))

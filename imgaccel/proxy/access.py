@@ -142,3 +142,7 @@ class AccessGuard:
                 answer.status,
             )
             raise refusal(answer.status, kind, answer.challenge)
+
+    def is_public(self, registry: str, repo: str) -> bool:
+        """Whether the origin last served ``repo`` without the client's credentials."""
+        return bool(self._meta.is_public(registry, repo))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
@@ -19,6 +21,7 @@ from imgaccel.proxy.errors import registry_errors
 from imgaccel.proxy.fetcher import BlobFetcher
 from imgaccel.proxy.manifests import manifest
 from imgaccel.proxy.metrics import NodeMetrics
+from imgaccel.proxy.peers import PeerNetwork
 from imgaccel.proxy.state import NODE, Node
 from imgaccel.proxy.target import client_auth
 from imgaccel.settings import Settings
@@ -73,33 +76,57 @@ def make_app(settings: Settings) -> web.Application:
     return app
 
 
-def _node_context(settings: Settings):  # type: ignore[no-untyped-def]
+def _node_context(
+    settings: Settings,
+) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
-        root = settings.cache.dir
-        root.mkdir(parents=True, exist_ok=True)
-        store = BlobStore(root, settings.cache.quota_bytes)
-        store.open()
-        meta = MetaStore(root / "meta.db")
-        node_metrics = NodeMetrics()
-        node_metrics.track_cache(lambda: store.used_bytes, lambda: len(store))
-        store.on_evict.append(lambda digest: node_metrics.cache_evictions.inc())
-        connector = aiohttp.TCPConnector(limit=256, limit_per_host=64)
-        session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,
-            headers={"User-Agent": f"imgaccel/{__version__}"},
-        )
-        client = UpstreamClient(
-            session, settings.upstream_for, settings.upstream_client, node_metrics.observe_upstream
-        )
-        guard = AccessGuard(meta, client, settings.cache.auth_ttl_seconds)
-        fetcher = BlobFetcher(store, guard, client, settings.upstream_client, node_metrics)
-        app[NODE] = Node(settings, store, meta, client, guard, fetcher, node_metrics)
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            app[NODE] = await _open_node(settings, stack)
             yield
-        finally:
-            await fetcher.close()
-            await session.close()
-            meta.close()
 
     return context
+
+
+async def _open_node(settings: Settings, stack: contextlib.AsyncExitStack) -> Node:
+    """Every part of the node, each closed by ``stack`` in reverse order."""
+    root = settings.cache.dir
+    root.mkdir(parents=True, exist_ok=True)
+    store = BlobStore(root, settings.cache.quota_bytes)
+    store.open()
+    meta = MetaStore(root / "meta.db")
+    stack.callback(meta.close)
+    node_metrics = NodeMetrics()
+    node_metrics.track_cache(lambda: store.used_bytes, lambda: len(store))
+    store.on_evict.append(lambda digest: node_metrics.cache_evictions.inc())
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=256, limit_per_host=64),
+        auto_decompress=False,
+        headers={"User-Agent": f"imgaccel/{__version__}"},
+    )
+    stack.push_async_callback(session.close)
+    client = UpstreamClient(
+        session, settings.upstream_for, settings.upstream_client, node_metrics.observe_upstream
+    )
+    guard = AccessGuard(meta, client, settings.cache.auth_ttl_seconds)
+    fetcher = BlobFetcher(store, guard, client, settings.upstream_client, node_metrics)
+    stack.push_async_callback(fetcher.close)
+    if settings.p2p.tracker_url:
+        peers = await stack.enter_async_context(PeerNetwork(settings.p2p, store, meta))
+        fetcher.peers = peers
+        store.on_evict.append(peers.forget)
+        task = asyncio.create_task(_p2p_metrics(peers, node_metrics), name="p2p-metrics")
+        stack.callback(task.cancel)
+    return Node(settings, store, meta, client, guard, fetcher, node_metrics)
+
+
+async def _p2p_metrics(peers: PeerNetwork, metrics: NodeMetrics, every: float = 5.0) -> None:
+    """Copy libtorrent's counters into the node's metrics."""
+    sent = received = 0
+    while True:
+        if peers.swarm is not None:
+            stats = await peers.swarm.stats()
+            metrics.p2p_upload.inc(max(0, stats.total_uploaded - sent))
+            metrics.p2p_download.inc(max(0, stats.total_downloaded - received))
+            sent, received = stats.total_uploaded, stats.total_downloaded
+            metrics.p2p_peers.set(stats.peers)
+        await asyncio.sleep(every)

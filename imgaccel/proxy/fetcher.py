@@ -4,29 +4,34 @@ The first request for a missing blob starts a fill task (owned by the fetcher, s
 hangs up does not cancel the fetch others wait for); every later request for the same digest joins
 the fill and streams from it. A fill is verified before it is committed to the store; if the quota
 cannot hold it, it is still streamed (and verified) but not kept.
+
+With peer-to-peer on, the fill's bytes come from the swarm when the cluster has the blob, and
+from the origin otherwise (or from the byte where the swarm stalled). What this node commits is
+seeded and published to the tracker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 
 from imgaccel.cache.fill import Fill
 from imgaccel.cache.store import BlobStore
 from imgaccel.errors import CacheFull, DigestMismatch, RegistryError, UpstreamUnavailable
 from imgaccel.oci.digest import Digest
 from imgaccel.proxy.access import AccessGuard, refusal
+from imgaccel.p2p.errors import P2PError
+from imgaccel.p2p.metainfo import Metainfo
 from imgaccel.proxy.metrics import NodeMetrics
+from imgaccel.proxy.peers import PeerNetwork, Plan
 from imgaccel.upstream.blobs import BlobLocation, OriginFetch
-from imgaccel.upstream.client import Answer, UpstreamClient
+from imgaccel.upstream.client import UpstreamClient
 from imgaccel.upstream.config import UpstreamClientSettings
 
 log = logging.getLogger(__name__)
-
-#: Hooks run after a blob is committed (the P2P layer seeds and publishes it).
-CommitHook = Callable[[Digest, int], Awaitable[None]]
 
 
 class BlobFetcher:
@@ -46,7 +51,7 @@ class BlobFetcher:
         self.settings = settings
         self.metrics = metrics
         self.fills: dict[Digest, Fill] = {}
-        self.on_commit: list[CommitHook] = []
+        self.peers: PeerNetwork | None = None
         self._starting: dict[Digest, asyncio.Future[Fill]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -104,6 +109,17 @@ class BlobFetcher:
                 raise
 
     async def _fetch(self, location: BlobLocation, ready: asyncio.Future[Fill]) -> None:
+        """Peers when the cluster has the blob; else the origin (for the cluster, if elected)."""
+        plan = await self.peers.plan(location) if self.peers is not None else Plan()
+        if plan.metainfo is not None:
+            await self._from_peers(location, plan, plan.metainfo, ready)
+        elif plan.elected and self.peers is not None:
+            async with self.peers.holding(location.digest):
+                await self._from_origin(location, ready)
+        else:
+            await self._from_origin(location, ready)
+
+    async def _from_origin(self, location: BlobLocation, ready: asyncio.Future[Fill]) -> None:
         started = time.monotonic()
         async with self.client.open(
             "GET",
@@ -126,18 +142,17 @@ class BlobFetcher:
                 used_client_auth=answer.used_client_auth,
                 client_auth=location.client_auth,
             )
-            keep = self._reserve(location.digest, size)
-            fill = Fill(location.digest, self.store.temp_path(), size)
-            self.fills[location.digest] = fill
-            ready.set_result(fill)
-            self.metrics.fills_active.inc()
-            try:
-                await self._complete(fill, location, answer, keep)
-            finally:
-                self.metrics.fills_active.dec()
-                del self.fills[location.digest]
-                if keep:
-                    self.store.unreserve(size)
+            ranges_ok = answer.headers.get("Accept-Ranges", "").lower() == "bytes"
+            response = answer.response
+            async with self._registered(location.digest, size, ready) as (fill, keep):
+                hasher = self.peers.hasher(size) if self.peers is not None else None
+                if hasher is not None:
+                    fill.observers.append(hasher.update)
+                fetch = OriginFetch(self.client, location, fill, self.settings)
+                await self._complete(fill, keep, fetch.run(response, ranges_ok))
+                if fill.committed and self.peers is not None and hasher is not None:
+                    metainfo = self.peers.metainfo_of(hasher, fill.digest)
+                    await self.peers.publish(fill.digest, metainfo, self._public_in(location))
         log.info(
             "fetched %s (%d bytes) from %s in %.2fs",
             location.digest,
@@ -145,6 +160,85 @@ class BlobFetcher:
             location.registry,
             time.monotonic() - started,
         )
+
+    async def _from_peers(
+        self, location: BlobLocation, plan: Plan, metainfo: Metainfo, ready: asyncio.Future[Fill]
+    ) -> None:
+        assert self.peers is not None
+        peers = self.peers
+        await self._check_peer_access(location, plan)
+        started = time.monotonic()
+
+        async def download() -> None:
+            try:
+                await peers.download_into(fill, metainfo)
+            except P2PError as exc:
+                log.info(
+                    "%s: peers stopped at byte %d of %d (%s); continuing from the origin",
+                    location.digest,
+                    fill.contiguous,
+                    fill.size,
+                    exc,
+                )
+                peers.drop_download(metainfo)
+                await OriginFetch(self.client, location, fill, self.settings).run(None, True)
+
+        async with self._registered(location.digest, metainfo.length, ready) as (fill, keep):
+            try:
+                await self._complete(fill, keep, download())
+            except DigestMismatch:
+                peers.distrust(location.digest)
+                raise
+            finally:
+                peers.drop_download(metainfo)
+            if fill.committed:
+                await peers.publish(fill.digest, metainfo, plan.public_in)
+        log.info(
+            "fetched %s (%d bytes, %d from peers) in %.2fs",
+            location.digest,
+            metainfo.length,
+            fill.bytes_from.get("peer", 0),
+            time.monotonic() - started,
+        )
+
+    async def _check_peer_access(self, location: BlobLocation, plan: Plan) -> None:
+        """A blob the cluster saw public in this repository needs no origin round trip;
+        anything else is checked with the origin like a cached blob."""
+        if f"{location.registry}/{location.repo}" in plan.public_in:
+            self.guard.record(
+                location.registry,
+                location.repo,
+                location.digest,
+                used_client_auth=False,
+                client_auth=None,
+            )
+            return
+        await self.guard.check(
+            location.registry, location.repo, location.digest, location.client_auth, "blobs"
+        )
+
+    def _public_in(self, location: BlobLocation) -> frozenset[str]:
+        if self.guard.is_public(location.registry, location.repo):
+            return frozenset({f"{location.registry}/{location.repo}"})
+        return frozenset()
+
+    @contextlib.asynccontextmanager
+    async def _registered(
+        self, digest: Digest, size: int, ready: asyncio.Future[Fill]
+    ) -> AsyncIterator[tuple[Fill, bool]]:
+        """A new fill, visible to other requests while the body runs."""
+        keep = self._reserve(digest, size)
+        fill = Fill(digest, self.store.temp_path(), size)
+        self.fills[digest] = fill
+        ready.set_result(fill)
+        self.metrics.fills_active.inc()
+        try:
+            yield fill, keep
+        finally:
+            self.metrics.fills_active.dec()
+            del self.fills[digest]
+            if keep:
+                self.store.unreserve(size)
 
     def _reserve(self, digest: Digest, size: int) -> bool:
         try:
@@ -154,15 +248,11 @@ class BlobFetcher:
             return False
         return True
 
-    async def _complete(
-        self, fill: Fill, location: BlobLocation, answer: Answer, keep: bool
-    ) -> None:
+    async def _complete(self, fill: Fill, keep: bool, writing: Awaitable[None]) -> None:
+        """Run the writers, verify, commit (when ``keep``), and end the fill either way."""
         hashing = asyncio.create_task(fill.hash_while_filling(), name=f"hash-{fill.digest}")
         try:
-            ranges_ok = answer.headers.get("Accept-Ranges", "").lower() == "bytes"
-            await OriginFetch(self.client, location, fill, self.settings).run(
-                answer.response, ranges_ok
-            )
+            await writing
             await fill.verify()
             if keep:
                 await asyncio.to_thread(self.store.commit, fill.temp, fill.digest, fill.size)
@@ -170,23 +260,15 @@ class BlobFetcher:
                 self.store.add(fill.digest, fill.size)
         except BaseException as exc:
             if isinstance(exc, DigestMismatch):
-                self.metrics.verify_failures.labels("origin").inc()
+                self.metrics.verify_failures.labels(fill.source).inc()
                 log.error("%s", exc)
             else:
                 log.warning("fetching %s failed: %s", fill.digest, exc)
             await fill.finish(exc)
-            if isinstance(exc, Exception):
-                return
             raise
         finally:
             hashing.cancel()
         await fill.finish()
-        if fill.committed:
-            for hook in self.on_commit:
-                try:
-                    await hook(fill.digest, fill.size)
-                except Exception:
-                    log.exception("after-commit hook failed for %s", fill.digest)
 
     async def close(self) -> None:
         for task in list(self._tasks):

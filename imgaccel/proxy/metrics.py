@@ -71,6 +71,13 @@ class NodeMetrics:
             ["source"],
             registry=r,
         )
+        self.p2p_upload = Counter(
+            "imgaccel_p2p_upload_bytes", "Blob bytes this node sent to peers.", registry=r
+        )
+        self.p2p_download = Counter(
+            "imgaccel_p2p_download_bytes", "Blob bytes this node received from peers.", registry=r
+        )
+        self.p2p_peers = Gauge("imgaccel_p2p_peers", "Peers connected right now.", registry=r)
         self.stale_served = Counter(
             "imgaccel_stale_tags_served",
             "Tag answers served stale because the origin was down.",

@@ -1,0 +1,292 @@
+"""The node's side of peer-to-peer: the libtorrent swarm plus the tracker, for the fetcher.
+
+On a cache miss the fetcher asks :meth:`PeerNetwork.plan`: when a peer published the blob's
+torrent, the blob comes from the swarm (and from the origin, from the byte the swarm reached, if
+it stalls); otherwise the tracker's election says whether this node fetches from the origin
+(and then publishes) or waits for the node or seeder that does. An unreachable tracker means
+"go to the origin": peer-to-peer never fails a pull.
+
+Every blob this node commits is seeded from the cache file itself (``seed_mode``: no re-hash);
+its torrent is kept in the metadata store so a restarted node seeds everything again and
+re-publishes what a restarted tracker forgot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+
+import aiohttp
+
+from imgaccel.cache.fill import Fill
+from imgaccel.cache.meta import MetaStore
+from imgaccel.cache.store import BlobStore
+from imgaccel.errors import ConfigError
+from imgaccel.oci.digest import Digest
+from imgaccel.p2p import bencode
+from imgaccel.p2p.certs import NodeIdentity
+from imgaccel.p2p.errors import MetainfoInvalid
+from imgaccel.p2p.metainfo import Metainfo, PieceHasher
+from imgaccel.p2p.swarm import Swarm
+from imgaccel.settings import P2PSettings
+from imgaccel.tracker.auth import client_context
+from imgaccel.tracker.client import TrackerClient, TrackerError
+from imgaccel.upstream.blobs import BlobLocation
+
+log = logging.getLogger(__name__)
+
+#: A top-level .torrent key (outside the info dict, so the infohash is unchanged): the
+#: ``registry/repository`` names the publisher saw serve this blob without credentials.
+PUBLIC_KEY = b"imgaccel-public"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where a missing blob should come from."""
+
+    metainfo: Metainfo | None = None  # from peers
+    public_in: frozenset[str] = frozenset()  # repositories a peer saw it public in
+    elected: bool = False  # this node fetches from the origin for the cluster
+
+
+def torrent_name(digest: Digest) -> str:
+    return f"{digest.algorithm}-{digest.hex}"
+
+
+def parse_torrent(data: bytes) -> tuple[Metainfo, frozenset[str]]:
+    metainfo = Metainfo.from_bytes(data)
+    torrent = bencode.decode(data)
+    names = torrent.get(PUBLIC_KEY, []) if isinstance(torrent, dict) else []
+    public = (
+        frozenset(n.decode() for n in names if isinstance(n, bytes))
+        if isinstance(names, list)
+        else frozenset()
+    )
+    return metainfo, public
+
+
+def torrent_bytes(metainfo: Metainfo, public_in: frozenset[str]) -> bytes:
+    torrent = bencode.decode(metainfo.to_bytes())
+    assert isinstance(torrent, dict)
+    if public_in:
+        torrent[PUBLIC_KEY] = [name.encode() for name in sorted(public_in)]
+    return bencode.encode(torrent)
+
+
+class PeerNetwork:
+    """The swarm and the tracker client of one node (an async context manager)."""
+
+    def __init__(self, settings: P2PSettings, store: BlobStore, meta: MetaStore) -> None:
+        if not settings.tracker_url:
+            raise ConfigError("peer-to-peer needs p2p.tracker_url (--tracker)")
+        if settings.certs_dir is None:
+            raise ConfigError(
+                "peer-to-peer needs the cluster certificates: set p2p.certs_dir to a directory "
+                "with ca.crt, node.crt and node.key (`imgaccel certs init` / `certs issue`)"
+            )
+        self.settings = settings
+        self.store = store
+        self.meta = meta
+        self.node_id = settings.node_id or socket.gethostname()
+        self.tracker_url = settings.tracker_url.rstrip("/")
+        self.identity = NodeIdentity.load(settings.certs_dir)
+        self.staging = store.root / "p2p"
+        self.swarm: Swarm | None = None
+        self.tracker: TrackerClient | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._bad: dict[Digest, float] = {}  # torrents that failed verification, until
+
+    @property
+    def announce_url(self) -> str:
+        return f"{self.tracker_url}/announce"
+
+    async def __aenter__(self) -> PeerNetwork:
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging.mkdir(parents=True)
+        certs = self.settings.certs_dir
+        assert certs is not None
+        ssl_context = (
+            client_context(certs / "ca.crt", certs / "node.crt", certs / "node.key")
+            if self.tracker_url.startswith("https://")
+            else None
+        )
+        self._http = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.settings.tracker_timeout_seconds)
+        )
+        self.tracker = TrackerClient(
+            self.tracker_url, self._http, node=self.node_id, ssl_context=ssl_context
+        )
+        self.swarm = Swarm(
+            self.identity,
+            listen=self.settings.listen,
+            stall_seconds=self.settings.stall_seconds,
+            no_peers_grace=self.settings.no_peers_seconds,
+        )
+        await self.swarm.__aenter__()
+        log.info(
+            "peer-to-peer: node %s, libtorrent on port %d, tracker %s",
+            self.node_id,
+            self.swarm.port,
+            self.tracker_url,
+        )
+        await self.reseed()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.swarm is not None:
+            await self.swarm.__aexit__(et, e, tb)
+        if self._http is not None:
+            await self._http.close()
+
+    # -- seeding what the cache holds ----------------------------------------------------------
+
+    async def reseed(self) -> None:
+        """Seed every cached blob that has a torrent; re-publish what the tracker forgot."""
+        assert self.swarm is not None and self.tracker is not None
+        held: dict[str, bytes] = {}
+        for digest, _entry in self.store.entries():
+            data = self.meta.torrent(digest)
+            if data is None:
+                continue
+            try:
+                metainfo, _ = parse_torrent(data)
+                self.swarm.seed(metainfo, self.store.path(digest))
+            except MetainfoInvalid as exc:
+                log.warning("dropping the torrent of %s: %s", digest, exc)
+                self.meta.delete_torrent(digest)
+                continue
+            held[str(digest)] = data
+        if not held:
+            return
+        try:
+            unknown = await self.tracker.holdings(list(held))
+            for digest_text in unknown:
+                await self.tracker.publish(digest_text, held[digest_text])
+        except TrackerError as exc:
+            log.warning("could not re-publish %d blobs to the tracker: %s", len(held), exc)
+        log.info("seeding %d cached blobs", len(held))
+
+    def forget(self, digest: Digest) -> None:
+        """The store evicted ``digest``: stop seeding it."""
+        data = self.meta.torrent(digest)
+        if data is not None and self.swarm is not None:
+            with contextlib.suppress(MetainfoInvalid):
+                self.swarm.remove(parse_torrent(data)[0].infohash)
+            self.meta.delete_torrent(digest)
+
+    # -- deciding where a missing blob comes from -------------------------------------------
+
+    async def plan(self, location: BlobLocation) -> Plan:
+        """Ask the tracker (see the module docstring); never raises for tracker trouble."""
+        assert self.tracker is not None
+        digest = location.digest
+        if self._bad.get(digest, 0) > time.monotonic():
+            return Plan()
+        deadline = time.monotonic() + self.settings.wait_seconds
+        try:
+            while True:
+                data = await self.tracker.get_metainfo(str(digest))
+                if data is not None:
+                    return self._plan_from(data)
+                claim = await self.tracker.claim(
+                    str(digest), registry=location.registry, repository=location.repo
+                )
+                if claim.fetch:
+                    return Plan(elected=True)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    log.warning(
+                        "%s: waited %.0fs for %s; going to the origin",
+                        digest,
+                        self.settings.wait_seconds,
+                        claim.holder,
+                    )
+                    return Plan()
+                log.info(
+                    "%s: %s fetches it for the cluster; waiting", digest, claim.holder or "a peer"
+                )
+                data = await self.tracker.get_metainfo(
+                    str(digest), wait=min(left, max(claim.lease_seconds, 1.0))
+                )
+                if data is not None:
+                    return self._plan_from(data)
+        except (TrackerError, MetainfoInvalid) as exc:
+            log.warning("tracker unavailable for %s (%s); going to the origin", digest, exc)
+            return Plan()
+
+    def _plan_from(self, data: bytes) -> Plan:
+        metainfo, public = parse_torrent(data)
+        if metainfo.ssl_cert != self.identity.ca_cert_pem:
+            raise MetainfoInvalid("the published torrent is not for this cluster's CA")
+        return Plan(metainfo=metainfo, public_in=public)
+
+    @contextlib.asynccontextmanager
+    async def holding(self, digest: Digest, lease_seconds: float = 60.0) -> AsyncIterator[None]:
+        """Renew this node's fetch lease while the body runs; release it if the body fails."""
+        assert self.tracker is not None
+        tracker = self.tracker
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(lease_seconds / 3)
+                with contextlib.suppress(TrackerError):
+                    await tracker.renew(str(digest))
+
+        task = asyncio.create_task(renew(), name=f"renew-{digest}")
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(TrackerError):
+                await tracker.release(str(digest))
+            raise
+        finally:
+            task.cancel()
+
+    # -- moving bytes --------------------------------------------------------------------------
+
+    def hasher(self, size: int) -> PieceHasher:
+        return PieceHasher(size)
+
+    async def download_into(self, fill: Fill, metainfo: Metainfo) -> None:
+        """Stream verified pieces into ``fill`` from its contiguous prefix on; raises a
+        :class:`~imgaccel.p2p.errors.P2PError` (with the offset reached) on a stall."""
+        assert self.swarm is not None
+        download = self.swarm.download(metainfo, self.staging)
+        offset = fill.contiguous
+        async for chunk in download.stream(offset):
+            await fill.write_at(offset, chunk, source="peer")
+            offset += len(chunk)
+
+    def drop_download(self, metainfo: Metainfo) -> None:
+        """Stop a download (after a stall, or once the cache file took over)."""
+        if self.swarm is not None:
+            self.swarm.remove(metainfo.infohash, delete_files=True)
+
+    def distrust(self, digest: Digest, seconds: float = 600.0) -> None:
+        """The swarm's torrent for ``digest`` produced a blob that failed its digest."""
+        self._bad[digest] = time.monotonic() + seconds
+
+    async def publish(self, digest: Digest, metainfo: Metainfo, public_in: frozenset[str]) -> None:
+        """Seed the committed blob from the cache and tell the tracker this node has it."""
+        assert self.swarm is not None and self.tracker is not None
+        data = torrent_bytes(metainfo, public_in)
+        self.meta.put_torrent(digest, data)
+        self.swarm.seed(metainfo, self.store.path(digest))
+        try:
+            await self.tracker.publish(str(digest), data)
+        except TrackerError as exc:
+            log.warning("could not publish %s to the tracker: %s", digest, exc)
+
+    def metainfo_of(self, hasher: PieceHasher, digest: Digest) -> Metainfo:
+        return hasher.finish(
+            torrent_name(digest), ssl_cert=self.identity.ca_cert_pem, announce=self.announce_url
+        )

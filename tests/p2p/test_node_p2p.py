@@ -1,0 +1,151 @@
+"""Nodes share blobs through the swarm: a real registry as origin, a real tracker, libtorrent.
+
+Every claim about where bytes came from is checked against the origin's own request log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from imgaccel.p2p.certs import CA_CERT, NODE_CERT, NODE_KEY, KeyPair, issue, make_ca
+from imgaccel.testing.images import Image, build_image, push
+from imgaccel.testing.registry import DistributionRegistry
+from imgaccel.tracker import TrackerSettings, running
+from tests.conftest import NodeServer, needs_registry
+
+pytestmark = [pytest.mark.system, needs_registry]
+
+
+@pytest.fixture(scope="module")
+def big_image(tmp_path_factory: pytest.TempPathFactory) -> Image:
+    return build_image(tmp_path_factory.mktemp("p2pimage"), [24_000_000, 10_000], seed=3)
+
+
+@pytest.fixture(scope="module")
+def cluster_ca() -> KeyPair:
+    return make_ca("test-cluster")
+
+
+def certs_dir(root: Path, ca: KeyPair) -> Path:
+    ca.write(root, CA_CERT, "ca.key")
+    issue(ca, "*").write(root, NODE_CERT, NODE_KEY)
+    return root
+
+
+@pytest.fixture
+async def tracker(tmp_path: Path) -> AsyncIterator[str]:
+    settings = TrackerSettings(listen="127.0.0.1:0", data_dir=tmp_path / "tracker", insecure=True)
+    async with running(settings) as served:
+        yield served.url
+
+
+@pytest.fixture
+async def repo(origin: DistributionRegistry, big_image: Image) -> str:
+    await push(big_image, f"{origin.address}/test/big:v1")
+    origin.requests.clear()
+    return "test/big"
+
+
+@pytest.fixture
+def p2p_node(
+    node_factory: Callable[..., Any],
+    origin: DistributionRegistry,
+    tracker: str,
+    cluster_ca: KeyPair,
+    tmp_path: Path,
+) -> Callable[..., Any]:
+    """Start a P2P node: ``await p2p_node("n1")``."""
+
+    async def start(name: str, **p2p: Any) -> NodeServer:
+        settings = {
+            "tracker_url": tracker,
+            "listen": "127.0.0.1:0",
+            "node_id": name,
+            "certs_dir": str(certs_dir(tmp_path / f"certs-{name}", cluster_ca)),
+            "stall_seconds": 3.0,
+            "no_peers_seconds": 2.0,
+            **p2p,
+        }
+        return await node_factory(origin, cache_dir=tmp_path / f"cache-{name}", p2p=settings)  # type: ignore[no-any-return]
+
+    return start
+
+
+async def get_blob(node: NodeServer, origin: DistributionRegistry, repo: str, digest: str) -> bytes:
+    url = f"{node.url}/v2/{repo}/blobs/{digest}?ns={origin.address}"
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.read()
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+async def metric(node: NodeServer, line_start: str) -> float:
+    async with aiohttp.ClientSession() as session, session.get(f"{node.url}/metrics") as resp:
+        for line in (await resp.text()).splitlines():
+            if line.startswith(line_start):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_a_blob_pulled_on_one_node_comes_from_peers_on_the_others(
+    origin: DistributionRegistry,
+    repo: str,
+    big_image: Image,
+    p2p_node: Callable[..., Any],
+) -> None:
+    layer = big_image.layers[0].digest
+    first = await p2p_node("n1")
+    assert sha256(await get_blob(first, origin, repo, layer)) == layer
+    assert len(origin.blob_gets(layer)) == 1
+    origin.requests.clear()
+
+    others = [await p2p_node(f"n{i}") for i in (2, 3, 4)]
+    bodies = await asyncio.gather(*(get_blob(n, origin, repo, layer) for n in others))
+
+    assert all(sha256(body) == layer for body in bodies)
+    assert origin.requests == []  # not one request: no blob GET, no HEAD
+    for n in others:
+        assert (
+            await metric(n, 'imgaccel_bytes_served_total{source="peer"}')
+            == big_image.layers[0].size
+        )
+
+
+async def test_four_nodes_asking_for_one_cold_blob_cause_one_origin_fetch(
+    origin: DistributionRegistry,
+    repo: str,
+    big_image: Image,
+    p2p_node: Callable[..., Any],
+) -> None:
+    layer = big_image.layers[0].digest
+    nodes = [await p2p_node(f"c{i}") for i in range(4)]
+
+    bodies = await asyncio.gather(*(get_blob(n, origin, repo, layer) for n in nodes))
+
+    assert all(sha256(body) == layer for body in bodies)
+    assert len(origin.blob_gets(layer)) == 1
+
+
+async def test_origin_down_but_peers_hold_the_blob(
+    origin: DistributionRegistry,
+    repo: str,
+    big_image: Image,
+    p2p_node: Callable[..., Any],
+) -> None:
+    layer = big_image.layers[0].digest
+    await get_blob(await p2p_node("d1"), origin, repo, layer)
+    await origin.stop()
+
+    body = await get_blob(await p2p_node("d2"), origin, repo, layer)
+
+    assert sha256(body) == layer
