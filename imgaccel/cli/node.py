@@ -28,7 +28,7 @@ _UNITS = {
 }
 
 
-class ByteSize(click.ParamType):
+class ByteSize(click.ParamType[int]):
     """A byte count: ``1048576``, ``500MiB``, ``200G`` (K/M/G/T are powers of 1000)."""
 
     name = "SIZE"

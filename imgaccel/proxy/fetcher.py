@@ -22,9 +22,9 @@ from imgaccel.cache.fill import Fill
 from imgaccel.cache.store import BlobStore
 from imgaccel.errors import CacheFull, DigestMismatch, RegistryError, UpstreamUnavailable
 from imgaccel.oci.digest import Digest
-from imgaccel.proxy.access import AccessGuard, refusal
 from imgaccel.p2p.errors import P2PError
 from imgaccel.p2p.metainfo import Metainfo
+from imgaccel.proxy.access import AccessGuard, refusal
 from imgaccel.proxy.metrics import NodeMetrics
 from imgaccel.proxy.peers import PeerNetwork, Plan
 from imgaccel.upstream.blobs import BlobLocation, OriginFetch
