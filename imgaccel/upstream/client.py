@@ -160,9 +160,9 @@ class UpstreamClient:
     ) -> Answer:
         """One identity: send, and on a challenge authenticate and send once more."""
         auth = attempt.authorization
-        cached = self._cached_token(url, scope, attempt.who)
-        if cached:
-            auth = cached
+        upfront = self._upfront(url, scope, attempt)
+        if upfront:
+            auth = upfront
         response = await self._send(method, url, upstream, headers, auth)
         if response.status != 401:
             return Answer(response, False)
@@ -187,6 +187,7 @@ class UpstreamClient:
         if challenge is None:
             return None
         if challenge.scheme == "basic":
+            self._remember_realm(url, challenge)
             return attempt.basic_for_token or attempt.authorization
         if challenge.scheme != "bearer" or not challenge.realm:
             return None
@@ -247,12 +248,16 @@ class UpstreamClient:
     def _remember_realm(self, url: str, challenge: Challenge) -> None:
         self._realms[str(URL(url).origin())] = challenge
 
-    def _cached_token(self, url: str, scope: str, who: str) -> str | None:
+    def _upfront(self, url: str, scope: str, attempt: _Attempt) -> str | None:
+        """What to send before being challenged, from the challenge this origin sent last: the
+        Basic pair for a Basic origin, a cached token for a bearer one (saves a 401 per request)."""
         challenge = self._realms.get(str(URL(url).origin()))
         if challenge is None:
             return None
+        if challenge.scheme == "basic":
+            return attempt.basic_for_token
         token = self._tokens.get(
-            (challenge.realm or "", challenge.params.get("service", ""), scope, who)
+            (challenge.realm or "", challenge.params.get("service", ""), scope, attempt.who)
         )
         return f"Bearer {token}" if token else None
 
