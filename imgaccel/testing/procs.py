@@ -28,7 +28,8 @@ async def run(
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(input_), timeout)
-    except TimeoutError:
+    except (TimeoutError, asyncio.CancelledError):
+        # A cancelled caller (Ctrl-C, SIGTERM) must not leave the child running.
         await terminate(proc)
         raise
     result = subprocess.CompletedProcess(list(argv), proc.returncode or 0, out, err)
