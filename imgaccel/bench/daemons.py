@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import re
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from types import TracebackType
 
 from imgaccel.testing.procs import netns_prefix, run, terminate
 
-_READY_RE = re.compile(r"listening on (http://\S+)")
+_READY_RE = re.compile(r"listening on (https?://\S+)")
 
 
 def imgaccel_argv(*args: str) -> list[str]:
@@ -48,6 +49,8 @@ class Daemon:
     args: list[str]
     netns: str
     log: Path
+    #: Extra environment (``IMGACCEL_*`` settings that have no flag).
+    env: dict[str, str] = field(default_factory=dict)
     url: str = ""
     _proc: asyncio.subprocess.Process | None = None
     _drain: asyncio.Task[None] | None = None
@@ -61,6 +64,7 @@ class Daemon:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
         )
         assert self._proc.stdout is not None
         ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()

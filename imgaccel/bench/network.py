@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,8 +134,10 @@ class Network:
     async def close(self) -> None:
         """Delete the namespaces (their veths go with them) and the bridge; never raises."""
         for host in reversed(self.hosts):
-            with contextlib.suppress(Exception):
-                await run("ip", "netns", "del", host.netns)
+            # Deleting the bridge-side veth end takes the other end with it at once; a deleted
+            # namespace would only release its veths when the kernel gets round to it.
+            await run("ip", "link", "del", host.name, check=False)
+            await run("ip", "netns", "del", host.netns, check=False)
         self.hosts.clear()
         if self._bridge_up:
             with contextlib.suppress(Exception):
@@ -155,8 +158,14 @@ class Leftovers:
         return bool(self.namespaces or self.links or self.workdirs)
 
 
-def _run_id_of(name: str) -> str:
-    return name.removeprefix(PREFIX).removeprefix(WORKDIR_PREFIX).split("-")[0]
+_NAME_RE = re.compile(rf"{PREFIX}([0-9a-f]{{4}})-\S+")
+_WORKDIR_RE = re.compile(rf"{WORKDIR_PREFIX}([0-9a-f]{{4}})")
+
+
+def _run_id_of(name: str) -> str | None:
+    """The run id in one of our names, None for anyone else's (however similar)."""
+    m = _NAME_RE.fullmatch(name) or _WORKDIR_RE.fullmatch(name)
+    return m.group(1) if m else None
 
 
 def _owner_alive(workdir: Path) -> bool:
@@ -174,7 +183,12 @@ def _owner_alive(workdir: Path) -> bool:
 
 
 def _workdirs(tmp: Path) -> list[Path]:
-    return [p for p in tmp.glob(f"{WORKDIR_PREFIX}*") if p.is_dir()]
+    """Our work directories: the exact name pattern, and the owner file every run writes."""
+    return [
+        p
+        for p in tmp.glob(f"{WORKDIR_PREFIX}*")
+        if _run_id_of(p.name) and (p / "owner.pid").is_file()
+    ]
 
 
 def _link_names(ip_o_link: str) -> list[str]:
@@ -196,10 +210,15 @@ async def leftovers(tmp: Path) -> Leftovers:
     ]
     link_out = await run("ip", "-o", "link", "show", check=False)
     links = [name for name in _link_names(link_out.stdout.decode()) if name.startswith(PREFIX)]
+
+    def dead(name: str) -> bool:
+        run_id = _run_id_of(name)
+        return run_id is not None and run_id not in live
+
     return Leftovers(
-        [n for n in namespaces if _run_id_of(n) not in live],
-        [name for name in links if _run_id_of(name) not in live],
-        [p for p in workdirs if _run_id_of(p.name) not in live],
+        [n for n in namespaces if dead(n)],
+        [name for name in links if dead(name)],
+        [p for p in workdirs if dead(p.name)],
     )
 
 

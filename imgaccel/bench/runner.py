@@ -78,6 +78,15 @@ async def settle(cluster: Cluster, within: float = 300.0) -> None:
     await asyncio.sleep(0.2)  # the registry logs a response just after sending its last byte
 
 
+def _sent(cluster: Cluster, start: int, end: int) -> int:
+    """Body bytes the origin sent for requests ``start:end`` of its log.
+
+    HEAD is left out: the registry logs a manifest's size as written for a HEAD, but an HTTP
+    server sends no body for it.
+    """
+    return sum(r.written for r in cluster.origin.requests[start:end] if r.method != "HEAD")
+
+
 def _bypassed(cluster: Cluster, first: int, mirrored: bool) -> int:
     """Blob GETs that containerd sent to the origin itself although it had a mirror."""
     if not mirrored:
@@ -140,8 +149,8 @@ async def run_repeat(
         first = len(cluster.origin.requests)
         seconds = await pull_all(nodes, cluster.ref, hosts, progress, label, timeout)
         await settle(cluster)
-        sent = sum(r.written for r in cluster.origin.requests[first:])
-        warmup = sum(r.written for r in cluster.origin.requests[before_warmup:first])
+        sent = _sent(cluster, first, len(cluster.origin.requests))
+        warmup = _sent(cluster, before_warmup, first)
         bypassed = _bypassed(cluster, first, any(m is not None for m in mirrors.values()))
     return Repeat(seconds, sent, warmup, bypassed)
 

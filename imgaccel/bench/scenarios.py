@@ -9,35 +9,19 @@ reports why through :meth:`Scenario.unavailable` and is skipped.
 from __future__ import annotations
 
 import abc
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
-from imgaccel.bench.cluster import REGISTRY_PORT, Cluster, Node
-from imgaccel.bench.daemons import Daemon, command_help, imgaccel_argv
+from imgaccel.bench.cluster import REGISTRY_PORT, Node
+from imgaccel.bench.daemons import command_help, imgaccel_argv
+from imgaccel.bench.deployment import Mirrors, Stage, imgaccel_cluster, p2p_available
 from imgaccel.testing.procs import netns_prefix, run
 from imgaccel.testing.registry import DistributionRegistry
 
-NODE_PORT, P2P_PORT, TRACKER_PORT, SEEDER_PORT = 7070, 6881, 7080, 7090
+__all__ = ["SCENARIOS", "Mirrors", "Scenario", "Stage", "select"]
+
 PREWARM_FLAGS = ("--cluster", "--tracker", "--seeder")
-
-#: Node name -> mirror URL containerd goes through (None: straight to the origin).
-Mirrors = dict[str, str | None]
-
-
-@dataclass
-class Stage:
-    """What a scenario works with during one repeat."""
-
-    cluster: Cluster
-    nodes: list[Node]
-    workdir: Path
-    progress: Callable[[str], None]
-    #: URLs of the services a scenario started (``tracker``, ``seeder``), for its warm-up.
-    services: dict[str, str] = field(default_factory=dict)
 
 
 class Scenario(abc.ABC):
@@ -87,62 +71,6 @@ class Proxy(Scenario):
             yield {node.name: proxy.url for node in stage.nodes}
 
 
-def _p2p_available() -> bool:
-    node_help = command_help("node") or ""
-    return command_help("tracker") is not None and "--tracker" in node_help
-
-
-async def _start_all(stack: contextlib.AsyncExitStack, daemons: list[Daemon]) -> None:
-    for daemon in daemons:
-        stack.push_async_callback(daemon.stop)
-    await asyncio.gather(*(d.start() for d in daemons))
-    for daemon in daemons:
-        if not await daemon.healthy():
-            raise RuntimeError(f"{daemon.url}/healthz failed in {daemon.netns}")
-
-
-async def _tracker(stack: contextlib.AsyncExitStack, stage: Stage) -> str:
-    host = stage.cluster.tracker_host
-    daemon = Daemon(
-        [
-            "tracker",
-            "--listen",
-            f"{host.ip}:{TRACKER_PORT}",
-            "--data-dir",
-            str(stage.workdir / "tracker"),
-            "--insecure",
-        ],
-        host.netns,
-        stage.workdir / "tracker.log",
-    )
-    await _start_all(stack, [daemon])
-    stage.services["tracker"] = daemon.url
-    return daemon.url
-
-
-def _upstream(cluster: Cluster) -> str:
-    return f"{cluster.origin.address}={cluster.origin.url}"
-
-
-async def _nodes(stack: contextlib.AsyncExitStack, stage: Stage, tracker: str | None) -> Mirrors:
-    daemons = []
-    for node in stage.nodes:
-        args = [
-            "node",
-            "--listen",
-            f"{node.host.ip}:{NODE_PORT}",
-            "--cache-dir",
-            str(stage.workdir / node.name / "cache"),
-            "--upstream",
-            _upstream(stage.cluster),
-        ]
-        if tracker:
-            args += ["--tracker", tracker, "--p2p-listen", f"{node.host.ip}:{P2P_PORT}"]
-        daemons.append(Daemon(args, node.host.netns, stage.workdir / node.name / "node.log"))
-    await _start_all(stack, daemons)
-    return {node.name: d.url for node, d in zip(stage.nodes, daemons, strict=True)}
-
-
 class ImgaccelCold(Scenario):
     name = "imgaccel-cold"
     summary = "an imgaccel node per node, all caches empty (P2P when the tracker exists)"
@@ -153,15 +81,12 @@ class ImgaccelCold(Scenario):
     def note(self) -> str | None:
         if self.unavailable():
             return None
-        if _p2p_available():
-            return f"{self.name}: nodes start with --tracker/--p2p-listen (a tracker of their own)"
-        return f"{self.name}: nodes run without P2P (no imgaccel tracker in this checkout)"
+        if p2p_available():
+            return f"{self.name}: P2P on (nodes with --tracker, cluster CA, TLS tracker)"
+        return f"{self.name}: P2P off (this checkout has no imgaccel tracker or certs)"
 
-    @contextlib.asynccontextmanager
-    async def deploy(self, stage: Stage) -> AsyncIterator[Mirrors]:
-        async with contextlib.AsyncExitStack() as stack:
-            tracker = await _tracker(stack, stage) if _p2p_available() else None
-            yield await _nodes(stack, stage, tracker)
+    def deploy(self, stage: Stage) -> contextlib.AbstractAsyncContextManager[Mirrors]:
+        return imgaccel_cluster(stage)
 
 
 class ImgaccelWarm(ImgaccelCold):
@@ -192,29 +117,8 @@ class ImgaccelPrewarm(ImgaccelCold):
             )
         return super().unavailable()
 
-    @contextlib.asynccontextmanager
-    async def deploy(self, stage: Stage) -> AsyncIterator[Mirrors]:
-        async with contextlib.AsyncExitStack() as stack:
-            tracker = await _tracker(stack, stage)
-            host = stage.cluster.seeder_host
-            seeder = Daemon(
-                [
-                    "seeder",
-                    "--listen",
-                    f"{host.ip}:{SEEDER_PORT}",
-                    "--cache-dir",
-                    str(stage.workdir / "seeder"),
-                    "--tracker",
-                    tracker,
-                    "--upstream",
-                    _upstream(stage.cluster),
-                ],
-                host.netns,
-                stage.workdir / "seeder.log",
-            )
-            await _start_all(stack, [seeder])
-            stage.services["seeder"] = seeder.url
-            yield await _nodes(stack, stage, tracker)
+    def deploy(self, stage: Stage) -> contextlib.AbstractAsyncContextManager[Mirrors]:
+        return imgaccel_cluster(stage, seeder=True)
 
     async def warm_up(self, stage: Stage, pull: Callable[[Node], Awaitable[None]]) -> None:
         # The flags are the benchmark's expectation of the command; unavailable() checks them.

@@ -14,8 +14,8 @@ TAG = "v1"
 def layer_sizes(total: int) -> list[int]:
     """Uncompressed layer sizes of a ``total``-byte image with the GPU layer profile.
 
-    Layers are random bytes, so gzip adds only a few hundred bytes per layer and the pulled size
-    stays within a fraction of a percent of ``total``.
+    Layers are random bytes, so the pulled size is ``total`` plus tar and gzip framing (under
+    16 KiB per layer).
     """
     return profile_sizes(total)
 
