@@ -1,0 +1,62 @@
+"""JSON, Markdown and PNG renderings of a report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from imgaccel.bench.report import markdown, write_all
+from imgaccel.bench.results import Params, Repeat, Report, ScenarioResult, bound_seconds
+
+S = 100_000_000
+
+
+def _report() -> Report:
+    params = Params(nodes=(2, 4), image_bytes=S, scenarios=("direct", "proxy", "imgaccel-prewarm"))
+    bound = bound_seconds(S, params.origin_mbit, params.node_mbit)
+    report = Report(params, S, notes=["imgaccel-cold: nodes start with --tracker"])
+    for n in params.nodes:
+        times = {f"n{i}": 4.0 + i for i in range(n)}
+        report.results += [
+            ScenarioResult("direct", n, S, bound, repeats=[Repeat(times, n * S)]),
+            ScenarioResult("proxy", n, S, bound, repeats=[Repeat(times, S, bypassed=1)]),
+            ScenarioResult(
+                "imgaccel-prewarm",
+                n,
+                S,
+                bound,
+                status="skipped",
+                reason="skipped: imgaccel prewarm not available",
+            ),
+        ]
+    return report
+
+
+def test_markdown_has_a_row_per_scenario_and_n_with_figures_and_reasons() -> None:
+    text = markdown(_report())
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 1 + 6
+    direct_4 = next(r for r in rows if r.startswith("| direct | 4 |"))
+    cells = [c.strip() for c in direct_4.strip("|").split("|")]
+    assert cells[2:4] == ["5.5", "7.0"]  # median, max of 4,5,6,7 s
+    assert cells[6:8] == ["400.0", "4.00"]  # origin MB, origin / S
+    assert "skipped: imgaccel prewarm not available |" in text
+    assert "skipped: skipped" not in text
+    assert "1 blob GETs bypassed the mirror" in text
+    assert "bound S/B_origin + S/B_node = 5.0 s" in text
+    assert "- imgaccel-cold: nodes start with --tracker" in text
+
+
+def test_write_all_writes_parseable_json_markdown_and_a_png(tmp_path: Path) -> None:
+    paths = write_all(_report(), tmp_path / "out")
+    data = json.loads(paths["json"].read_text())
+    assert data["bound_seconds"] == 5.0
+    assert [(r["scenario"], r["nodes"], r["status"]) for r in data["results"]][:3] == [
+        ("direct", 2, "ok"),
+        ("proxy", 2, "ok"),
+        ("imgaccel-prewarm", 2, "skipped"),
+    ]
+    assert data["results"][0]["origin_bytes"] == 2 * S
+    assert paths["md"].read_text() == markdown(_report())
+    png = paths["png"].read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
