@@ -13,7 +13,6 @@ killed run left behind.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -169,17 +168,13 @@ def _run_id_of(name: str) -> str | None:
 
 
 def _owner_alive(workdir: Path) -> bool:
+    """Whether the process that made ``workdir`` still runs (a zombie does not)."""
     try:
         pid = int((workdir / "owner.pid").read_text())
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except (OSError, ValueError):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def _workdirs(tmp: Path) -> list[Path]:
