@@ -1,13 +1,14 @@
 """The pull-time benchmark: N nodes pulling one GPU-shaped image at once, several ways.
 
 Nouns: ``network`` (bridge, namespaces, tbf limits), ``cluster`` (origin, nodes, service hosts),
-``daemons`` (imgaccel node/tracker/seeder as subprocesses), ``scenarios`` (direct, proxy,
-imgaccel-*), ``runner`` (repeats, timing, counting), ``results`` (data and the physical bound),
-``report`` (JSON, Markdown, PNG), ``cleanup`` (leftovers of killed runs), ``cli``.
+``daemons`` (imgaccel commands as subprocesses), ``deployment`` (cluster CA, tracker, seeder and
+node daemons for one repeat), ``scenarios`` (direct, proxy, imgaccel-*), ``runner`` (repeats,
+timing, counting), ``results`` (data and the physical bound), ``report`` (JSON, Markdown, PNG),
+``cleanup`` (leftovers of killed runs), ``cli``.
 
-Layering: ``cli`` → ``runner`` → ``scenarios`` → ``cluster``/``daemons`` → ``network`` and
-:mod:`imgaccel.testing`; ``results`` and ``report`` import nothing that touches the system. The
-benchmark drives imgaccel only through its command line, never by importing its services.
+Layering: ``cli`` → ``runner`` → ``scenarios`` → ``deployment`` → ``cluster``/``daemons`` →
+``network`` and :mod:`imgaccel.testing`; ``results`` and ``report`` touch nothing on the system.
+The benchmark drives imgaccel only through its command line, never by importing its services.
 """
 
 from imgaccel.bench.report import markdown, write_all
