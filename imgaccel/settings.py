@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from imgaccel.cache.config import CacheSettings
@@ -39,6 +39,11 @@ class P2PSettings(BaseModel):
     node_id: str | None = Field(
         default=None, description="This node's name at the tracker. [default: the host name]"
     )
+    role: Literal["node", "seeder"] = Field(
+        default="node",
+        description="seeder: fetch cold blobs from the origin for the whole cluster "
+        "(set by `imgaccel seeder`).",
+    )
     stall_seconds: float = Field(
         default=5.0, gt=0, description="No progress this long from peers: continue from the origin."
     )
@@ -54,6 +59,18 @@ class P2PSettings(BaseModel):
     tracker_timeout_seconds: float = Field(
         default=5.0, gt=0, description="Timeout of a tracker API call (long polls excepted)."
     )
+
+    @model_validator(mode="after")
+    def _certs_with_tracker(self) -> P2PSettings:
+        if self.tracker_url and self.certs_dir is None:
+            raise ValueError(
+                "peer-to-peer (a tracker) needs the cluster certificates: set p2p.certs_dir "
+                "(--certs-dir) to a directory with ca.crt, node.crt and node.key; make them with "
+                "`imgaccel certs init` and `imgaccel certs issue`"
+            )
+        if self.tracker_url and not self.tracker_url.startswith(("http://", "https://")):
+            raise ValueError(f"tracker URL must start with http:// or https://: {self.tracker_url}")
+        return self
 
 
 def _default_upstreams() -> dict[str, UpstreamSettings]:

@@ -198,7 +198,10 @@ class PeerNetwork:
                 if data is not None:
                     return self._plan_from(data)
                 claim = await self.tracker.claim(
-                    str(digest), registry=location.registry, repository=location.repo
+                    str(digest),
+                    role=self.settings.role,
+                    registry=location.registry,
+                    repository=location.repo,
                 )
                 if claim.fetch:
                     return Plan(elected=True)

@@ -1,0 +1,70 @@
+"""Take cold-blob work from the tracker and fetch each blob into the cache (and so the swarm).
+
+The long poll for work is also the seeder's heartbeat: while it runs, the tracker elects this
+seeder for cold blobs. Fetches run concurrently up to a limit; each goes through the node's own
+fetcher, so it is single-flight with local clients, verified, committed, seeded and published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from imgaccel.cache.fill import FillFailed
+from imgaccel.errors import ImgaccelError
+from imgaccel.oci.digest import Digest
+from imgaccel.proxy.fetcher import BlobFetcher
+from imgaccel.tracker.client import TrackerClient, TrackerError, Work
+from imgaccel.upstream.blobs import BlobLocation
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 20.0
+RETRY_SECONDS = 2.0
+
+
+class SeederWorker:
+    """Runs until cancelled; every fetch task is kept and cancelled with it."""
+
+    def __init__(self, tracker: TrackerClient, fetcher: BlobFetcher, concurrency: int = 4) -> None:
+        self.tracker = tracker
+        self.fetcher = fetcher
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.fetched = 0
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    work = await self.tracker.work(wait=POLL_SECONDS)
+                except TrackerError as exc:
+                    log.warning("seeder: tracker unreachable (%s); retrying", exc)
+                    await asyncio.sleep(RETRY_SECONDS)
+                    continue
+                for item in work:
+                    task = asyncio.create_task(self._fetch(item), name=f"seed-{item.digest}")
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _fetch(self, item: Work) -> None:
+        async with self._slots:
+            try:
+                location = BlobLocation(item.registry, item.repository, Digest.parse(item.digest))
+                fill = await self.fetcher.fill(location)
+                await fill.done
+            except (ImgaccelError, FillFailed, ValueError) as exc:
+                log.warning(
+                    "seeder: could not fetch %s from %s/%s: %s",
+                    item.digest,
+                    item.registry,
+                    item.repository,
+                    exc,
+                )
+                return
+            self.fetched += 1
+            log.info("seeder: %s is in the cache and the swarm", item.digest)
