@@ -180,8 +180,11 @@ class Swarm:
         existing = self._torrents.get(metainfo.infohash)
         if existing is not None:
             return existing
+        # Added paused: the certificate must be in place before the first announce, or the
+        # HTTPS tracker refuses it and libtorrent waits a whole retry interval to try again.
         handle = self._session.add_torrent(_params(metainfo, path, seed=seed))
         self._set_certificate(handle)
+        handle.resume()
         download = Download(
             handle,
             metainfo,
@@ -240,7 +243,7 @@ def _params(metainfo: Metainfo, path: Path, *, seed: bool) -> Any:
     params.save_path = str(path.parent)
     if path.name != metainfo.name:
         params.renamed_files = {0: path.name}
-    flags = params.flags & ~lt.torrent_flags.auto_managed & ~lt.torrent_flags.paused
+    flags = (params.flags & ~lt.torrent_flags.auto_managed) | lt.torrent_flags.paused
     if seed:
         flags |= lt.torrent_flags.seed_mode
     params.flags = flags
