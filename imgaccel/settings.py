@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from imgaccel.cache.config import CacheSettings
@@ -21,11 +21,15 @@ from imgaccel.upstream.config import DOCKER_HUB_URL, UpstreamClientSettings, Ups
 
 
 class LogSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo in a config file is an error
+
     level: str = Field(default="INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
     json_format: bool = Field(default=False, description="One JSON object per log line.")
 
 
 class P2PSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo in a config file is an error
+
     tracker_url: str | None = Field(
         default=None, description="The imgaccel tracker's URL; unset: no peer-to-peer."
     )
@@ -85,6 +89,11 @@ class Settings(BaseSettings):
     )
 
     listen: str = Field(default="127.0.0.1:65001", description="HOST:PORT the mirror serves on.")
+    metrics_listen: str | None = Field(
+        default=None,
+        description="HOST:PORT of a second listener with only /metrics and /healthz, for "
+        "Prometheus and probes when the mirror binds loopback. Unset: none.",
+    )
     default_registry: str = Field(
         default="docker.io",
         description="The registry for requests without containerd's ?ns= (dockerd's mirrors).",
@@ -98,10 +107,11 @@ class Settings(BaseSettings):
     p2p: P2PSettings = Field(default_factory=P2PSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
-    @field_validator("listen")
+    @field_validator("listen", "metrics_listen")
     @classmethod
-    def _host_port(cls, value: str) -> str:
-        split_listen(value)
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_listen(value)
         return value
 
     def upstream_for(self, host: str) -> UpstreamSettings:

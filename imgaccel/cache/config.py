@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 def default_cache_dir() -> Path:
@@ -17,6 +17,8 @@ def default_cache_dir() -> Path:
 
 
 class CacheSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo in a config file is an error
+
     dir: Path = Field(
         default_factory=default_cache_dir,
         description="Where blobs, manifests and the metadata database live.",

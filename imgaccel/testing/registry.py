@@ -149,6 +149,16 @@ class DistributionRegistry:
     ) -> None:
         await self.stop()
 
+    async def settle(self, quiet: float = 0.3, timeout: float = 10.0) -> None:
+        """Wait until the request log has been quiet for ``quiet`` seconds: the registry logs a
+        request after its response is sent, so a client can finish before the line arrives."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        seen = -1
+        while len(self.requests) != seen and loop.time() < deadline:
+            seen = len(self.requests)
+            await asyncio.sleep(quiet)
+
     # -- counting what the origin served -------------------------------------------------------
 
     def blob_gets(self, digest: str | None = None) -> list[Request]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 DOCKER_HUB_URL = "https://registry-1.docker.io"
 
 
 class UpstreamSettings(BaseModel):
     """One origin registry."""
+
+    model_config = ConfigDict(extra="forbid")  # a typo in a config file is an error
 
     url: str = Field(
         description="Base URL of the registry API, e.g. https://registry.example.com. "
@@ -28,6 +30,8 @@ class UpstreamSettings(BaseModel):
 
 class UpstreamClientSettings(BaseModel):
     """How the mirror talks to origins."""
+
+    model_config = ConfigDict(extra="forbid")  # a typo in a config file is an error
 
     connect_timeout_seconds: float = Field(
         default=10.0, gt=0, description="TCP/TLS connect timeout."

@@ -40,8 +40,16 @@ def certs_dir(root: Path, ca: KeyPair) -> Path:
 
 
 @pytest.fixture
-async def tracker(tmp_path: Path) -> AsyncIterator[str]:
-    settings = TrackerSettings(listen="127.0.0.1:0", data_dir=tmp_path / "tracker", insecure=True)
+async def tracker(tmp_path: Path, cluster_ca: KeyPair) -> AsyncIterator[str]:
+    """The tracker over HTTPS, accepting only clients with a certificate of the cluster CA."""
+    certs = certs_dir(tmp_path / "certs-tracker", cluster_ca)
+    settings = TrackerSettings(
+        listen="127.0.0.1:0",
+        data_dir=tmp_path / "tracker",
+        ca_cert=certs / CA_CERT,
+        cert=certs / NODE_CERT,
+        key=certs / NODE_KEY,
+    )
     async with running(settings) as served:
         yield served.url
 
@@ -63,13 +71,13 @@ def p2p_node(
 ) -> Callable[..., Any]:
     """Start a P2P node: ``await p2p_node("n1")``."""
 
-    async def start(name: str, **p2p: Any) -> NodeServer:
+    async def start(name: str, ca: KeyPair | None = None, **p2p: Any) -> NodeServer:
         settings = {
             "tracker_url": tracker,
             "listen": "127.0.0.1:0",
             "node_id": name,
-            "certs_dir": str(certs_dir(tmp_path / f"certs-{name}", cluster_ca)),
-            "stall_seconds": 3.0,
+            "certs_dir": str(certs_dir(tmp_path / f"certs-{name}", ca or cluster_ca)),
+            "stall_seconds": 2.0,
             "no_peers_seconds": 2.0,
             **p2p,
         }
@@ -113,6 +121,7 @@ async def test_a_blob_pulled_on_one_node_comes_from_peers_on_the_others(
     bodies = await asyncio.gather(*(get_blob(n, origin, repo, layer) for n in others))
 
     assert all(sha256(body) == layer for body in bodies)
+    await origin.settle()
     assert origin.requests == []  # not one request: no blob GET, no HEAD
     for n in others:
         assert (
@@ -133,6 +142,7 @@ async def test_four_nodes_asking_for_one_cold_blob_cause_one_origin_fetch(
     bodies = await asyncio.gather(*(get_blob(n, origin, repo, layer) for n in nodes))
 
     assert all(sha256(body) == layer for body in bodies)
+    await origin.settle()
     assert len(origin.blob_gets(layer)) == 1
 
 
@@ -149,3 +159,30 @@ async def test_origin_down_but_peers_hold_the_blob(
     body = await get_blob(await p2p_node("d2"), origin, repo, layer)
 
     assert sha256(body) == layer
+
+
+async def test_tracker_down_means_the_origin(
+    origin: DistributionRegistry, repo: str, big_image: Image, p2p_node: Callable[..., Any],
+) -> None:
+    layer = big_image.layers[0].digest
+    node = await p2p_node("t1", tracker_url="https://127.0.0.1:9")  # nothing listens there
+
+    assert sha256(await get_blob(node, origin, repo, layer)) == layer
+    await origin.settle()
+    assert len(origin.blob_gets(layer)) == 1
+
+
+async def test_a_host_without_the_cluster_credentials_gets_nothing_from_peers(
+    origin: DistributionRegistry, repo: str, big_image: Image, p2p_node: Callable[..., Any],
+) -> None:
+    layer = big_image.layers[0].digest
+    await get_blob(await p2p_node("h1"), origin, repo, layer)
+    stranger = await p2p_node("stranger", ca=make_ca("another-cluster"))
+
+    body = await get_blob(stranger, origin, repo, layer)
+
+    assert sha256(body) == layer  # its pull works, from the origin:
+    await origin.settle()
+    assert len(origin.blob_gets(layer)) == 2
+    assert await metric(stranger, 'imgaccel_bytes_served_total{source="peer"}') == 0
+    assert await metric(stranger, "imgaccel_p2p_download_bytes_total") == 0
