@@ -18,6 +18,9 @@ DELETE /v1/claims/{digest}?node=ID      the holder gives up -> 204 (waiters are 
 POST   /v1/seeders                      ``{node}`` heartbeat -> ``{ttl_seconds}``
 GET    /v1/seeders/work?node=ID&wait=S  -> ``{work: [{digest, registry, repository}]}``
 GET    /healthz, /metrics               liveness; Prometheus text
+POST   /v1/jobs, GET /v1/jobs[/{id}]    prewarm jobs (see ``jobs``); nodes poll /v1/nodes/jobs
+                                        and report to POST /v1/jobs/{id}/progress
+POST   /v1/pulls, GET /v1/hot           pull reports and the hot-layer list (see ``hot``)
 ====== ================================ ==========================================================
 """
 
@@ -33,7 +36,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from imgaccel.tracker import announce, claims, metainfo, metrics, seeders
+from imgaccel.tracker import announce, claims, hot, jobs, metainfo, metrics, seeders
 from imgaccel.tracker.api import error_middleware
 from imgaccel.tracker.config import TrackerSettings
 from imgaccel.tracker.state import STATE, Clock, TrackerState
@@ -49,7 +52,7 @@ def make_app(settings: TrackerSettings, *, clock: Clock = time.time) -> web.Appl
         middlewares=[error_middleware], client_max_size=metainfo.MAX_TORRENT_BYTES
     )
     app[STATE] = _make_state(settings, clock)
-    for module in (announce, metainfo, claims, seeders, metrics):
+    for module in (announce, metainfo, claims, seeders, metrics, jobs, hot):
         module.add_routes(app)
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_wake_long_polls)

@@ -1,0 +1,315 @@
+"""Prewarm jobs: "every node (or the labelled ones, or N percent) fetch these images now".
+
+A job names images (and a platform choice) and which nodes it targets: all of them, those whose
+labels match every ``--nodes key=value``, or a percentage (a node is in when a hash of the job id
+and its name falls under it, so every node decides the same way without coordination, and a node
+that joins later finds out whether it is in). Jobs never close: a node that polls for the first
+time next week still runs the jobs meant for it.
+
+Nodes long-poll ``GET /v1/nodes/jobs?node=ID&label=k=v&wait=S`` (which also registers them and
+their labels) and report progress to ``POST /v1/jobs/{id}/progress``. Everything lives in SQLite
+(``jobs.sqlite3`` beside the tracker's database), so jobs and their progress survive a restart.
+
+====== ========================== =============================================================
+POST   /v1/jobs                   ``{images, platform?, all_platforms?, nodes?: {k: v},
+                                  percent?}`` -> 201 the job
+GET    /v1/jobs                   ``{jobs: [summary]}``, newest first
+GET    /v1/jobs/{id}              the summary with per-node progress; 404 unknown
+GET    /v1/nodes/jobs             ``?node=ID&label=k=v...&wait=S`` -> ``{jobs}`` to run
+POST   /v1/jobs/{id}/progress     ``{node, state: running|done|failed, bytes_done,
+                                  bytes_total, error?}``
+====== ========================== =============================================================
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from imgaccel.tracker.api import ApiError, json_body, node_field, text_field, wait_param
+from imgaccel.tracker.state import STATE
+
+DB_NAME = "jobs.sqlite3"
+NOTIFY_KEY = "prewarm-jobs"
+NODE_STATES = ("running", "done", "failed")
+#: A node not heard from for this long no longer counts towards a job's targets.
+NODE_GONE_SECONDS = 600.0
+_MAX_IMAGES = 100
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, images TEXT NOT NULL, platform TEXT, all_platforms INTEGER NOT NULL,
+    selector TEXT NOT NULL, percent INTEGER NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS job_nodes (
+    job TEXT NOT NULL, node TEXT NOT NULL, state TEXT NOT NULL, bytes_done INTEGER NOT NULL,
+    bytes_total INTEGER NOT NULL, error TEXT, updated REAL NOT NULL, PRIMARY KEY (job, node));
+CREATE TABLE IF NOT EXISTS job_clients (
+    node TEXT PRIMARY KEY, labels TEXT NOT NULL, last_seen REAL NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    images: list[str]
+    platform: str | None = None
+    all_platforms: bool = False
+    selector: dict[str, str] = field(default_factory=dict)
+    percent: int = 100
+    created: float = 0.0
+
+    def targets(self, node: str, labels: dict[str, str]) -> bool:
+        """Whether ``node`` (with ``labels``) should run this job."""
+        if any(labels.get(k) != v for k, v in self.selector.items()):
+            return False
+        if self.percent >= 100:
+            return True
+        bucket = int.from_bytes(hashlib.sha256(f"{self.id}/{node}".encode()).digest()[:4], "big")
+        return bucket % 100 < self.percent
+
+
+@dataclass(frozen=True)
+class NodeProgress:
+    node: str
+    state: str
+    bytes_done: int
+    bytes_total: int
+    error: str | None
+
+
+class JobStore:
+    """Jobs, per-node progress and the nodes that poll, in one SQLite file."""
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(data_dir / DB_NAME, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def add(self, job: Job) -> None:
+        self._db.execute(
+            "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                job.id,
+                json.dumps(job.images),
+                job.platform,
+                int(job.all_platforms),
+                json.dumps(job.selector),
+                job.percent,
+                job.created,
+            ),
+        )
+
+    def jobs(self) -> list[Job]:
+        rows = self._db.execute("SELECT * FROM jobs ORDER BY created DESC").fetchall()
+        return [_job(row) for row in rows]
+
+    def job(self, job_id: str) -> Job | None:
+        row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else _job(row)
+
+    def seen(self, node: str, labels: dict[str, str], now: float) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO job_clients VALUES (?, ?, ?)", (node, json.dumps(labels), now)
+        )
+
+    def clients(self, since: float) -> dict[str, dict[str, str]]:
+        rows = self._db.execute(
+            "SELECT node, labels FROM job_clients WHERE last_seen > ?", (since,)
+        ).fetchall()
+        return {node: json.loads(labels) for node, labels in rows}
+
+    def report(self, job_id: str, progress: NodeProgress, now: float) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO job_nodes VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                job_id,
+                progress.node,
+                progress.state,
+                progress.bytes_done,
+                progress.bytes_total,
+                progress.error,
+                now,
+            ),
+        )
+
+    def progress(self, job_id: str) -> dict[str, NodeProgress]:
+        rows = self._db.execute(
+            "SELECT node, state, bytes_done, bytes_total, error FROM job_nodes WHERE job = ?",
+            (job_id,),
+        ).fetchall()
+        return {row[0]: NodeProgress(*row) for row in rows}
+
+    def finished_by(self, node: str) -> set[str]:
+        rows = self._db.execute(
+            "SELECT job FROM job_nodes WHERE node = ? AND state IN ('done', 'failed')", (node,)
+        ).fetchall()
+        return {row[0] for row in rows}
+
+
+def _job(row: tuple[Any, ...]) -> Job:
+    return Job(row[0], json.loads(row[1]), row[2], bool(row[3]), json.loads(row[4]), row[5], row[6])
+
+
+JOBS = web.AppKey("jobs", JobStore)
+
+
+def summary(store: JobStore, job: Job, now: float) -> dict[str, Any]:
+    """A job with its progress: nodes targeted / done / failed, bytes, and an overall state."""
+    progress = store.progress(job.id)
+    clients = store.clients(now - NODE_GONE_SECONDS)
+    targeted = {n for n, labels in clients.items() if job.targets(n, labels)} | set(progress)
+    counts = {s: sum(1 for p in progress.values() if p.state == s) for s in NODE_STATES}
+    finished = counts["done"] + counts["failed"]
+    if targeted and finished == len(targeted):
+        state = "failed" if counts["failed"] else "done"
+    else:
+        state = "running" if progress else "pending"
+    return {
+        **asdict(job),
+        "state": state,
+        "nodes_total": len(targeted),
+        "nodes_done": counts["done"],
+        "nodes_failed": counts["failed"],
+        "bytes_done": sum(p.bytes_done for p in progress.values()),
+        "bytes_total": sum(p.bytes_total for p in progress.values()),
+        "nodes": {n: asdict(p) for n, p in sorted(progress.items())},
+    }
+
+
+async def handle_create(request: web.Request) -> web.Response:
+    state, store = request.app[STATE], request.app[JOBS]
+    job = _parse_job(await json_body(request), state.now())
+    store.add(job)
+    state.notifier.notify(NOTIFY_KEY)
+    return web.json_response(summary(store, job, state.now()), status=201)
+
+
+def _parse_job(body: dict[str, Any], now: float) -> Job:
+    images = body.get("images")
+    if not isinstance(images, list) or not images or len(images) > _MAX_IMAGES:
+        raise ApiError(400, f"'images' must be a list of 1 to {_MAX_IMAGES} image references")
+    for image in images:
+        text_field({"image": image}, "image")
+    selector = body.get("nodes") or {}
+    if not isinstance(selector, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in selector.items()
+    ):
+        raise ApiError(400, "'nodes' must map label names to values")
+    percent = body.get("percent", 100)
+    if not isinstance(percent, int) or not 1 <= percent <= 100:
+        raise ApiError(400, "'percent' must be an integer from 1 to 100")
+    platform = text_field(body, "platform", required=False)
+    return Job(
+        secrets.token_hex(8),
+        images,
+        platform,
+        bool(body.get("all_platforms")),
+        selector,
+        percent,
+        now,
+    )
+
+
+async def handle_list(request: web.Request) -> web.Response:
+    state, store = request.app[STATE], request.app[JOBS]
+    now = state.now()
+    return web.json_response({"jobs": [summary(store, job, now) for job in store.jobs()]})
+
+
+async def handle_get(request: web.Request) -> web.Response:
+    state, store = request.app[STATE], request.app[JOBS]
+    job = store.job(request.match_info["id"])
+    if job is None:
+        raise ApiError(404, "no such job")
+    return web.json_response(summary(store, job, state.now()))
+
+
+async def handle_poll(request: web.Request) -> web.Response:
+    """The jobs ``?node=`` should run and has not finished; long-polls with ``?wait=``."""
+    state, store = request.app[STATE], request.app[JOBS]
+    node = text_field(dict(request.query), "node")
+    assert node is not None
+    labels = _labels(request.query.getall("label", []))
+    wait = wait_param(request, state.settings.max_wait_seconds)
+    store.seen(node, labels, state.now())
+    found = _open_for(store, node, labels)
+    if not found and wait > 0:
+        await state.notifier.wait(NOTIFY_KEY, wait)
+        found = _open_for(store, node, labels)
+    return web.json_response({"jobs": [asdict(job) for job in found]})
+
+
+def _open_for(store: JobStore, node: str, labels: dict[str, str]) -> list[Job]:
+    finished = store.finished_by(node)
+    jobs = [j for j in store.jobs() if j.id not in finished and j.targets(node, labels)]
+    return sorted(jobs, key=lambda j: j.created)
+
+
+def _labels(pairs: list[str]) -> dict[str, str]:
+    labels = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or len(pair) > 256:
+            raise ApiError(400, f"label must be KEY=VALUE, got {pair[:300]!r}")
+        labels[key] = value
+    return labels
+
+
+async def handle_progress(request: web.Request) -> web.Response:
+    state, store = request.app[STATE], request.app[JOBS]
+    job_id = request.match_info["id"]
+    if store.job(job_id) is None:
+        raise ApiError(404, "no such job")
+    body = await json_body(request)
+    report = NodeProgress(
+        node_field(body),
+        _choice(body.get("state"), NODE_STATES, "state"),
+        _count(body, "bytes_done"),
+        _count(body, "bytes_total"),
+        str(body["error"])[:1000] if body.get("error") else None,
+    )
+    store.report(job_id, report, state.now())
+    return web.json_response({"ok": True})
+
+
+def _choice(value: object, allowed: tuple[str, ...], name: str) -> str:
+    if value not in allowed:
+        raise ApiError(400, f"{name!r} must be one of {', '.join(allowed)}")
+    return str(value)
+
+
+def _count(body: dict[str, Any], name: str) -> int:
+    value = body.get(name, 0)
+    if not isinstance(value, int) or value < 0:
+        raise ApiError(400, f"{name!r} must be a non-negative integer")
+    return value
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        app[JOBS].close()
+
+
+def add_routes(app: web.Application) -> None:
+    """Routes and the job store (opened now, beside the tracker's database; closed at cleanup)."""
+    app[JOBS] = JobStore(app[STATE].settings.data_dir)
+    app.cleanup_ctx.append(_lifecycle)
+    app.router.add_post("/v1/jobs", handle_create)
+    app.router.add_get("/v1/jobs", handle_list)
+    app.router.add_get("/v1/jobs/{id}", handle_get)
+    app.router.add_post("/v1/jobs/{id}/progress", handle_progress)
+    app.router.add_get("/v1/nodes/jobs", handle_poll)

@@ -1,0 +1,99 @@
+"""Prewarm jobs on a live tracker: targeting, long polls, progress, and a restart."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+
+from imgaccel.tracker import TrackerSettings, running
+from imgaccel.tracker.jobs import NOTIFY_KEY, Job
+
+from .conftest import FakeClock, TrackerClient, until
+
+
+async def _json(tracker: TrackerClient, method: str, path: str, **kwargs: Any) -> Any:
+    async with tracker.api(method, path, **kwargs) as response:
+        assert response.status < 300, await response.text()
+        return await response.json()
+
+
+async def _poll(tracker: TrackerClient, node: str, *labels: str, wait: float = 0) -> list[str]:
+    params = [("node", node), ("wait", str(wait)), *(("label", label) for label in labels)]
+    body = await _json(tracker, "GET", "/v1/nodes/jobs", params=params)
+    return [job["id"] for job in body["jobs"]]
+
+
+async def _report(tracker: TrackerClient, job: str, node: str, state: str) -> None:
+    payload = {"node": node, "state": state, "bytes_done": 10, "bytes_total": 10}
+    await _json(tracker, "POST", f"/v1/jobs/{job}/progress", json=payload)
+
+
+async def test_a_job_reaches_every_node_until_each_reports_done(tracker: TrackerClient) -> None:
+    for node in ("n1", "n2"):
+        assert await _poll(tracker, node) == []
+    job = await _json(tracker, "POST", "/v1/jobs", json={"images": ["reg:5000/app:v1"]})
+    assert job["state"] == "pending" and job["nodes_total"] == 2
+
+    assert await _poll(tracker, "n1") == [job["id"]]
+    await _report(tracker, job["id"], "n1", "done")
+    assert await _poll(tracker, "n1") == []  # done: not handed out again
+    status = await _json(tracker, "GET", f"/v1/jobs/{job['id']}")
+    assert (status["state"], status["nodes_done"], status["nodes_total"]) == ("running", 1, 2)
+
+    await _report(tracker, job["id"], "n2", "done")
+    status = await _json(tracker, "GET", f"/v1/jobs/{job['id']}")
+    assert (status["state"], status["nodes_done"], status["bytes_done"]) == ("done", 2, 20)
+
+    # A node that joins later still gets the job.
+    assert await _poll(tracker, "n3") == [job["id"]]
+
+
+async def test_labels_select_nodes(tracker: TrackerClient) -> None:
+    payload = {"images": ["reg/app:v1"], "nodes": {"gpu": "a100"}}
+    job = await _json(tracker, "POST", "/v1/jobs", json=payload)
+    assert await _poll(tracker, "a", "gpu=a100", "zone=x") == [job["id"]]
+    assert await _poll(tracker, "b", "gpu=h100") == []
+    assert await _poll(tracker, "c") == []
+
+
+def test_percent_targets_about_that_share_and_the_same_nodes_every_time() -> None:
+    job = Job("j1", ["x"], percent=25)
+    nodes = [f"node-{i}" for i in range(400)]
+    chosen = [n for n in nodes if job.targets(n, {})]
+    assert 60 < len(chosen) < 140
+    assert chosen == [n for n in nodes if job.targets(n, {})]
+
+
+async def test_a_long_poll_wakes_when_a_job_is_created(tracker: TrackerClient) -> None:
+    polling = asyncio.create_task(_poll(tracker, "n1", wait=30))
+    await until(lambda: tracker.state.notifier.waiting(NOTIFY_KEY) == 1)
+    job = await _json(tracker, "POST", "/v1/jobs", json={"images": ["reg/app:v1"]})
+    assert await asyncio.wait_for(polling, 5) == [job["id"]]
+
+
+async def test_bad_requests_are_4xx(tracker: TrackerClient) -> None:
+    for payload in ({"images": []}, {"images": ["a"], "percent": 0}, {"images": ["a"], "nodes": 1}):
+        async with tracker.api("POST", "/v1/jobs", json=payload) as response:
+            assert response.status == 400
+    async with tracker.api("GET", "/v1/jobs/nope") as response:
+        assert response.status == 404
+    async with tracker.api("POST", "/v1/jobs/nope/progress", json={"node": "n"}) as response:
+        assert response.status == 404
+
+
+async def test_jobs_and_progress_survive_a_restart(
+    settings: TrackerSettings, clock: FakeClock
+) -> None:
+    async with running(settings, clock=clock) as served, aiohttp.ClientSession() as http:
+        tracker = TrackerClient(served.url, http, served.app)
+        await _poll(tracker, "n1")
+        job = await _json(tracker, "POST", "/v1/jobs", json={"images": ["reg/app:v1"]})
+        await _report(tracker, job["id"], "n1", "done")
+    async with running(settings, clock=clock) as served, aiohttp.ClientSession() as http:
+        tracker = TrackerClient(served.url, http, served.app)
+        status = await _json(tracker, "GET", f"/v1/jobs/{job['id']}")
+        assert (status["images"], status["nodes_done"]) == (["reg/app:v1"], 1)
+        assert await _poll(tracker, "n1") == []
+        assert await _poll(tracker, "n2") == [job["id"]]
