@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import signal
 import ssl
 import sys
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -35,5 +37,25 @@ async def serve(
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def listening(
+    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[str]:
+    """Serve ``app`` on ``host:port`` until the block ends; yields its base URL (the real port
+    when asked for 0). For a second, smaller site beside a service (metrics and health)."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+        await site.start()
+        bound_host, bound_port = runner.addresses[0][:2]
+        with contextlib.suppress(ValueError):
+            if ipaddress.ip_address(bound_host).version == 6:
+                bound_host = f"[{bound_host}]"
+        yield f"{'https' if ssl_context else 'http'}://{bound_host}:{bound_port}"
     finally:
         await runner.cleanup()

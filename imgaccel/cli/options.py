@@ -56,6 +56,11 @@ _OPTIONS: list[Callable[[F], F]] = [
         help="Where to serve the mirror. [default: 127.0.0.1:65001]",
     ),
     click.option(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="Also serve /metrics and /healthz (only those) here, e.g. 0.0.0.0:9465.",
+    ),
+    click.option(
         "--cache-dir",
         type=click.Path(file_okay=False, path_type=Path),
         help="Cache directory. [default: /var/lib/imgaccel as root, else the XDG cache dir]",

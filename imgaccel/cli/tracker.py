@@ -33,6 +33,12 @@ def _option(*names: str, **kwargs: Any) -> Callable[[_F], _F]:
     help="HOST:PORT to serve on; port 0 picks a free port (printed on start).",
 )
 @_option(
+    "--metrics-listen",
+    metavar="HOST:PORT",
+    help="Also serve /healthz and /metrics (only those) over plain HTTP here, for kubelet "
+    "probes and Prometheus, which have no client certificate.",
+)
+@_option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("/var/lib/imgaccel-tracker"),
@@ -70,6 +76,7 @@ def _option(*names: str, **kwargs: Any) -> Callable[[_F], _F]:
 @_option("--log-json", is_flag=True, help="One JSON object per log line.")
 def tracker(
     listen: str,
+    metrics_listen: str | None,
     data_dir: Path,
     ca_cert: Path | None,
     cert: Path | None,
@@ -99,6 +106,7 @@ def tracker(
         settings = TrackerSettings.model_validate(
             {
                 "listen": listen,
+                "metrics_listen": metrics_listen,
                 "data_dir": data_dir,
                 "ca_cert": ca_cert,
                 "cert": cert,
@@ -128,5 +136,7 @@ async def _serve(settings: TrackerSettings) -> None:
         loop.add_signal_handler(signum, stop.set)
     async with running(settings) as served:
         click.echo(f"imgaccel tracker listening on {served.url}", err=True)
+        if served.metrics_url:
+            click.echo(f"imgaccel tracker metrics on {served.metrics_url}", err=True)
         await stop.wait()
     logging.getLogger("imgaccel.tracker").info("stopped")

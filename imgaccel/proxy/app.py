@@ -21,8 +21,10 @@ from imgaccel.proxy.errors import registry_errors
 from imgaccel.proxy.fetcher import BlobFetcher
 from imgaccel.proxy.manifests import manifest
 from imgaccel.proxy.metrics import NodeMetrics
+from imgaccel.proxy.monitoring import metrics_listener
 from imgaccel.proxy.peers import PeerNetwork
 from imgaccel.proxy.state import NODE, Node
+from imgaccel.proxy.status import status
 from imgaccel.proxy.target import client_auth
 from imgaccel.settings import Settings
 from imgaccel.upstream.client import UpstreamClient
@@ -73,6 +75,10 @@ def make_app(settings: Settings) -> web.Application:
     app.router.add_get(f"/v2/{_NAME}/blobs/{{digest}}", blob)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/_imgaccel/status", status)
+    if settings.metrics_listen:
+        routes = {"/healthz": healthz, "/metrics": metrics}
+        app.cleanup_ctx.append(metrics_listener(settings.metrics_listen, routes))
     return app
 
 

@@ -144,6 +144,8 @@ def _log_served(
     seconds = time.monotonic() - started
     if isinstance(request, web.Request):
         request.app[NODE].metrics.blob_seconds.labels(source).observe(seconds)
+        if request.method == "GET":
+            request.app[NODE].recent.add(str(digest), source, sent, seconds)
     log.info(
         "served blob %s source=%s bytes=%d size=%d seconds=%.3f client=%s",
         digest,

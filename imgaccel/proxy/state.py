@@ -12,6 +12,7 @@ from imgaccel.cache.store import BlobStore
 from imgaccel.proxy.access import AccessGuard
 from imgaccel.proxy.fetcher import BlobFetcher
 from imgaccel.proxy.metrics import NodeMetrics
+from imgaccel.proxy.recent import RecentServes
 from imgaccel.proxy.singleflight import SingleFlight
 from imgaccel.settings import Settings
 from imgaccel.upstream.client import UpstreamClient
@@ -28,6 +29,8 @@ class Node:
     metrics: NodeMetrics
     #: Manifest fetches in progress, shared by concurrent askers with the same identity.
     manifest_flights: SingleFlight[Any, Manifest] = field(default_factory=SingleFlight)
+    #: The last blobs served (for ``GET /_imgaccel/status``).
+    recent: RecentServes = field(default_factory=RecentServes)
 
 
 NODE = web.AppKey("node", Node)

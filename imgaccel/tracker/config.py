@@ -15,6 +15,11 @@ class TrackerSettings(BaseModel):
         default="0.0.0.0:6970",
         description="HOST:PORT the tracker serves on; port 0 picks a free port (it is logged).",
     )
+    metrics_listen: str | None = Field(
+        default=None,
+        description="HOST:PORT of a plain HTTP listener with only /healthz and /metrics, for "
+        "kubelet probes and Prometheus, which hold no cluster certificate. Unset: none.",
+    )
     data_dir: Path = Field(
         default=Path("/var/lib/imgaccel-tracker"),
         description="Directory of the SQLite state (metainfo, claims, seeders, peers).",
@@ -57,10 +62,11 @@ class TrackerSettings(BaseModel):
         description="Serve plain HTTP without client authentication (tests and development only).",
     )
 
-    @field_validator("listen")
+    @field_validator("listen", "metrics_listen")
     @classmethod
-    def _host_port(cls, value: str) -> str:
-        split_listen(value)
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_listen(value)
         return value
 
     @model_validator(mode="before")

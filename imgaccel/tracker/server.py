@@ -10,18 +10,22 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from imgaccel.serve import listening
+from imgaccel.tracker import metrics
 from imgaccel.tracker.app import make_app
 from imgaccel.tracker.auth import server_context
 from imgaccel.tracker.config import TrackerSettings, split_listen
-from imgaccel.tracker.state import Clock
+from imgaccel.tracker.state import STATE, Clock
 
 
 @dataclass(frozen=True)
 class Served:
-    """A tracker being served: its base URL (with the real port when asked for 0) and its app."""
+    """A tracker being served: its base URL (with the real port when asked for 0) and its app;
+    ``metrics_url``: the plain /healthz and /metrics listener, when ``metrics_listen`` is set."""
 
     url: str
     app: web.Application
+    metrics_url: str | None = None
 
 
 @contextlib.asynccontextmanager
@@ -39,9 +43,24 @@ async def running(settings: TrackerSettings, *, clock: Clock = time.time) -> Asy
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         bound_host, bound_port = runner.addresses[0][:2]
-        yield Served(base_url(settings.tls, bound_host, bound_port), app)
+        async with _metrics_site(app, settings.metrics_listen) as metrics_url:
+            yield Served(base_url(settings.tls, bound_host, bound_port), app, metrics_url)
     finally:
         await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def _metrics_site(app: web.Application, listen: str | None) -> AsyncIterator[str | None]:
+    """/healthz and /metrics alone over plain HTTP (never the API), if ``listen`` is set."""
+    if listen is None:
+        yield None
+        return
+    side = web.Application()
+    side[STATE] = app[STATE]
+    metrics.add_routes(side)
+    host, port = split_listen(listen)
+    async with listening(side, host, port) as url:
+        yield url
 
 
 def base_url(tls: bool, host: str, port: int) -> str:

@@ -1,0 +1,66 @@
+"""``GET /_imgaccel/status``: what ``imgaccel status`` shows, as JSON.
+
+Outside ``/v2/`` on purpose: no registry client asks for it, and it needs no credentials, so it
+names no repository and no credential, only digests, sizes, sources and counters. Shape::
+
+    {"version",
+     "cache": {"dir", "bytes", "blobs", "quota_bytes"},
+     "served": {"cache": B, "peer": B, "origin": B}, "origin_bytes_saved": B,
+     "p2p": null | {"tracker", "node_id", "peers", "uploaded_bytes", "downloaded_bytes"},
+     "recent": [{"digest", "source", "bytes", "seconds", "when"}, ...]}   # newest first
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from imgaccel import __version__
+from imgaccel.proxy.state import NODE, Node
+
+SOURCES = ("cache", "peer", "origin")
+
+
+async def status(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    return web.json_response(
+        {
+            "version": __version__,
+            "cache": _cache(node),
+            "served": {
+                source: _sample(node, "imgaccel_bytes_served_total", source) for source in SOURCES
+            },
+            "origin_bytes_saved": _sample(node, "imgaccel_origin_bytes_saved_total"),
+            "p2p": await _p2p(node),
+            "recent": [serve.as_json() for serve in node.recent.newest_first()],
+        }
+    )
+
+
+def _cache(node: Node) -> dict[str, Any]:
+    return {
+        "dir": str(node.settings.cache.dir),
+        "bytes": node.store.used_bytes,
+        "blobs": len(node.store),
+        "quota_bytes": node.store.quota_bytes,
+    }
+
+
+def _sample(node: Node, name: str, source: str | None = None) -> int:
+    labels = {"source": source} if source else None
+    return int(node.metrics.registry.get_sample_value(name, labels) or 0)
+
+
+async def _p2p(node: Node) -> dict[str, Any] | None:
+    peers = node.fetcher.peers
+    if peers is None or peers.swarm is None:
+        return None
+    stats = await peers.swarm.stats()
+    return {
+        "tracker": peers.tracker_url,
+        "node_id": peers.node_id,
+        "peers": stats.peers,
+        "uploaded_bytes": stats.total_uploaded,
+        "downloaded_bytes": stats.total_downloaded,
+    }
