@@ -54,6 +54,9 @@ class P2PSettings(BaseModel):
     no_peers_seconds: float = Field(
         default=3.0, gt=0, description="No peer connected this long: continue from the origin."
     )
+    upload_rate_limit: int = Field(
+        default=0, ge=0, description="Most bytes/s this node uploads to peers; 0: no limit."
+    )
     wait_seconds: float = Field(
         default=600.0,
         gt=0,
@@ -75,6 +78,46 @@ class P2PSettings(BaseModel):
         if self.tracker_url and not self.tracker_url.startswith(("http://", "https://")):
             raise ValueError(f"tracker URL must start with http:// or https://: {self.tracker_url}")
         return self
+
+
+class PrefetchSettings(BaseModel):
+    """The node's background prefetch (cluster prewarm jobs and hot layers; needs a tracker)."""
+
+    enabled: bool = Field(
+        default=True, description="Run prewarm jobs and prefetch hot layers (with a tracker)."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="This node's labels, matched by "
+        "`imgaccel prewarm --cluster --nodes KEY=VALUE`.",
+    )
+    pin_seconds: float = Field(
+        default=86400.0, ge=0, description="How long prewarmed and hot layers are pinned."
+    )
+    bandwidth_bytes_per_second: int = Field(
+        default=50_000_000,
+        ge=0,
+        description="Average bytes/s hot-layer prefetch may fetch (a token bucket; 0: no limit). "
+        "Prewarm jobs, which an operator asked for, are not limited.",
+    )
+    cache_share: float = Field(
+        default=0.25,
+        ge=0,
+        le=1,
+        description="Most share of cache.quota_bytes that pinned hot layers may take.",
+    )
+    hot_min_score: float = Field(
+        default=2.0, ge=0, description="Prefetch a hot layer from this score (about N nodes) on."
+    )
+    hot_interval_seconds: float = Field(
+        default=60.0, gt=0, description="How often to read the tracker's hot list."
+    )
+    report_interval_seconds: float = Field(
+        default=5.0, gt=0, description="How often to send the pulls seen to the tracker."
+    )
+    job_poll_seconds: float = Field(
+        default=60.0, gt=0, description="Long-poll duration when asking the tracker for jobs."
+    )
 
 
 def _default_upstreams() -> dict[str, UpstreamSettings]:
@@ -105,6 +148,7 @@ class Settings(BaseSettings):
     upstream_client: UpstreamClientSettings = Field(default_factory=UpstreamClientSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     p2p: P2PSettings = Field(default_factory=P2PSettings)
+    prefetch: PrefetchSettings = Field(default_factory=PrefetchSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @field_validator("listen", "metrics_listen")

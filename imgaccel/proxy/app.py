@@ -13,8 +13,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from imgaccel import __version__
 from imgaccel.cache.meta import MetaStore
+from imgaccel.cache.pins import load_pins
 from imgaccel.cache.store import BlobStore
 from imgaccel.errors import Unauthorized
+from imgaccel.proxy import admin
 from imgaccel.proxy.access import AccessGuard
 from imgaccel.proxy.blobs import blob
 from imgaccel.proxy.errors import registry_errors
@@ -23,6 +25,8 @@ from imgaccel.proxy.manifests import manifest
 from imgaccel.proxy.metrics import NodeMetrics
 from imgaccel.proxy.monitoring import metrics_listener
 from imgaccel.proxy.peers import PeerNetwork
+from imgaccel.proxy.prefetch import Prefetcher
+from imgaccel.proxy.pulls import RECORDER, PullRecorder, record_pulls
 from imgaccel.proxy.state import NODE, Node
 from imgaccel.proxy.status import status
 from imgaccel.proxy.target import client_auth
@@ -68,7 +72,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 def make_app(settings: Settings) -> web.Application:
     """The node app; its store, metadata, HTTP client and fetcher live in ``cleanup_ctx``."""
-    app = web.Application(middlewares=[registry_errors], client_max_size=1024)
+    app = web.Application(middlewares=[registry_errors, record_pulls], client_max_size=1024)
+    if settings.p2p.tracker_url and settings.prefetch.enabled:
+        app[RECORDER] = PullRecorder()
     app.cleanup_ctx.append(_node_context(settings))
     app.router.add_get("/v2/", api_version)
     app.router.add_get(f"/v2/{_NAME}/manifests/{{reference}}", manifest)
@@ -76,6 +82,7 @@ def make_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/_imgaccel/status", status)
+    admin.add_routes(app)
     if settings.metrics_listen:
         routes = {"/healthz": healthz, "/metrics": metrics}
         app.cleanup_ctx.append(metrics_listener(settings.metrics_listen, routes))
@@ -88,6 +95,8 @@ def _node_context(
     async def context(app: web.Application) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             app[NODE] = await _open_node(settings, stack)
+            if RECORDER in app:  # prewarm jobs, hot layers, pull reports (needs the tracker)
+                await stack.enter_async_context(Prefetcher(app[NODE], app[RECORDER]))
             yield
 
     return context
@@ -101,6 +110,7 @@ async def _open_node(settings: Settings, stack: contextlib.AsyncExitStack) -> No
     store.open()
     meta = MetaStore(root / "meta.db")
     stack.callback(meta.close)
+    load_pins(store, meta)
     node_metrics = NodeMetrics()
     node_metrics.track_cache(lambda: store.used_bytes, lambda: len(store))
     store.on_evict.append(lambda digest: node_metrics.cache_evictions.inc())

@@ -58,6 +58,17 @@ async def manifest(request: web.Request) -> web.StreamResponse:
     return web.Response(body=found.body, headers=headers)
 
 
+async def lookup(
+    node: Node, target: Target, reference: str, auth: str | None = None
+) -> Manifest:
+    """A manifest as a client's GET would get it (cache, else origin), for in-process callers
+    such as the prefetch worker."""
+    parsed = validate_reference(reference)
+    if isinstance(parsed, Digest):
+        return await _by_digest(node, target, parsed, auth, MANIFEST_ACCEPT)
+    return (await _by_tag(node, target, parsed, auth, MANIFEST_ACCEPT))[0]
+
+
 async def _by_digest(
     node: Node, target: Target, digest: Digest, auth: str | None, accept: str
 ) -> Manifest:

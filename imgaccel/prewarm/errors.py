@@ -1,0 +1,44 @@
+"""What can go wrong in a prewarm, each with the exit code ``imgaccel prewarm`` ends with.
+
+PrewarmError (1)
+├── UnknownImage      3  the registry has no such repository, tag or digest
+├── Denied            4  the registry refused the credentials (or none were given)
+├── CacheFullError    5  the node's cache quota cannot hold the image (pinned or busy blobs)
+├── NodeUnreachable   6  the node daemon (or the tracker) did not answer
+└── JobFailed         7  a cluster job ended with failed nodes
+"""
+
+from __future__ import annotations
+
+from imgaccel.errors import ImgaccelError
+
+
+class PrewarmError(ImgaccelError):
+    exit_code = 1
+
+
+class UnknownImage(PrewarmError):
+    exit_code = 3
+
+
+class Denied(PrewarmError):
+    exit_code = 4
+
+
+class CacheFullError(PrewarmError):
+    exit_code = 5
+
+
+class NodeUnreachable(PrewarmError):
+    exit_code = 6
+
+
+class JobFailed(PrewarmError):
+    exit_code = 7
+
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 every image warmed; 1 other error; 2 usage; 3 unknown image; "
+    "4 denied (credentials missing or refused); 5 cache full; 6 node or tracker unreachable; "
+    "7 cluster job failed."
+)

@@ -1,0 +1,169 @@
+"""The node daemon's HTTP API as a prewarm client uses it.
+
+Manifests and blobs are plain registry GETs (``/v2/<name>/...?ns=<registry>``), so they take the
+node's own path: cache, then peers, then the origin; the node caches and verifies what it
+fetches. Requests carry ``X-Imgaccel-Prewarm: 1`` so the node does not report them to the tracker
+as a pull by a workload. After the blobs, :meth:`NodeAPI.pin` pins them and says which the node
+did not keep (its quota is full of pinned or busy blobs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from imgaccel.oci.media import MANIFEST_ACCEPT
+from imgaccel.oci.reference import ImageRef
+from imgaccel.prewarm.errors import (
+    CacheFullError,
+    Denied,
+    NodeUnreachable,
+    PrewarmError,
+    UnknownImage,
+)
+from imgaccel.prewarm.plan import Blob, ImagePlan
+
+PREWARM_HEADER = "X-Imgaccel-Prewarm"
+_CHUNK = 1 << 20
+_PIN_BATCH = 10
+
+
+@dataclass(frozen=True)
+class PinReply:
+    pinned: list[str]
+    missing: list[str]
+
+
+class NodeAPI:
+    """A node at ``base_url``; ``authorization`` is passed on for private images."""
+
+    def __init__(
+        self, base_url: str, session: aiohttp.ClientSession, authorization: str | None = None
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._session = session
+        self._headers = {PREWARM_HEADER: "1"}
+        if authorization:
+            self._headers["Authorization"] = authorization
+
+    async def manifest(self, ref: ImageRef, reference: str) -> tuple[str, bytes, str]:
+        url = f"{self.base_url}/v2/{ref.name}/manifests/{reference}"
+        headers = {**self._headers, "Accept": MANIFEST_ACCEPT}
+        async with self._request("GET", url, ref, headers=headers) as response:
+            await _check(response, ref)
+            body = await response.read()
+            media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+            return media_type, body, response.headers.get("Docker-Content-Digest", reference)
+
+    async def fetch_blob(self, ref: ImageRef, blob: Blob, progress: Callable[[int], None]) -> None:
+        """GET the blob through the node (the node keeps it); the bytes are counted and dropped."""
+        url = f"{self.base_url}/v2/{ref.name}/blobs/{blob.digest}"
+        async with self._request("GET", url, ref, headers=self._headers) as response:
+            await _check(response, ref)
+            received = 0
+            async for chunk in response.content.iter_chunked(_CHUNK):
+                received += len(chunk)
+                progress(len(chunk))
+            if response.content_length is not None and received != response.content_length:
+                raise PrewarmError(f"{blob.digest}: the node ended the blob early")
+
+    async def pin(self, digests: list[str], seconds: float, reason: str) -> PinReply:
+        url = f"{self.base_url}/_imgaccel/pins"
+        reply = PinReply([], [])
+        # In small batches: the node takes request bodies of at most 1 KiB.
+        for start in range(0, len(digests), _PIN_BATCH):
+            payload = {
+                "digests": digests[start : start + _PIN_BATCH],
+                "seconds": seconds,
+                "reason": reason,
+            }
+            body = await self.admin("POST", url, json=payload)
+            reply.pinned.extend(body.get("pinned", []))
+            reply.missing.extend(body.get("missing", []))
+        return reply
+
+    async def admin(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            async with self._session.request(method, url, **kwargs) as response:
+                if response.status >= 400:
+                    raise PrewarmError(f"{method} {url}: {response.status} {await response.text()}")
+                value = await response.json()
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise NodeUnreachable(f"node {self.base_url} unreachable: {exc}") from exc
+        return value if isinstance(value, dict) else {}
+
+    def _request(self, method: str, url: str, ref: ImageRef, headers: dict[str, str]) -> Any:
+        return _Guarded(
+            self, self._session.request(method, url, params={"ns": ref.registry}, headers=headers)
+        )
+
+
+class _Guarded:
+    """An aiohttp request whose connection errors become :class:`NodeUnreachable`."""
+
+    def __init__(self, api: NodeAPI, request: Any) -> None:
+        self._api, self._request = api, request
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        try:
+            response: aiohttp.ClientResponse = await self._request.__aenter__()
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise NodeUnreachable(f"node {self._api.base_url} unreachable: {exc}") from exc
+        return response
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._request.__aexit__(*exc)
+
+
+async def _check(response: aiohttp.ClientResponse, ref: ImageRef) -> None:
+    if response.status == 200:
+        return
+    detail = await _error_message(response)
+    if response.status == 404:
+        raise UnknownImage(f"{ref}: unknown to the registry ({detail})")
+    if response.status in (401, 403):
+        raise Denied(f"{ref}: access denied ({detail}); give --username and --password-stdin")
+    raise PrewarmError(f"{ref}: the node answered {response.status} ({detail})")
+
+
+async def _error_message(response: aiohttp.ClientResponse) -> str:
+    try:
+        body = await response.json(content_type=None)
+        return str(body["errors"][0]["message"])
+    except (ValueError, KeyError, IndexError, TypeError, aiohttp.ClientError):
+        return response.reason or str(response.status)
+
+
+async def warm(
+    api: NodeAPI,
+    plan: ImagePlan,
+    progress: Callable[[int], None],
+    *,
+    pin_seconds: float,
+    parallel: int = 4,
+) -> None:
+    """Fetch every blob of ``plan`` through the node, then pin them; CacheFullError when the
+    node could not keep them all."""
+    limit = asyncio.Semaphore(parallel)
+
+    async def one(blob: Blob) -> None:
+        async with limit:
+            await api.fetch_blob(plan.ref, blob, progress)
+
+    tasks = [asyncio.create_task(one(b), name=f"prewarm-{b.digest}") for b in plan.blobs]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    reply = await api.pin([b.digest for b in plan.blobs], pin_seconds, "prewarm")
+    if reply.missing:
+        raise CacheFullError(
+            f"{plan.ref}: the node's cache could not keep {len(reply.missing)} blob(s) "
+            "(its quota is full of pinned or busy blobs); raise cache.quota_bytes or unpin"
+        )

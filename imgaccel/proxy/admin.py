@@ -1,0 +1,112 @@
+"""The node's cache admin API under ``/_imgaccel/`` (used by ``imgaccel cache`` and
+``imgaccel prewarm``).
+
+====== ============================ ==========================================================
+GET    /_imgaccel/cache             ``{used_bytes, quota_bytes, blobs: [{digest, size,
+                                    last_access, pinned_until, reason}]}``, LRU first
+POST   /_imgaccel/pins              ``{digests, seconds, reason}`` -> ``{pinned, missing}``
+                                    (missing: not in the cache, e.g. the quota could not keep it)
+DELETE /_imgaccel/pins/{digest}     -> 204
+POST   /_imgaccel/gc                ``{target_bytes?}`` (default: the quota) -> ``{removed,
+                                    used_bytes}``: expired pins dropped, then least recently used
+                                    unpinned blobs deleted down to the target
+====== ============================ ==========================================================
+
+The routes are fixed paths beside ``/v2/`` (no registry name can reach them: names are
+validated) and every digest is parsed as a :class:`Digest` before it names a file. They go
+through the same error middleware as the registry API: bad input is a 4xx, never a traceback.
+The mirror listens on loopback by default; a node exposed to the network exposes these too.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from aiohttp import web
+
+from imgaccel.cache import pins
+from imgaccel.errors import RegistryError
+from imgaccel.oci.digest import Digest
+from imgaccel.proxy.state import NODE
+
+_MAX_DIGESTS = 10_000
+_MAX_PIN_SECONDS = 366 * 86400.0
+
+
+class AdminInvalid(RegistryError):
+    status = 400
+    code = "INVALID_REQUEST"
+
+
+async def cache_listing(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    store, pinned = node.store, pins.pins(node.store, node.meta)
+    blobs = []
+    for digest, entry in store.entries():
+        pin = pinned.get(digest)
+        blobs.append(
+            {
+                "digest": str(digest),
+                "size": entry.size,
+                "last_access": entry.last_access,
+                "pinned_until": store.pinned_until(digest),
+                "reason": pin.reason if pin else None,
+            }
+        )
+    return web.json_response(
+        {"used_bytes": store.used_bytes, "quota_bytes": store.quota_bytes, "blobs": blobs}
+    )
+
+
+async def pin_blobs(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    body = await _body(request)
+    digests = body.get("digests")
+    if not isinstance(digests, list) or len(digests) > _MAX_DIGESTS:
+        raise AdminInvalid(f"'digests' must be a list of at most {_MAX_DIGESTS} digests")
+    seconds = body.get("seconds")
+    if not isinstance(seconds, int | float) or not 0 <= seconds <= _MAX_PIN_SECONDS:
+        raise AdminInvalid(f"'seconds' must be a number from 0 to {_MAX_PIN_SECONDS:.0f}")
+    reason = str(body.get("reason") or "manual")[:64]
+    parsed = [Digest.parse(str(d)) for d in digests]
+    pinned = [d for d in parsed if pins.pin(node.store, node.meta, d, float(seconds), reason)]
+    missing = [str(d) for d in parsed if d not in pinned]
+    return web.json_response({"pinned": [str(d) for d in pinned], "missing": missing})
+
+
+async def unpin_blob(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    pins.unpin(node.store, node.meta, Digest.parse(request.match_info["digest"]))
+    return web.Response(status=204)
+
+
+async def collect_garbage(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    body = await _body(request) if request.can_read_body else {}
+    target = body.get("target_bytes", node.store.quota_bytes)
+    if not isinstance(target, int) or target < 0:
+        raise AdminInvalid("'target_bytes' must be a non-negative integer")
+    removed = pins.collect(node.store, node.meta, target)
+    return web.json_response(
+        {"removed": [str(d) for d in removed], "used_bytes": node.store.used_bytes}
+    )
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise AdminInvalid("the body is not JSON") from None
+    if not isinstance(body, dict) or any(
+        isinstance(v, float) and not math.isfinite(v) for v in body.values()
+    ):
+        raise AdminInvalid("the body must be a JSON object")
+    return body
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/_imgaccel/cache", cache_listing)
+    app.router.add_post("/_imgaccel/pins", pin_blobs)
+    app.router.add_delete("/_imgaccel/pins/{digest}", unpin_blob)
+    app.router.add_post("/_imgaccel/gc", collect_garbage)

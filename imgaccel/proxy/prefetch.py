@@ -1,0 +1,256 @@
+"""The node's background prefetch: cluster prewarm jobs, hot layers, and pull reports.
+
+With a tracker, the node runs three owned tasks:
+
+- **jobs**: long-polls the tracker for prewarm jobs meant for this node (by name, labels or
+  percentage), resolves each image with the node's own manifest cache (the same platform choice
+  as ``imgaccel prewarm``), fetches the blobs it lacks through the fetcher (peers first: the
+  tracker's claims let one node fetch each cold blob from the origin), pins them for
+  ``prefetch.pin_seconds`` and reports progress.
+- **hot**: reads the tracker's hot list and fetches hot layers it lacks, within the bandwidth
+  budget (a token bucket) and a share of the cache quota, and pins them.
+- **reports**: sends the pulls workloads made (:mod:`imgaccel.proxy.pulls`) in batches.
+
+Background fetches always yield to foreground pulls: before each blob the worker waits while a
+client request is in flight or a fill it did not start is running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from imgaccel.cache import pins
+from imgaccel.errors import CacheFull, ImgaccelError
+from imgaccel.oci.digest import Digest
+from imgaccel.oci.reference import ImageRef
+from imgaccel.prewarm.jobs import JobsClient
+from imgaccel.prewarm.plan import ImagePlan, resolve
+from imgaccel.prewarm.platform import Platform
+from imgaccel.proxy.bandwidth import TokenBucket
+from imgaccel.proxy.manifests import lookup
+from imgaccel.proxy.pulls import PullRecorder
+from imgaccel.proxy.state import Node
+from imgaccel.proxy.target import Target
+from imgaccel.settings import P2PSettings
+from imgaccel.tracker.auth import client_context
+from imgaccel.upstream.blobs import BlobLocation
+
+log = logging.getLogger(__name__)
+
+_PARALLEL = 4
+_YIELD_POLL_SECONDS = 0.1
+_RETRY_SECONDS = 2.0
+
+
+class NodeManifests:
+    """The node's manifest cache as a :class:`~imgaccel.prewarm.plan.ManifestSource`."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    async def manifest(self, ref: ImageRef, reference: str) -> tuple[str, bytes, str]:
+        found = await lookup(self._node, Target(ref.registry, ref.name), reference)
+        return found.media_type, found.body, str(found.digest)
+
+
+class Prefetcher:
+    """The background worker of one node (an async context manager owning its tasks)."""
+
+    def __init__(self, node: Node, recorder: PullRecorder) -> None:
+        self.node = node
+        self.settings = node.settings.prefetch
+        self.recorder = recorder
+        self.node_id = node.settings.p2p.node_id or _hostname()
+        self.bucket = TokenBucket(self.settings.bandwidth_bytes_per_second)
+        self.hot_bytes = 0
+        self._own: set[Digest] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._http: aiohttp.ClientSession | None = None
+        self.tracker: JobsClient | None = None
+
+    async def __aenter__(self) -> Prefetcher:
+        p2p = self.node.settings.p2p
+        assert p2p.tracker_url is not None
+        self._http = aiohttp.ClientSession()
+        self.tracker = JobsClient(p2p.tracker_url, self._http, _tracker_ssl(p2p))
+        for name, loop in (
+            ("prefetch-jobs", self._jobs_forever),
+            ("prefetch-hot", self._hot_forever),
+            ("prefetch-reports", self._reports_forever),
+        ):
+            task = asyncio.create_task(_forever(name, loop), name=name)
+            self._tasks.add(task)
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(ImgaccelError):
+            await self._send_reports(0.0)
+        if self._http is not None:
+            await self._http.close()
+
+    # -- foreground first -----------------------------------------------------------------------
+
+    def foreground_busy(self) -> bool:
+        """A client request is in flight, or a fill this worker did not start is running."""
+        fills = self.node.fetcher.fills
+        return self.recorder.active > 0 or any(d not in self._own for d in fills)
+
+    async def yield_to_foreground(self) -> None:
+        # Polled: "busy" spans the request counter and the fetcher's fills, which signal nothing.
+        while self.foreground_busy():  # noqa: ASYNC110
+            await asyncio.sleep(_YIELD_POLL_SECONDS)
+
+    async def fetch(self, registry: str, repo: str, digest: Digest) -> int:
+        """Bring one blob into the cache (a no-op when it is there); the bytes fetched."""
+        store = self.node.store
+        if digest in store:
+            return 0
+        await self.yield_to_foreground()
+        self._own.add(digest)
+        try:
+            fill = await self.node.fetcher.fill(BlobLocation(registry, repo, digest, None))
+            await asyncio.shield(fill.done)
+        finally:
+            self._own.discard(digest)
+        if digest not in store:
+            raise CacheFull(f"the cache could not keep {digest}: its quota is full")
+        return fill.size
+
+    # -- prewarm jobs -------------------------------------------------------------------------
+
+    async def _jobs_forever(self) -> None:
+        assert self.tracker is not None
+        jobs = await self.tracker.poll(
+            self.node_id, self.settings.labels, wait=self.settings.job_poll_seconds
+        )
+        for job in jobs:
+            await self.run_job(job)
+
+    async def run_job(self, job: dict[str, Any]) -> None:
+        """Warm every image of ``job``, reporting progress; a failure is reported, not raised."""
+        assert self.tracker is not None
+        progress = _Progress(self.tracker, str(job["id"]), self.node_id)
+        try:
+            plans = [await self._plan(image, job) for image in job["images"]]
+            progress.total = sum(p.total_bytes for p in plans)
+            await progress.send("running")
+            for plan in plans:
+                await self._warm(plan, progress.add)
+            await progress.send("done")
+            log.info("prewarm job %s done: %d bytes", job["id"], progress.total)
+        except (ImgaccelError, aiohttp.ClientError, ValueError) as exc:
+            log.warning("prewarm job %s failed: %s", job["id"], exc)
+            await progress.send("failed", str(exc))
+
+    async def _plan(self, image: str, job: dict[str, Any]) -> ImagePlan:
+        platform = Platform.parse(job["platform"]) if job.get("platform") else None
+        return await resolve(
+            NodeManifests(self.node),
+            ImageRef.parse(image),
+            platform,
+            bool(job.get("all_platforms")),
+        )
+
+    async def _warm(self, plan: ImagePlan, progress: Callable[[int], Awaitable[None]]) -> None:
+        limit = asyncio.Semaphore(_PARALLEL)
+
+        async def one(digest: Digest, size: int) -> None:
+            async with limit:
+                await self.fetch(plan.ref.registry, plan.ref.name, digest)
+            pins.pin(self.node.store, self.node.meta, digest, self.settings.pin_seconds, "prewarm")
+            await progress(size)
+
+        await _all([one(Digest.parse(b.digest), b.size) for b in plan.blobs])
+
+    # -- hot layers -----------------------------------------------------------------------------
+
+    async def _hot_forever(self) -> None:
+        assert self.tracker is not None
+        layers = await self.tracker.hot(self.settings.hot_min_score)
+        for layer in layers:
+            digest = Digest.parse(layer["digest"])
+            if digest in self.node.store:
+                continue
+            if not self._hot_room():
+                log.info("hot-layer prefetch stopped: its share of the cache quota is used")
+                break
+            size = await self.fetch(layer["registry"], layer["repository"], digest)
+            pins.pin(self.node.store, self.node.meta, digest, self.settings.pin_seconds, "hot")
+            self.hot_bytes += size
+            await self.bucket.spend(size)
+        await asyncio.sleep(self.settings.hot_interval_seconds)
+
+    def _hot_room(self) -> bool:
+        quota = self.node.store.quota_bytes
+        return not quota or self.hot_bytes < self.settings.cache_share * quota
+
+    # -- pull reports ---------------------------------------------------------------------------
+
+    async def _reports_forever(self) -> None:
+        await asyncio.sleep(self.settings.report_interval_seconds)
+        await self._send_reports(self.settings.report_interval_seconds)
+
+    async def _send_reports(self, older_than: float) -> None:
+        pulls = self.recorder.take(older_than)
+        if pulls and self.tracker is not None:
+            await self.tracker.report_pulls(self.node_id, pulls)
+
+
+class _Progress:
+    """A job's bytes on this node, reported to the tracker after each blob."""
+
+    def __init__(self, tracker: JobsClient, job: str, node: str) -> None:
+        self.tracker, self.job, self.node = tracker, job, node
+        self.done = self.total = 0
+
+    async def add(self, nbytes: int) -> None:
+        self.done += nbytes
+        await self.send("running")
+
+    async def send(self, state: str, error: str | None = None) -> None:
+        await self.tracker.progress(self.job, self.node, state, self.done, self.total, error)
+
+
+async def _all(jobs: list[Awaitable[None]]) -> None:
+    tasks = [asyncio.ensure_future(job) for job in jobs]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _forever(name: str, step: Callable[[], Awaitable[None]]) -> None:
+    """Run ``step`` again and again; an error is logged and retried after a pause."""
+    while True:
+        try:
+            await step()
+        except (ImgaccelError, aiohttp.ClientError, ValueError, KeyError, TypeError) as exc:
+            log.warning("%s: %s; retrying in %.0fs", name, exc, _RETRY_SECONDS)
+            await asyncio.sleep(_RETRY_SECONDS)
+
+
+def _tracker_ssl(p2p: P2PSettings) -> ssl.SSLContext | None:
+    certs = p2p.certs_dir
+    if certs is None or not (p2p.tracker_url or "").startswith("https://"):
+        return None
+    return client_context(certs / "ca.crt", certs / "node.crt", certs / "node.key")
+
+
+def _hostname() -> str:
+    return socket.gethostname()
