@@ -20,6 +20,7 @@ COMMANDS = {
     "docker-config": "imgaccel.cli.hostconfig:docker_config",
     "certs": "imgaccel.cli.certs:certs",
     "tracker": "imgaccel.cli.tracker:tracker",
+    "prewarm": "imgaccel.cli.prewarm:prewarm",
 }
 
 

@@ -1,0 +1,75 @@
+"""Fixtures for cluster prewarm: a cluster CA, an mTLS tracker, P2P nodes with prefetch."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imgaccel.p2p.certs import CA_CERT, NODE_CERT, NODE_KEY, KeyPair, issue, make_ca
+from imgaccel.testing.registry import DistributionRegistry
+from imgaccel.tracker import TrackerSettings, running
+from tests.conftest import NodeServer
+
+
+@pytest.fixture(scope="session")
+def cluster_ca() -> KeyPair:
+    return make_ca("prewarm-test")
+
+
+def certs_dir(root: Path, ca: KeyPair) -> Path:
+    ca.write(root, CA_CERT, "ca.key")
+    issue(ca, "*").write(root, NODE_CERT, NODE_KEY)
+    return root
+
+
+@pytest.fixture
+def tracker_settings(tmp_path: Path, cluster_ca: KeyPair) -> TrackerSettings:
+    certs = certs_dir(tmp_path / "certs-tracker", cluster_ca)
+    return TrackerSettings(
+        listen="127.0.0.1:0",
+        data_dir=tmp_path / "tracker",
+        ca_cert=certs / CA_CERT,
+        cert=certs / NODE_CERT,
+        key=certs / NODE_KEY,
+    )
+
+
+@pytest.fixture
+async def tracker(tracker_settings: TrackerSettings) -> AsyncIterator[str]:
+    async with running(tracker_settings) as served:
+        yield served.url
+
+
+@pytest.fixture
+def client_certs(tmp_path: Path, cluster_ca: KeyPair) -> Path:
+    """Certificates for the CLI talking to the tracker."""
+    return certs_dir(tmp_path / "certs-cli", cluster_ca)
+
+
+@pytest.fixture
+def p2p_node(
+    node_factory: Callable[..., Any],
+    origin: DistributionRegistry,
+    tracker: str,
+    cluster_ca: KeyPair,
+    tmp_path: Path,
+) -> Callable[..., Any]:
+    """Start a P2P node with prefetch: ``await p2p_node("n1", labels={...}, **prefetch)``."""
+
+    async def start(name: str, **prefetch: Any) -> NodeServer:
+        p2p = {
+            "tracker_url": tracker,
+            "listen": "127.0.0.1:0",
+            "node_id": name,
+            "certs_dir": str(certs_dir(tmp_path / f"certs-{name}", cluster_ca)),
+            "stall_seconds": 3.0,
+            "no_peers_seconds": 2.0,
+        }
+        return await node_factory(  # type: ignore[no-any-return]
+            origin, cache_dir=tmp_path / f"cache-{name}", p2p=p2p, prefetch=prefetch
+        )
+
+    return start

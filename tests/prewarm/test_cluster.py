@@ -1,0 +1,140 @@
+"""``imgaccel prewarm --cluster``: a job on a real mTLS tracker, run by real P2P nodes.
+
+Where bytes came from is read from the origin's own request log and the nodes' metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from click.testing import CliRunner, Result
+
+from imgaccel.cli.prewarm import prewarm
+from imgaccel.oci.digest import Digest
+from imgaccel.proxy.state import NODE
+from imgaccel.testing.containerd import Containerd
+from imgaccel.testing.images import Image, build_image, push
+from imgaccel.testing.registry import DistributionRegistry
+from tests.conftest import NodeServer, needs_containerd, needs_registry, write_hosts
+
+pytestmark = [pytest.mark.system, needs_registry]
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
+    return build_image(tmp_path_factory.mktemp("cluster-image"), [8_000_000, 500_000], seed=11)
+
+
+@pytest.fixture
+async def ref(origin: DistributionRegistry, image: Image) -> str:
+    ref = f"{origin.address}/test/warm:v1"
+    await push(image, ref)
+    origin.requests.clear()
+    return ref
+
+
+def blobs(image: Image) -> list[str]:
+    return [image.config.digest, *(layer.digest for layer in image.layers)]
+
+
+def holds_all(node: NodeServer, image: Image) -> bool:
+    return all(Digest.parse(d) in node.app[NODE].store for d in blobs(image))
+
+
+async def cli(*args: str) -> Result:
+    return await asyncio.to_thread(CliRunner().invoke, prewarm, list(args), catch_exceptions=False)
+
+
+async def until(predicate: Callable[[], bool], seconds: float = 30.0) -> None:
+    async with asyncio.timeout(seconds):
+        while True:
+            if predicate():
+                return
+            await asyncio.sleep(0.1)
+
+
+async def metric(node: NodeServer, line_start: str) -> float:
+    async with aiohttp.ClientSession() as session, session.get(f"{node.url}/metrics") as resp:
+        for line in (await resp.text()).splitlines():
+            if line.startswith(line_start):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_a_cluster_job_warms_every_node_with_one_origin_fetch_per_blob(
+    origin: DistributionRegistry,
+    ref: str,
+    image: Image,
+    tracker: str,
+    client_certs: Path,
+    p2p_node: Callable[..., Any],
+) -> None:
+    nodes = [await p2p_node(f"w{i}") for i in range(4)]
+    common = ["--tracker", tracker, "--certs-dir", str(client_certs), "--json"]
+
+    created = await cli("--cluster", *common, ref)
+    assert created.exit_code == 0, created.output
+    job = json.loads(created.stdout)["id"]
+    waited = await cli("status", job, "--wait", *common)
+
+    assert waited.exit_code == 0, waited.output
+    final = json.loads(waited.stdout.splitlines()[-1])
+    assert (final["state"], final["nodes_done"], final["nodes_total"]) == ("done", 4, 4)
+    assert all(holds_all(node, image) for node in nodes)
+    for digest in blobs(image):
+        assert len(origin.blob_gets(digest)) == 1, digest
+
+    # A node that joins later runs the job too, from its peers.
+    origin.requests.clear()
+    late = await p2p_node("w-late")
+    await until(lambda: holds_all(late, image))
+    assert origin.blob_gets() == []
+    status = await cli("status", job, *common)
+    assert json.loads(status.stdout)["nodes_done"] == 5
+
+
+async def test_label_selected_jobs_skip_other_nodes(
+    origin: DistributionRegistry,
+    ref: str,
+    image: Image,
+    tracker: str,
+    client_certs: Path,
+    p2p_node: Callable[..., Any],
+) -> None:
+    gpu = await p2p_node("gpu1", labels={"pool": "gpu"})
+    cpu = await p2p_node("cpu1", labels={"pool": "cpu"})
+    common = ["--tracker", tracker, "--certs-dir", str(client_certs)]
+    created = await cli("--cluster", "--nodes", "pool=gpu", "--wait", *common, ref)
+    assert created.exit_code == 0, created.output
+    assert holds_all(gpu, image)
+    assert not any(Digest.parse(d) in cpu.app[NODE].store for d in blobs(image))
+
+
+@needs_containerd
+async def test_after_a_prewarm_a_ctr_pull_touches_neither_origin_nor_peers(
+    origin: DistributionRegistry,
+    ref: str,
+    image: Image,
+    tracker: str,
+    client_certs: Path,
+    p2p_node: Callable[..., Any],
+    containerd: Containerd,
+    tmp_path: Path,
+) -> None:
+    node = await p2p_node("c1")
+    common = ["--tracker", tracker, "--certs-dir", str(client_certs)]
+    assert (await cli("--cluster", "--wait", *common, ref)).exit_code == 0
+    origin.requests.clear()
+
+    await containerd.pull(ref, hosts_dir=write_hosts(tmp_path / "hosts", origin.address, node.url))
+
+    assert origin.blob_gets() == []
+    assert await metric(node, 'imgaccel_bytes_served_total{source="origin"}') == 0
+    assert await metric(node, 'imgaccel_bytes_served_total{source="peer"}') == 0
+    assert await metric(node, 'imgaccel_bytes_served_total{source="cache"}') >= image.size
