@@ -1,0 +1,91 @@
+"""The cache directory: can the node write there, and does the disk hold what the quota allows?"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from imgaccel.ops.check import Check, fail, ok, warn
+from imgaccel.ops.units import human_bytes
+
+#: Less free disk than this share, once the cache is at its quota, is worth a warning.
+HEADROOM = 0.10
+
+
+def cache_writable(cache_dir: Path) -> Check:
+    """Write, fsync and delete a probe file in ``cache_dir`` (as the node does with blobs)."""
+    name = "cache dir writable"
+    if cache_dir.exists() and not cache_dir.is_dir():
+        return fail(name, f"{cache_dir} is not a directory", _pick_another(cache_dir))
+    if not cache_dir.exists():
+        parent = existing_ancestor(cache_dir)
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            detail = f"{cache_dir} does not exist and cannot be made under {parent}"
+            return fail(name, detail, _pick_another(cache_dir))
+        detail = f"{cache_dir} does not exist yet (the node makes it when it starts)"
+        return warn(name, detail, f"start the node, or: mkdir -p {cache_dir}")
+    try:
+        _probe(cache_dir)
+    except OSError as exc:
+        fix = (
+            f"give the node's user {cache_dir} (`chown -R USER {cache_dir}`), or put it on a "
+            "writable volume (hostPath /var/lib/imgaccel on Kubernetes)"
+        )
+        return fail(name, f"cannot write to {cache_dir}: {exc.strerror or exc}", fix)
+    return ok(name, f"{cache_dir} takes writes")
+
+
+def _probe(directory: Path) -> None:
+    fd, name = tempfile.mkstemp(dir=directory, prefix=".imgaccel-doctor-")
+    try:
+        os.write(fd, b"imgaccel doctor\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        os.unlink(name)
+
+
+def _pick_another(cache_dir: Path) -> str:
+    return f"point cache.dir (--cache-dir) at a writable directory instead of {cache_dir}"
+
+
+def existing_ancestor(path: Path) -> Path:
+    """``path`` or its nearest parent that exists."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def cache_bytes_on_disk(cache_dir: Path) -> int:
+    """Bytes of the files under ``cache_dir`` (for when the node cannot be asked)."""
+    total = 0
+    for root, _dirs, files in os.walk(cache_dir):
+        for file in files:
+            try:
+                total += os.lstat(os.path.join(root, file)).st_size
+            except OSError:
+                continue
+    return total
+
+
+def disk_headroom(cache_dir: Path, quota: int, used: int) -> Check:
+    """Free space on the cache's disk against what the quota still lets the cache grow by."""
+    name = "disk headroom"
+    disk = shutil.disk_usage(existing_ancestor(cache_dir))
+    floor = int(disk.total * HEADROOM)
+    room = f"{human_bytes(disk.free)} free of {human_bytes(disk.total)}"
+    fit = max(0, used + disk.free - floor)
+    suggest = f"set cache.quota_bytes (--quota) to at most {human_bytes(fit)}"
+    if quota == 0:
+        return warn(name, f"no quota: the cache grows until the disk is full ({room})", suggest)
+    growth = max(0, quota - used)
+    left = disk.free - growth
+    state = f"quota {human_bytes(quota)}, cache {human_bytes(used)}, {room}"
+    if left < 0:
+        return fail(name, f"{state}: the disk fills up before the quota stops the cache", suggest)
+    if left < floor:
+        share = f"{left / disk.total:.0%}"
+        return warn(name, f"{state}: at its quota the cache leaves only {share} free", suggest)
+    return ok(name, f"{state}; at its quota {human_bytes(left)} stays free")

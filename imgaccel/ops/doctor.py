@@ -1,0 +1,93 @@
+"""``imgaccel doctor``: every check of a node's setup, and how the answer is shown.
+
+The checks, in order: containerd's ``hosts.toml`` for each registry and its ``config_path``
+(when containerd is on the node), dockerd's ``registry-mirrors`` (when it has a ``daemon.json``),
+the node daemon's ``/healthz``, the tracker's ``/healthz`` with the node's certificate and that
+certificate's expiry (when peer-to-peer is on), the cache directory, and the disk under it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from imgaccel.ops import disk, reach, runtime
+from imgaccel.ops.check import Check, Status, skip
+
+
+@dataclass(frozen=True)
+class DoctorInputs:
+    """What the checks look at: the node's URL and settings, and the runtimes' files."""
+
+    node_url: str
+    registries: tuple[str, ...]
+    hosts_dir: Path
+    containerd_config: Path
+    daemon_json: Path
+    tracker_url: str | None
+    certs_dir: Path | None
+    cache_dir: Path
+    quota_bytes: int
+
+
+async def run_checks(inputs: DoctorInputs) -> list[Check]:
+    """Every check, in the order they are shown."""
+    (node, health), tracker = await asyncio.gather(
+        reach.node_health(inputs.node_url),
+        reach.tracker_health(inputs.tracker_url, inputs.certs_dir),
+    )
+    certificate = [reach.certificate(inputs.certs_dir)] if inputs.tracker_url else []
+    used = health.get("cache_bytes") if health else None
+    if not isinstance(used, int):
+        used = disk.cache_bytes_on_disk(inputs.cache_dir) if inputs.cache_dir.is_dir() else 0
+    return [
+        *runtime_checks(inputs),
+        node,
+        tracker,
+        *certificate,
+        disk.cache_writable(inputs.cache_dir),
+        disk.disk_headroom(inputs.cache_dir, inputs.quota_bytes, used),
+    ]
+
+
+def runtime_checks(inputs: DoctorInputs) -> list[Check]:
+    """containerd's files when containerd is installed, dockerd's when it has a daemon.json."""
+    has_containerd = inputs.hosts_dir.exists() or inputs.containerd_config.exists()
+    checks: list[Check] = []
+    if has_containerd:
+        checks += [
+            runtime.containerd_hosts(inputs.hosts_dir, registry, inputs.node_url)
+            for registry in inputs.registries
+        ]
+        checks.append(runtime.containerd_config(inputs.containerd_config, inputs.hosts_dir))
+    else:
+        detail = f"neither {inputs.hosts_dir} nor {inputs.containerd_config} exists"
+        checks.append(skip("containerd", detail))
+    docker = runtime.dockerd_mirrors(
+        inputs.daemon_json, inputs.node_url, primary=not has_containerd
+    )
+    return [*checks, docker]
+
+
+def failed(checks: list[Check]) -> bool:
+    return any(check.status is Status.FAIL for check in checks)
+
+
+def render(checks: list[Check]) -> str:
+    """One line per check (``ok``, ``warn``, ``FAIL``, ``skip``), each fix indented below it,
+    and a summary line."""
+    lines: list[str] = []
+    for check in checks:
+        lines.append(f"{check.status.value:<4}  {check.name}: {check.detail}")
+        if check.fix:
+            lines.append(f"      fix: {check.fix}")
+    counts = {s: sum(c.status is s for c in checks) for s in Status}
+    summary = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
+    lines.append(f"{'FAILED' if failed(checks) else 'healthy'}: {summary}")
+    return "\n".join(lines)
+
+
+def render_json(checks: list[Check]) -> str:
+    return json.dumps({"ok": not failed(checks), "checks": [c.as_json() for c in checks]}, indent=2)

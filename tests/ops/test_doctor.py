@@ -1,0 +1,278 @@
+"""``imgaccel doctor`` on a node set up right, and on each way a setup goes wrong.
+
+The node is the real app on a loopback port, the tracker a real mTLS tracker; containerd's
+and dockerd's files are written by the product's own ``containerd-config``/``docker-config``
+code into temp dirs. Each broken setup must FAIL (exit 1) on exactly the check that is wrong,
+with a fix that names the command or setting to change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from imgaccel.cli import main
+from imgaccel.hostconfig import containerd, docker
+from imgaccel.p2p.certs import KeyPair
+from imgaccel.tracker import Served
+from tests.conftest import NodeServer
+
+from .conftest import write_certs
+
+REGISTRIES = ("docker.io", "ghcr.io")
+
+
+@dataclass
+class Setup:
+    """A node's files and endpoints, as flags for ``imgaccel doctor``."""
+
+    root: Path
+    node_url: str
+    tracker_url: str
+    certs_dir: Path
+    cache_dir: Path
+    quota: str = "1MiB"
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def hosts_dir(self) -> Path:
+        return self.root / "certs.d"
+
+    @property
+    def containerd_config(self) -> Path:
+        return self.root / "containerd" / "config.toml"
+
+    @property
+    def daemon_json(self) -> Path:
+        return self.root / "docker" / "daemon.json"
+
+    def args(self) -> list[str]:
+        registries = [arg for r in REGISTRIES for arg in ("--registry", r)]
+        return [
+            "doctor",
+            *("--node", self.node_url, "--hosts-dir", str(self.hosts_dir)),
+            *("--containerd-config", str(self.containerd_config)),
+            *("--daemon-json", str(self.daemon_json)),
+            *("--tracker", self.tracker_url, "--certs-dir", str(self.certs_dir)),
+            *("--cache-dir", str(self.cache_dir), "--quota", self.quota),
+            *registries,
+            *self.extra,
+        ]
+
+
+async def doctor(setup: Setup, *more: str) -> Result:
+    # The CLI runs its own event loop: keep it off this test's loop, which serves the node.
+    return await asyncio.to_thread(CliRunner().invoke, main, [*setup.args(), *more])
+
+
+def lines_of(result: Result, status: str) -> list[str]:
+    return [line for line in result.output.splitlines() if line.startswith(f"{status} ")]
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def setup(
+    node_factory: Callable[..., Any], tls_tracker: Served, cluster_ca: KeyPair, tmp_path: Path
+) -> Setup:
+    node: NodeServer = await node_factory()
+    good = Setup(
+        tmp_path / "host",
+        node.url,
+        tls_tracker.url,
+        write_certs(tmp_path / "node-certs", cluster_ca),
+        Path(node.settings.cache.dir),
+    )
+    for registry in REGISTRIES:
+        containerd.configure(good.hosts_dir, registry, node.url)
+    good.containerd_config.parent.mkdir(parents=True)
+    good.containerd_config.write_text(
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n'
+        f'config_path = "{good.hosts_dir}"\n'
+    )
+    docker.configure(good.daemon_json, node.url)
+    return good
+
+
+async def test_a_good_setup_is_all_ok(setup: Setup) -> None:
+    result = await doctor(setup)
+
+    assert result.exit_code == 0, result.output
+    checks = [line for line in result.output.splitlines() if not line.startswith(" ")][:-1]
+    assert checks and all(line.startswith("ok ") for line in checks), result.output
+    names = {line.split(":")[0].removeprefix("ok").strip() for line in checks}
+    assert names == {
+        "containerd hosts.toml (docker.io)",
+        "containerd hosts.toml (ghcr.io)",
+        "containerd config_path",
+        "dockerd registry-mirrors",
+        "node daemon",
+        "tracker",
+        "node certificate",
+        "cache dir writable",
+        "disk headroom",
+    }
+    assert result.output.splitlines()[-1].startswith("healthy: 9 ok")
+
+
+async def test_json_output_lists_every_check(setup: Setup) -> None:
+    setup.node_url = f"http://127.0.0.1:{closed_port()}"
+    result = await doctor(setup, "--json")
+
+    assert result.exit_code == 1
+    report = json.loads(result.output)
+    assert report["ok"] is False
+    by_name = {c["name"]: c for c in report["checks"]}
+    assert by_name["node daemon"]["status"] == "FAIL"
+    assert "systemctl start imgaccel-node" in by_name["node daemon"]["fix"]
+    assert by_name["tracker"]["status"] == "ok"
+
+
+async def test_missing_hosts_toml_fails_and_its_fix_repairs_it(setup: Setup) -> None:
+    containerd.remove(setup.hosts_dir, "ghcr.io")
+    result = await doctor(setup)
+
+    assert result.exit_code == 1
+    [failed] = lines_of(result, "FAIL")
+    assert failed.startswith("FAIL  containerd hosts.toml (ghcr.io):")
+    assert "missing" in failed
+    fix = result.output.splitlines()[result.output.splitlines().index(failed) + 1]
+    command = fix.split("fix: ", 1)[1].split()
+    assert command[:2] == ["imgaccel", "containerd-config"]
+
+    assert CliRunner().invoke(main, command[1:]).exit_code == 0
+    assert (await doctor(setup)).exit_code == 0
+
+
+async def test_hosts_toml_without_a_host_table_fails(setup: Setup) -> None:
+    (setup.hosts_dir / "docker.io" / "hosts.toml").write_text(
+        'server = "https://registry-1.docker.io"\n'
+    )
+    result = await doctor(setup)
+
+    assert result.exit_code == 1
+    [failed] = lines_of(result, "FAIL")
+    assert "containerd hosts.toml (docker.io)" in failed and "no [host] table" in failed
+
+
+async def test_hosts_toml_pointing_elsewhere_fails(setup: Setup) -> None:
+    (setup.hosts_dir / "docker.io" / "hosts.toml").write_text(
+        'server = "https://registry-1.docker.io"\n[host."http://10.0.0.9:5000"]\n'
+        'capabilities = ["pull", "resolve"]\n'
+    )
+    result = await doctor(setup)
+
+    assert result.exit_code == 1
+    [failed] = lines_of(result, "FAIL")
+    assert f"sends pulls to http://10.0.0.9:5000, not to the node at {setup.node_url}" in failed
+
+
+async def test_the_mirror_behind_another_host_is_a_warning(setup: Setup) -> None:
+    path = setup.hosts_dir / "docker.io" / "hosts.toml"
+    path.write_text(f'[host."http://10.0.0.9:5000"]\n[host."{setup.node_url}"]\n')
+    result = await doctor(setup)
+
+    assert result.exit_code == 0
+    [warned] = lines_of(result, "warn")
+    assert "tries http://10.0.0.9:5000 before the node" in warned
+
+
+async def test_containerd_without_config_path_fails(setup: Setup) -> None:
+    setup.containerd_config.write_text('version = 2\n[plugins."io.containerd.grpc.v1.cri"]\n')
+    result = await doctor(setup)
+
+    assert result.exit_code == 1
+    [failed] = lines_of(result, "FAIL")
+    assert "does not set config_path" in failed
+    assert f'config_path = "{setup.hosts_dir}"' in result.output
+
+
+async def test_dockerd_without_the_mirror_is_a_warning_beside_containerd(setup: Setup) -> None:
+    setup.daemon_json.write_text('{"log-driver": "journald"}\n')
+    result = await doctor(setup)
+
+    assert result.exit_code == 0
+    [warned] = lines_of(result, "warn")
+    assert "dockerd registry-mirrors" in warned
+    assert f"imgaccel docker-config --daemon-json {setup.daemon_json}" in result.output
+
+
+async def test_node_down_fails(setup: Setup) -> None:
+    setup.node_url = f"http://127.0.0.1:{closed_port()}"
+    for registry in REGISTRIES:  # the runtime config points at the (down) node
+        containerd.configure(setup.hosts_dir, registry, setup.node_url)
+    docker.configure(setup.daemon_json, setup.node_url)
+    result = await doctor(setup)
+
+    assert result.exit_code == 1
+    [failed] = lines_of(result, "FAIL")
+    assert failed.startswith(f"FAIL  node daemon: nothing answers at {setup.node_url}")
+
+
+async def test_tracker_down_fails(setup: Setup) -> None:
+    setup.tracker_url = f"https://127.0.0.1:{closed_port()}"
+    result = await doctor(setup)
+
+    assert result.exit_code == 1
+    [failed] = lines_of(result, "FAIL")
+    assert failed.startswith(f"FAIL  tracker: cannot reach {setup.tracker_url}")
+
+
+async def test_a_certificate_of_another_cluster_fails_at_the_tracker(
+    setup: Setup, tmp_path: Path
+) -> None:
+    from imgaccel.p2p.certs import make_ca
+
+    setup.certs_dir = write_certs(tmp_path / "other-cluster", make_ca("other"))
+    result = await doctor(setup)
+
+    assert result.exit_code == 1
+    [failed] = lines_of(result, "FAIL")
+    assert failed.startswith("FAIL  tracker:")
+    assert "imgaccel certs issue" in result.output
+
+
+async def test_a_cache_path_that_is_a_file_fails(setup: Setup, tmp_path: Path) -> None:
+    setup.cache_dir = tmp_path / "not-a-dir"
+    setup.cache_dir.write_text("")
+    result = await doctor(setup)
+
+    assert result.exit_code == 1
+    [failed] = lines_of(result, "FAIL")
+    assert failed == f"FAIL  cache dir writable: {setup.cache_dir} is not a directory"
+
+
+async def test_a_cache_dir_that_takes_no_writes_fails(setup: Setup) -> None:
+    # The tests run as root, who writes through any mode bits; sysfs takes no new files even
+    # from root (it is mounted read-only in containers).
+    setup.cache_dir = Path("/sys/kernel")
+    result = await doctor(setup)
+
+    assert result.exit_code == 1
+    failed = lines_of(result, "FAIL")  # and the disk under it, which has no free space
+    assert any(
+        line.startswith("FAIL  cache dir writable: cannot write to /sys/kernel") for line in failed
+    )
+    assert "writable volume" in result.output
+
+
+async def test_a_quota_bigger_than_the_disk_fails(setup: Setup) -> None:
+    setup.quota = "100000T"
+    result = await doctor(setup)
+
+    assert result.exit_code == 1
+    [failed] = lines_of(result, "FAIL")
+    assert "disk headroom" in failed and "the disk fills up before the quota" in failed
+    assert "--quota" in result.output

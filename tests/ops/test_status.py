@@ -1,0 +1,103 @@
+"""``imgaccel status`` and ``GET /_imgaccel/status`` against a real node after real pulls."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from imgaccel.cli import main
+from imgaccel.ops.units import human_bytes
+from imgaccel.testing.images import Image
+from imgaccel.testing.registry import DistributionRegistry
+from tests.conftest import NodeServer, needs_registry
+
+from .conftest import get, get_blob
+
+pytestmark = [pytest.mark.system, needs_registry]
+
+REPO = "test/app"
+
+
+async def status(*args: str) -> Result:
+    # The CLI runs its own event loop: keep it off this test's loop, which serves the node.
+    return await asyncio.to_thread(CliRunner().invoke, main, ["status", *args])
+
+
+async def test_status_shows_cache_use_and_recent_pulls_by_source(
+    origin: DistributionRegistry, pushed: str, node: NodeServer, small_image: Image
+) -> None:
+    big, small = small_image.layers[0], small_image.layers[2]
+    await get_blob(node, origin, REPO, big.digest)  # from the origin
+    await get_blob(node, origin, REPO, big.digest)  # from the cache
+    await get_blob(node, origin, REPO, small.digest)
+
+    status_code, body = await get(f"{node.url}/_imgaccel/status")
+    document = json.loads(body)
+
+    assert status_code == 200
+    assert document["cache"]["bytes"] == big.size + small.size
+    assert document["cache"]["blobs"] == 2
+    assert document["served"] == {"origin": big.size + small.size, "cache": big.size, "peer": 0}
+    assert document["origin_bytes_saved"] == big.size
+    assert document["p2p"] is None
+    recent = [(r["digest"], r["source"], r["bytes"]) for r in document["recent"]]
+    assert recent == [  # newest first
+        (small.digest, "origin", small.size),
+        (big.digest, "cache", big.size),
+        (big.digest, "origin", big.size),
+    ]
+
+    result = await status("--node", node.url)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == f"node     {node.url} (imgaccel {document['version']})"
+    cached = human_bytes(big.size + small.size)
+    assert lines[1] == f"cache    {cached} in 2 blobs, {node.settings.cache.dir}"
+    assert "p2p      off" in result.output
+    recent_lines = lines[lines.index("recent   blobs served, newest first:") + 1 :]
+    assert [line.split()[1][:19] for line in recent_lines] == [
+        small.digest[:19],
+        big.digest[:19],
+        big.digest[:19],
+    ]
+    assert [line.split()[-2] for line in recent_lines] == ["origin", "cache", "origin"]
+
+
+async def test_status_json_is_the_nodes_document(
+    origin: DistributionRegistry, pushed: str, node: NodeServer, small_image: Image
+) -> None:
+    await get_blob(node, origin, REPO, small_image.config.digest)
+    result = await status("--node", node.url, "--json")
+
+    assert result.exit_code == 0
+    assert json.loads(result.output)["recent"][0]["digest"] == small_image.config.digest
+
+
+async def test_status_of_a_p2p_node_shows_its_peers_and_transfer_totals(
+    origin: DistributionRegistry, pushed: str, p2p_node: Callable[..., Any], small_image: Image
+) -> None:
+    layer = small_image.layers[0]
+    first, second = await p2p_node("s1"), await p2p_node("s2")
+    await get_blob(first, origin, REPO, layer.digest)
+    await get_blob(second, origin, REPO, layer.digest)
+
+    document = json.loads((await get(f"{second.url}/_imgaccel/status"))[1])
+
+    assert document["p2p"]["node_id"] == "s2"
+    assert document["p2p"]["downloaded_bytes"] >= layer.size
+    assert document["recent"][0]["source"] == "peer"
+    result = await status("--node", second.url)
+    assert "p2p      node s2 at http://127.0.0.1:" in result.output
+
+
+async def test_status_says_what_to_do_when_the_node_is_down() -> None:
+    result = await status("--node", "http://127.0.0.1:9")
+
+    assert result.exit_code == 1
+    assert "cannot reach the node at http://127.0.0.1:9" in result.output
+    assert "imgaccel doctor" in result.output
