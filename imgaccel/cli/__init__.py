@@ -23,6 +23,8 @@ COMMANDS = {
     "doctor": "imgaccel.cli.doctor:doctor",
     "status": "imgaccel.cli.status:status",
     "prewarm": "imgaccel.cli.prewarm:prewarm",
+    "cache": "imgaccel.cli.cache:cache",
+    "snapshot": "imgaccel.cli.snapshot:snapshot",
 }
 
 

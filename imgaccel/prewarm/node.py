@@ -91,7 +91,7 @@ class NodeAPI:
             async with self._session.request(method, url, **kwargs) as response:
                 if response.status >= 400:
                     raise PrewarmError(f"{method} {url}: {response.status} {await response.text()}")
-                value = await response.json()
+                value = await response.json() if response.status != 204 else {}
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise NodeUnreachable(f"node {self.base_url} unreachable: {exc}") from exc
         return value if isinstance(value, dict) else {}

@@ -1,0 +1,341 @@
+"""Snapshot bundles: the verified blobs and manifests of images, in one zstd-compressed tar.
+
+Layout of the tar (in this order; nothing else is accepted)::
+
+    index.json                   {"version": 1, "images": [...], "manifests": [...], "blobs": [...]}
+    manifests/sha256/<hex>       manifest and index bodies
+    blobs/sha256/<hex>           config and layer blobs
+
+:func:`export_bundle` reads a cache directory (safe while a node runs: blobs are immutable and
+SQLite reads do not block it) and re-hashes every blob as it writes it. :func:`import_bundle`
+streams the bundle (never extracting by name: every member name must match the layout above, and
+only regular files are read), hashes every blob and manifest against its digest into ``tmp/``,
+and commits nothing until the whole bundle verified: then each blob through the store's
+fsync-and-rename :meth:`~imgaccel.cache.store.BlobStore.commit`, then manifests and tags. A
+corrupt or hostile bundle loads nothing. Import into the cache of a stopped node (or restart it
+after): a running node indexes its blobs at start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import tarfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import zstandard
+
+from imgaccel.cache.meta import Manifest, MetaStore
+from imgaccel.cache.store import BlobStore
+from imgaccel.errors import CacheError, RegistryError
+from imgaccel.oci.digest import Digest
+from imgaccel.oci.media import INDEX_TYPES
+from imgaccel.oci.reference import ImageRef, validate_host, validate_name
+
+_MEMBER_RE = re.compile(r"^(index\.json|(manifests|blobs)/sha256/[0-9a-f]{64})$")
+_MAX_DOCUMENT = 16 * 1024 * 1024
+_CHUNK = 1 << 20
+
+
+class SnapshotInvalid(CacheError):
+    """The bundle is corrupt, hostile, or does not match its index; nothing was loaded."""
+
+
+class NotCached(CacheError):
+    """An image to export is not (wholly) in the cache."""
+
+
+@dataclass
+class Contents:
+    """What a bundle holds (``index.json``)."""
+
+    images: list[dict[str, Any]] = field(default_factory=list)
+    manifests: dict[str, Manifest] = field(default_factory=dict)
+    blobs: dict[str, int] = field(default_factory=dict)
+    repos: dict[str, tuple[str, str]] = field(default_factory=dict)  # digest -> registry, repo
+    public: dict[str, bool] = field(default_factory=dict)  # "registry/repo" -> seen public
+
+    def index(self) -> bytes:
+        return json.dumps(
+            {
+                "version": 1,
+                "images": self.images,
+                "manifests": [
+                    {"digest": d, "media_type": m.media_type} for d, m in self.manifests.items()
+                ],
+                "blobs": [{"digest": d, "size": s} for d, s in self.blobs.items()],
+                "repos": {d: list(r) for d, r in self.repos.items()},
+                "public": self.public,
+            }
+        ).encode()
+
+
+# -- export ---------------------------------------------------------------------------------------
+
+
+def collect(store: BlobStore, meta: MetaStore, images: list[str]) -> Contents:
+    """What to export for ``images`` (tags or digests known to this cache)."""
+    contents = Contents()
+    for text in images:
+        ref = ImageRef.parse(text)
+        digest = ref.digest or _tagged(meta, ref)
+        contents.images.append(
+            {
+                "registry": ref.registry,
+                "repository": ref.name,
+                "tag": ref.tag,
+                "digest": str(digest),
+            }
+        )
+        _add_manifest(store, meta, contents, ref, digest, top=True)
+        public = meta.is_public(ref.registry, ref.name)
+        if public is not None:
+            contents.public[f"{ref.registry}/{ref.name}"] = public
+    return contents
+
+
+def _tagged(meta: MetaStore, ref: ImageRef) -> Digest:
+    entry = meta.tag(ref.registry, ref.name, ref.tag or "latest")
+    if entry is None:
+        raise NotCached(f"{ref}: this cache never resolved that tag (prewarm it first)")
+    return entry.digest
+
+
+def _add_manifest(
+    store: BlobStore, meta: MetaStore, contents: Contents, ref: ImageRef, digest: Digest, top: bool
+) -> None:
+    manifest = meta.manifest(digest)
+    if manifest is None:
+        if top:
+            raise NotCached(f"{ref}: manifest {digest} is not in the cache")
+        return  # a platform of the index this cache never fetched
+    contents.manifests[str(digest)] = manifest
+    contents.repos[str(digest)] = (ref.registry, ref.name)
+    document = json.loads(manifest.body)
+    if manifest.media_type in INDEX_TYPES or "manifests" in document:
+        for entry in document.get("manifests") or []:
+            _add_manifest(store, meta, contents, ref, Digest.parse(entry["digest"]), top=False)
+        return
+    for descriptor in [document.get("config"), *(document.get("layers") or [])]:
+        if not isinstance(descriptor, dict) or descriptor.get("urls"):
+            continue
+        blob = Digest.parse(descriptor["digest"])
+        entry = store.lookup(blob)
+        if entry is None:
+            raise NotCached(f"{ref}: blob {blob} is not in the cache (prewarm it first)")
+        contents.blobs[str(blob)] = entry.size
+        contents.repos[str(blob)] = (ref.registry, ref.name)
+
+
+def export_bundle(cache_dir: Path, images: list[str], out: Path, level: int = 3) -> Contents:
+    """Write ``images`` from the cache at ``cache_dir`` into the bundle ``out``."""
+    store = BlobStore(cache_dir)
+    store.open()
+    meta = MetaStore(cache_dir / "meta.db")
+    try:
+        contents = collect(store, meta, images)
+        partial = out.with_name(out.name + ".part")
+        with (
+            open(partial, "wb") as raw,
+            zstandard.ZstdCompressor(level=level).stream_writer(raw) as packed,
+            tarfile.open(fileobj=packed, mode="w|") as tar,
+        ):
+            _add_bytes(tar, "index.json", contents.index())
+            for digest, manifest in contents.manifests.items():
+                _add_bytes(tar, _member(digest, "manifests"), manifest.body)
+            for digest, size in contents.blobs.items():
+                _add_blob(tar, store, Digest.parse(digest), size)
+        partial.replace(out)
+        return contents
+    finally:
+        meta.close()
+
+
+def _member(digest: str, kind: str) -> str:
+    parsed = Digest.parse(digest)
+    return f"{kind}/{parsed.algorithm}/{parsed.hex}"
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _add_blob(tar: tarfile.TarFile, store: BlobStore, digest: Digest, size: int) -> None:
+    """Add a blob, re-hashing it on the way: a cache file damaged on disk is not exported."""
+    info = tarfile.TarInfo(_member(str(digest), "blobs"))
+    info.size, info.mtime, info.mode = size, int(time.time()), 0o644
+    with open(store.path(digest), "rb") as f:
+        hashing = _HashingReader(f, digest.algorithm)
+        tar.addfile(info, hashing)
+    if hashing.hexdigest() != digest.hex:
+        raise CacheError(f"cached blob {digest} does not match its digest; not exported")
+
+
+class _HashingReader:
+    def __init__(self, raw: IO[bytes], algorithm: str) -> None:
+        self._raw, self._hash = raw, hashlib.new(algorithm)
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self._hash.update(data)
+        return data
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+# -- import ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Staged:
+    blobs: dict[Digest, Path] = field(default_factory=dict)
+    manifests: dict[str, bytes] = field(default_factory=dict)
+
+
+def import_bundle(bundle: Path, cache_dir: Path) -> Contents:
+    """Verify ``bundle`` entirely, then load it into the cache at ``cache_dir``."""
+    store = BlobStore(cache_dir)
+    store.open()
+    meta = MetaStore(cache_dir / "meta.db")
+    staged = _Staged()
+    try:
+        contents = _stage(bundle, store, staged)
+        _commit(store, meta, contents, staged)
+        return contents
+    finally:
+        for temp in staged.blobs.values():
+            temp.unlink(missing_ok=True)
+        meta.close()
+
+
+def _stage(bundle: Path, store: BlobStore, staged: _Staged) -> Contents:
+    index: dict[str, Any] | None = None
+    try:
+        for member, reader in _members(bundle):
+            if member.name == "index.json":
+                index = _parse_index(_read_small(reader, member.size)) if index is None else None
+                if index is None:
+                    raise SnapshotInvalid("the bundle has two index.json")
+            elif index is None:
+                raise SnapshotInvalid("index.json must come first in the bundle")
+            elif member.name.startswith("blobs/"):
+                _stage_blob(store, staged, member, reader, index)
+            else:
+                _stage_manifest(staged, member, reader)
+        if index is None:
+            raise SnapshotInvalid("the bundle has no index.json")
+        return _check_complete(index, staged)
+    except (tarfile.TarError, zstandard.ZstdError, OSError, EOFError) as exc:
+        raise SnapshotInvalid(f"unreadable bundle: {exc}") from exc
+    except (RegistryError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise SnapshotInvalid(f"the bundle's index is invalid: {exc}") from exc
+
+
+def _members(bundle: Path) -> Iterator[tuple[tarfile.TarInfo, IO[bytes]]]:
+    with (
+        open(bundle, "rb") as raw,
+        zstandard.ZstdDecompressor().stream_reader(raw) as unpacked,
+        tarfile.open(fileobj=unpacked, mode="r|") as tar,
+    ):
+        for member in tar:
+            if not member.isreg() or not _MEMBER_RE.fullmatch(member.name):
+                raise SnapshotInvalid(f"unexpected member in the bundle: {member.name[:200]!r}")
+            reader = tar.extractfile(member)
+            assert reader is not None
+            yield member, reader
+
+
+def _read_small(reader: IO[bytes], size: int) -> bytes:
+    if size > _MAX_DOCUMENT:
+        raise SnapshotInvalid("a manifest or index in the bundle is too large")
+    return reader.read()
+
+
+def _parse_index(data: bytes) -> dict[str, Any]:
+    try:
+        index = json.loads(data)
+        if index.get("version") != 1:
+            raise SnapshotInvalid("unknown bundle version")
+        index["blob_sizes"] = {
+            str(Digest.parse(b["digest"])): int(b["size"]) for b in index["blobs"]
+        }
+        return dict(index)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SnapshotInvalid(f"index.json is invalid: {exc}") from exc
+
+
+def _stage_blob(
+    store: BlobStore,
+    staged: _Staged,
+    member: tarfile.TarInfo,
+    reader: IO[bytes],
+    index: dict[str, Any],
+) -> None:
+    digest = Digest.parse(member.name.replace("blobs/", "").replace("/", ":"))
+    if index["blob_sizes"].get(str(digest)) != member.size:
+        raise SnapshotInvalid(f"{digest}: not in index.json, or of another size")
+    temp = store.temp_path()
+    staged.blobs[digest] = temp
+    hasher = hashlib.new(digest.algorithm)
+    with open(temp, "wb") as out:
+        while chunk := reader.read(_CHUNK):
+            hasher.update(chunk)
+            out.write(chunk)
+    if hasher.hexdigest() != digest.hex:
+        raise SnapshotInvalid(f"{digest}: the bundle's bytes do not match the digest")
+
+
+def _stage_manifest(staged: _Staged, member: tarfile.TarInfo, reader: IO[bytes]) -> None:
+    digest = Digest.parse(member.name.replace("manifests/", "").replace("/", ":"))
+    body = _read_small(reader, member.size)
+    if hashlib.new(digest.algorithm, body).hexdigest() != digest.hex:
+        raise SnapshotInvalid(f"manifest {digest}: the bundle's bytes do not match the digest")
+    staged.manifests[str(digest)] = body
+
+
+def _check_complete(index: dict[str, Any], staged: _Staged) -> Contents:
+    contents = Contents(images=list(index.get("images", [])), public=dict(index.get("public", {})))
+    for entry in index.get("manifests", []):
+        body = staged.manifests.get(entry["digest"])
+        if body is None:
+            raise SnapshotInvalid(f"manifest {entry['digest']} is listed but missing")
+        contents.manifests[entry["digest"]] = Manifest(
+            Digest.parse(entry["digest"]), str(entry["media_type"]), body
+        )
+    staged_blobs = {str(d) for d in staged.blobs}
+    missing = set(index["blob_sizes"]) - staged_blobs
+    if missing:
+        raise SnapshotInvalid(f"{len(missing)} blob(s) listed but missing, e.g. {min(missing)}")
+    contents.blobs = dict(index["blob_sizes"])
+    contents.repos = {
+        str(Digest.parse(d)): (validate_host(r[0]), validate_name(r[1]))
+        for d, r in dict(index.get("repos", {})).items()
+    }
+    return contents
+
+
+def _commit(store: BlobStore, meta: MetaStore, contents: Contents, staged: _Staged) -> None:
+    """Everything verified: blobs first (fsync + rename), then what points at them."""
+    for digest, temp in list(staged.blobs.items()):
+        store.commit(temp, digest, contents.blobs[str(digest)])
+        del staged.blobs[digest]
+    for manifest in contents.manifests.values():
+        meta.put_manifest(manifest)
+    for name, (registry, repo) in contents.repos.items():
+        meta.add_content(registry, repo, Digest.parse(name))
+    for name, public in contents.public.items():
+        registry, _, repo = name.partition("/")
+        meta.set_public(registry, repo, bool(public))
+    for image in contents.images:
+        if image.get("tag") and image["digest"] in contents.manifests:
+            digest = Digest.parse(image["digest"])
+            meta.put_tag(image["registry"], image["repository"], image["tag"], digest)
