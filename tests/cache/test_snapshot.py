@@ -58,7 +58,7 @@ async def test_a_bundle_carries_an_image_to_a_clean_node_that_never_sees_the_ori
     imported = await invoke(snapshot, "import", str(bundle), "--cache-dir", str(tmp_path / "clean"))
     assert imported.exit_code == 0, imported.output
     await origin.stop()  # the clean node must serve everything from the bundle
-    clean = await node_factory(origin, cache_dir=tmp_path / "clean")
+    clean = await node_factory(origin, cache_dir=tmp_path / "clean", upstream_client={"retries": 0})
 
     repo = pushed.split("/", 1)[1].split(":")[0]
     status, body = await get(f"{clean.url}/v2/{repo}/manifests/v1?ns={origin.address}")
