@@ -13,14 +13,20 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import click
 import kubernetes_validate
 import pytest
 import yaml
 from click.testing import CliRunner
 
 from imgaccel.cli import main
-from imgaccel.settings import load_settings
+from imgaccel.cli.node import node as node_command
+from imgaccel.cli.options import settings_from
+from imgaccel.cli.seeder import seeder as seeder_command
+from imgaccel.cli.tracker import tracker as tracker_command
+from imgaccel.tracker import TrackerSettings
 
 from .manifests import (
     KUBERNETES,
@@ -87,22 +93,148 @@ def test_kubectl_kustomize_renders(path: Path) -> None:
     assert len(docs) == sum(len(documents(p)) for p in resources(path))
 
 
+def _expand(args: list[str], env: dict[str, str]) -> list[str]:
+    """kubelet's ``$(VAR)`` expansion of a container's command."""
+    for name, value in env.items():
+        args = [arg.replace(f"$({name})", value) for arg in args]
+    assert not any("$(" in arg for arg in args), args
+    return args
+
+
+def _settings_of(workload: Doc, name: str, command: click.Command, tmp_path: Path) -> Any:
+    """The settings the container's command line gives its process: the real click command
+    parses the arguments, the ConfigMap is the file named by IMGACCEL_CONFIG (when set), and
+    the downward-API variables are what kubelet would put there."""
+    item = container(pod_spec(workload), name)
+    env = {e["name"]: e.get("value", "") for e in item.get("env", [])}
+    fields = {"spec.nodeName": "gpu-node-1", "metadata.name": "imgaccel-seeder-0"}
+    for e in item.get("env", []):
+        if "valueFrom" in e:
+            env[e["name"]] = fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
+    args = _expand(item["command"], env)
+    assert args[0] == "imgaccel" and args[1] == command.name
+    params = command.make_context(command.name, args[2:]).params
+    if "IMGACCEL_CONFIG" in env:
+        config = find(KUBERNETES / "configmap.yaml", "ConfigMap", "imgaccel-config")
+        (tmp_path / "config.toml").write_text(config["data"]["config.toml"])
+        params["config"] = tmp_path / "config.toml"
+    return settings_from(params)
+
+
+def _mounts(item: Doc, workload: Doc) -> dict[str, Doc]:
+    """mount path -> the volume mounted there (a StatefulSet's claim templates included)."""
+    volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
+    for claim in workload["spec"].get("volumeClaimTemplates", []):
+        volumes[claim["metadata"]["name"]] = {"claimTemplate": claim}
+    return {m["mountPath"]: volumes[m["name"]] for m in item["volumeMounts"]}
+
+
+def _ports(item: Doc) -> dict[str, int]:
+    return {p["name"]: p["containerPort"] for p in item["ports"]}
+
+
+def _port_of(listen: str) -> int:
+    return int(listen.rpartition(":")[2])
+
+
+def _tracker_service_url() -> str:
+    service = find(KUBERNETES / "tracker-service.yaml", "Service", "imgaccel-tracker")
+    port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "tracker")
+    return f"https://{service['metadata']['name']}.{service['metadata']['namespace']}.svc:{port}"
+
+
 def test_configmap_holds_settings_the_node_accepts(tmp_path: Path) -> None:
-    config = find(KUBERNETES / "configmap.yaml", "ConfigMap", "imgaccel-config")
-    (tmp_path / "config.toml").write_text(config["data"]["config.toml"])
-    settings = load_settings(tmp_path / "config.toml")
-    node = container(pod_spec(find(NODE, "DaemonSet", "imgaccel-node")), "node")
-    env = {item["name"]: item["value"] for item in node["env"]}
-    mounts = {m["mountPath"] for m in node["volumeMounts"]}
-    assert env["IMGACCEL_CONFIG"] in mounts
+    daemonset = find(NODE, "DaemonSet", "imgaccel-node")
+    settings = _settings_of(daemonset, "node", node_command, tmp_path)
+    spec = pod_spec(daemonset)
+    node = container(spec, "node")
+    mounts = _mounts(node, daemonset)
+
     assert str(settings.cache.dir) in mounts  # the hostPath cache
-    port = int(settings.listen.rpartition(":")[2])
-    assert node["livenessProbe"]["httpGet"] == {
-        "host": "127.0.0.1",
-        "path": "/healthz",
-        "port": port,
+    assert mounts[str(settings.p2p.certs_dir)]["secret"]["secretName"] == "imgaccel-node-tls"
+    assert settings.p2p.tracker_url == _tracker_service_url()
+    assert settings.p2p.node_id == "gpu-node-1"  # the Kubernetes node's name
+    ports = _ports(node)
+    assert ports["p2p"] == _port_of(settings.p2p.listen)
+    assert ports["mirror"] == _port_of(settings.listen)
+    assert settings.listen.startswith("127.0.0.1:")  # only containerd on this host
+    assert ports["metrics"] == _port_of(settings.metrics_listen)
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert node[probe]["httpGet"] == {
+            "host": "127.0.0.1",
+            "path": "/healthz",
+            "port": ports["mirror"],
+        }
+
+
+def test_seeder_takes_the_nodes_p2p_flags_with_its_pod_name(tmp_path: Path) -> None:
+    statefulset = find(KUBERNETES / "seeder-statefulset.yaml", "StatefulSet", "imgaccel-seeder")
+    seeder = _settings_of(statefulset, "seeder", seeder_command, tmp_path / "seeder")
+    (tmp_path / "node").mkdir()
+    daemonset = find(NODE, "DaemonSet", "imgaccel-node")
+    node = _settings_of(daemonset, "node", node_command, tmp_path / "node")
+    spec = pod_spec(statefulset)
+    item = container(spec, "seeder")
+
+    assert (seeder.p2p.tracker_url, seeder.p2p.listen, seeder.p2p.certs_dir) == (
+        node.p2p.tracker_url,
+        node.p2p.listen,
+        node.p2p.certs_dir,
+    )
+    assert seeder.p2p.node_id == "imgaccel-seeder-0"  # unique even when two share a node
+    assert _mounts(item, statefulset)[str(seeder.p2p.certs_dir)]["secret"]["secretName"] == (
+        "imgaccel-node-tls"
+    )
+    assert "claimTemplate" in _mounts(item, statefulset)[str(seeder.cache.dir)]
+    ports = _ports(item)
+    assert (ports["seeder"], ports["p2p"]) == (_port_of(seeder.listen), _port_of(seeder.p2p.listen))
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert item[probe]["httpGet"] == {"path": "/healthz", "port": "seeder"}
+
+
+def test_tracker_probes_its_plain_health_listener_and_serves_its_certificate() -> None:
+    deployment = find(KUBERNETES / "tracker-deployment.yaml", "Deployment", "imgaccel-tracker")
+    spec = pod_spec(deployment)
+    item = container(spec, "tracker")
+    args = item["command"]
+    assert args[:2] == ["imgaccel", "tracker"]
+    # Every flag takes a value; the TLS files exist only in the pod, so no click parsing here.
+    flags = {
+        k.removeprefix("--").replace("-", "_"): v
+        for k, v in zip(args[2::2], args[3::2], strict=True)
     }
-    assert settings.p2p.tracker_url == "https://imgaccel-tracker.imgaccel.svc:6970"
+    assert set(flags) <= {p.name for p in tracker_command.params}
+    settings = TrackerSettings.model_validate(flags)
+    mounts = _mounts(item, deployment)
+
+    assert settings.tls
+    for path in (settings.ca_cert, settings.cert, settings.key):
+        assert path is not None
+        assert mounts[str(path.parent)]["secret"]["secretName"] == "imgaccel-tracker-tls"
+    assert str(settings.data_dir) in mounts
+    ports = _ports(item)
+    assert ports["tracker"] == _port_of(settings.listen)
+    assert settings.metrics_listen is not None
+    assert ports["metrics"] == _port_of(settings.metrics_listen)
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert item[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert _tracker_service_url() == "https://imgaccel-tracker.imgaccel.svc:6970"
+
+
+def test_service_monitors_scrape_ports_their_services_have() -> None:
+    services = [doc for _path, doc in all_resources() if doc["kind"] == "Service"]
+    monitors = documents(KUBERNETES / "monitoring" / "servicemonitor.yaml")
+    assert {m["metadata"]["name"] for m in monitors} == {
+        "imgaccel-node",
+        "imgaccel-seeder",
+        "imgaccel-tracker",
+    }
+    for monitor in monitors:
+        wanted = monitor["spec"]["selector"]["matchLabels"]
+        chosen = [s for s in services if wanted.items() <= s["metadata"]["labels"].items()]
+        assert len(chosen) == 1, monitor["metadata"]["name"]
+        names = {p["name"] for p in chosen[0]["spec"]["ports"]}
+        assert {e["port"] for e in monitor["spec"]["endpoints"]} <= names
 
 
 def test_node_daemonset_is_shaped_for_gpu_nodes() -> None:
