@@ -86,9 +86,13 @@ class Swarm:
         listen: str = "0.0.0.0:6881",
         stall_seconds: float = 5.0,
         no_peers_grace: float = 2.0,
+        upload_rate_limit: int = 0,
     ) -> None:
         self.identity = identity
         self._settings = session_settings(listen)
+        # Bytes/s this node uploads to peers (0: no limit), so serving the swarm cannot starve
+        # the node's own pulls or its workloads.
+        self._settings["upload_rate_limit"] = upload_rate_limit
         self._stall_seconds = stall_seconds
         self._no_peers_grace = no_peers_grace
         self._session: Any = None
@@ -101,6 +105,7 @@ class Swarm:
     async def __aenter__(self) -> Swarm:
         # The binding takes a plain dict; its stubs only list settings_pack.
         self._session = lt.session(self._settings)  # type: ignore[call-overload]
+        _one_peer_class(self._session)
         self._pump = AlertPump(self._session)
         listening = asyncio.get_running_loop().create_future()
         stop = self._pump.subscribe(None, lambda a: self._on_session_alert(a, listening))
@@ -248,3 +253,13 @@ def _params(metainfo: Metainfo, path: Path, *, seed: bool) -> Any:
         flags |= lt.torrent_flags.seed_mode
     params.flags = flags
     return params
+
+
+def _one_peer_class(session: Any) -> None:
+    """Put every peer in the global peer class. libtorrent exempts LAN peers from rate limits
+    by default, and inside a cluster every peer is on the LAN: the upload limit would be void."""
+    everyone = lt.ip_filter()
+    only_global = 1 << lt.session.global_peer_class_id
+    everyone.add_rule("0.0.0.0", "255.255.255.255", only_global)
+    everyone.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", only_global)
+    session.set_peer_class_filter(everyone)

@@ -128,6 +128,7 @@ class PeerNetwork:
             listen=self.settings.listen,
             stall_seconds=self.settings.stall_seconds,
             no_peers_grace=self.settings.no_peers_seconds,
+            upload_rate_limit=self.settings.upload_rate_limit,
         )
         await self.swarm.__aenter__()
         log.info(

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from imgaccel.p2p.certs import CA_CERT, NODE_CERT, NODE_KEY, KeyPair, issue, make_ca
+from imgaccel.proxy.state import NODE
 from imgaccel.testing.images import Image, build_image, push
 from imgaccel.testing.registry import DistributionRegistry
 from imgaccel.tracker import TrackerSettings, running
@@ -162,7 +163,10 @@ async def test_origin_down_but_peers_hold_the_blob(
 
 
 async def test_tracker_down_means_the_origin(
-    origin: DistributionRegistry, repo: str, big_image: Image, p2p_node: Callable[..., Any],
+    origin: DistributionRegistry,
+    repo: str,
+    big_image: Image,
+    p2p_node: Callable[..., Any],
 ) -> None:
     layer = big_image.layers[0].digest
     node = await p2p_node("t1", tracker_url="https://127.0.0.1:9")  # nothing listens there
@@ -173,7 +177,10 @@ async def test_tracker_down_means_the_origin(
 
 
 async def test_a_host_without_the_cluster_credentials_gets_nothing_from_peers(
-    origin: DistributionRegistry, repo: str, big_image: Image, p2p_node: Callable[..., Any],
+    origin: DistributionRegistry,
+    repo: str,
+    big_image: Image,
+    p2p_node: Callable[..., Any],
 ) -> None:
     layer = big_image.layers[0].digest
     await get_blob(await p2p_node("h1"), origin, repo, layer)
@@ -186,3 +193,62 @@ async def test_a_host_without_the_cluster_credentials_gets_nothing_from_peers(
     assert len(origin.blob_gets(layer)) == 2
     assert await metric(stranger, 'imgaccel_bytes_served_total{source="peer"}') == 0
     assert await metric(stranger, "imgaccel_p2p_download_bytes_total") == 0
+
+
+async def test_a_peer_killed_mid_transfer_does_not_fail_the_pull(
+    origin: DistributionRegistry,
+    repo: str,
+    big_image: Image,
+    p2p_node: Callable[..., Any],
+) -> None:
+    layer = big_image.layers[0].digest
+    # A slow uploader, so that the transfer is still going when it dies.
+    holder = await p2p_node("k1", upload_rate_limit=4_000_000)
+    await get_blob(holder, origin, repo, layer)
+    origin.requests.clear()
+    fetcher = await p2p_node("k2")
+
+    pull = asyncio.create_task(get_blob(fetcher, origin, repo, layer))
+    while await metric(fetcher, "imgaccel_fills_active") == 0 or not fetcher_has_peer_bytes(
+        fetcher
+    ):
+        await asyncio.sleep(0.2)
+    await holder.close()
+    body = await pull
+
+    assert sha256(body) == layer
+    await origin.settle()
+    ranges = [r for r in origin.blob_gets(layer) if r.status == 206]
+    assert ranges, "the rest should come from the origin with a Range request"
+    assert 0 < big_image.layers[0].size - sum(r.written for r in ranges) < big_image.layers[0].size
+    cached = Path(fetcher.settings.cache.dir) / "blobs" / "sha256" / layer.split(":")[1]
+    assert sha256(cached.read_bytes()) == layer
+
+
+def fetcher_has_peer_bytes(node: NodeServer) -> bool:
+    fills = node.app[NODE].fetcher.fills
+    return any(fill.bytes_from.get("peer", 0) > 0 for fill in fills.values())
+
+
+async def test_a_peer_serving_corrupt_data_leaves_no_bad_byte_anywhere(
+    origin: DistributionRegistry,
+    repo: str,
+    big_image: Image,
+    p2p_node: Callable[..., Any],
+) -> None:
+    layer = big_image.layers[0].digest
+    liar = await p2p_node("x1")
+    await get_blob(liar, origin, repo, layer)
+    blob = Path(liar.settings.cache.dir) / "blobs" / "sha256" / layer.split(":")[1]
+    with open(blob, "r+b") as f:  # flip bytes in the middle of every 1 MiB after the first
+        for offset in range(1 << 20, blob.stat().st_size, 1 << 20):
+            f.seek(offset + 100)
+            f.write(b"\xff" * 64)
+    victim = await p2p_node("x2")
+
+    body = await get_blob(victim, origin, repo, layer)
+
+    assert sha256(body) == layer
+    cached = Path(victim.settings.cache.dir) / "blobs" / "sha256" / layer.split(":")[1]
+    assert sha256(cached.read_bytes()) == layer
+    assert list((Path(victim.settings.cache.dir) / "tmp").iterdir()) == []
