@@ -107,7 +107,7 @@ class Fill:
                 self._hashed += len(data)
 
     def _feed(self, data: bytes) -> None:
-        """Hash ``data`` and show it to the observers (in a worker thread: hashlib drops the GIL)."""
+        """Hash ``data`` and show it to the observers (runs in a worker thread)."""
         self._hasher.update(data)
         for observe in self.observers:
             observe(data)

@@ -209,10 +209,7 @@ async def test_a_peer_killed_mid_transfer_does_not_fail_the_pull(
     fetcher = await p2p_node("k2")
 
     pull = asyncio.create_task(get_blob(fetcher, origin, repo, layer))
-    while await metric(fetcher, "imgaccel_fills_active") == 0 or not fetcher_has_peer_bytes(
-        fetcher
-    ):
-        await asyncio.sleep(0.2)
+    await wait_until(lambda: fetcher_has_peer_bytes(fetcher))
     await holder.close()
     body = await pull
 
@@ -223,6 +220,12 @@ async def test_a_peer_killed_mid_transfer_does_not_fail_the_pull(
     assert 0 < big_image.layers[0].size - sum(r.written for r in ranges) < big_image.layers[0].size
     cached = Path(fetcher.settings.cache.dir) / "blobs" / "sha256" / layer.split(":")[1]
     assert sha256(cached.read_bytes()) == layer
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 - polls state owned by another task
+            await asyncio.sleep(0.05)
 
 
 def fetcher_has_peer_bytes(node: NodeServer) -> bool:

@@ -100,7 +100,8 @@ async def test_metrics_count_bytes_by_source_after_pulls(
     assert served['source="origin"'] >= blob_bytes
     assert served['source="cache"'] >= blob_bytes
     assert _samples(text, "imgaccel_cache_bytes")[""] == blob_bytes
-    assert _samples(text, "imgaccel_cache_hits_total")['kind="blob"'] == len(blob_digests(small_image))
+    hits = _samples(text, "imgaccel_cache_hits_total")
+    assert hits['kind="blob"'] == len(blob_digests(small_image))
 
 
 async def _metrics(node: NodeServer) -> str:
