@@ -3,18 +3,19 @@
 The checks, in order: containerd's ``hosts.toml`` for each registry and its ``config_path``
 (when containerd is on the node), dockerd's ``registry-mirrors`` (when it has a ``daemon.json``),
 the node daemon's ``/healthz``, the tracker's ``/healthz`` with the node's certificate and that
-certificate's expiry (when peer-to-peer is on), the cache directory, and the disk under it.
+certificate's expiry (when peer-to-peer is on, by the settings or by the running node), the
+cache directory, and the disk under it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from imgaccel.ops import disk, reach, runtime
 from imgaccel.ops.check import Check, Status, skip
+from imgaccel.ops.status import NodeUnreachable, fetch_status
 
 
 @dataclass(frozen=True)
@@ -34,10 +35,10 @@ class DoctorInputs:
 
 async def run_checks(inputs: DoctorInputs) -> list[Check]:
     """Every check, in the order they are shown."""
-    (node, health), tracker = await asyncio.gather(
-        reach.node_health(inputs.node_url),
-        reach.tracker_health(inputs.tracker_url, inputs.certs_dir),
-    )
+    node, health = await reach.node_health(inputs.node_url)
+    if health is not None and inputs.tracker_url is None:
+        inputs = await _p2p_of_running_node(inputs)
+    tracker = await reach.tracker_health(inputs.tracker_url, inputs.certs_dir)
     certificate = [reach.certificate(inputs.certs_dir)] if inputs.tracker_url else []
     used = health.get("cache_bytes") if health else None
     if not isinstance(used, int):
@@ -50,6 +51,21 @@ async def run_checks(inputs: DoctorInputs) -> list[Check]:
         disk.cache_writable(inputs.cache_dir),
         disk.disk_headroom(inputs.cache_dir, inputs.quota_bytes, used),
     ]
+
+
+async def _p2p_of_running_node(inputs: DoctorInputs) -> DoctorInputs:
+    """The tracker and certificates the running node uses (on Kubernetes they are its flags,
+    which a ``doctor`` in the same pod does not see)."""
+    try:
+        p2p = (await fetch_status(inputs.node_url)).get("p2p")
+    except NodeUnreachable:
+        return inputs
+    if not isinstance(p2p, dict) or not p2p.get("tracker"):
+        return inputs
+    certs = p2p.get("certs_dir")
+    return replace(
+        inputs, tracker_url=str(p2p["tracker"]), certs_dir=Path(certs) if certs else None
+    )
 
 
 def runtime_checks(inputs: DoctorInputs) -> list[Check]:

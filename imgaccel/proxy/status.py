@@ -6,7 +6,8 @@ names no repository and no credential, only digests, sizes, sources and counters
     {"version",
      "cache": {"dir", "bytes", "blobs", "quota_bytes"},
      "served": {"cache": B, "peer": B, "origin": B}, "origin_bytes_saved": B,
-     "p2p": null | {"tracker", "node_id", "peers", "uploaded_bytes", "downloaded_bytes"},
+     "p2p": null | {"tracker", "certs_dir", "node_id", "peers",
+                    "uploaded_bytes", "downloaded_bytes"},
      "recent": [{"digest", "source", "bytes", "seconds", "when"}, ...]}   # newest first
 """
 
@@ -59,6 +60,7 @@ async def _p2p(node: Node) -> dict[str, Any] | None:
     stats = await peers.swarm.stats()
     return {
         "tracker": peers.tracker_url,
+        "certs_dir": str(peers.settings.certs_dir),
         "node_id": peers.node_id,
         "peers": stats.peers,
         "uploaded_bytes": stats.total_uploaded,

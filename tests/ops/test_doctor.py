@@ -23,7 +23,7 @@ from imgaccel.cli import main
 from imgaccel.hostconfig import containerd, docker
 from imgaccel.p2p.certs import KeyPair
 from imgaccel.tracker import Served
-from tests.conftest import NodeServer
+from tests.conftest import NodeServer, needs_registry
 
 from .conftest import write_certs
 
@@ -276,3 +276,20 @@ async def test_a_quota_bigger_than_the_disk_fails(setup: Setup) -> None:
     [failed] = lines_of(result, "FAIL")
     assert "disk headroom" in failed and "the disk fills up before the quota" in failed
     assert "--quota" in result.output
+
+
+@needs_registry
+async def test_without_tracker_settings_it_checks_the_tracker_the_running_node_uses(
+    p2p_node: Callable[..., Any], plain_tracker: str, tmp_path: Path
+) -> None:
+    # On Kubernetes the tracker and certificates are the node's flags, which a doctor in the
+    # same pod does not see: it asks the node.
+    node = await p2p_node("d1")
+    args = ["doctor", "--node", node.url, "--json", "--cache-dir", str(node.settings.cache.dir)]
+    args += ["--hosts-dir", str(tmp_path / "none"), "--containerd-config", str(tmp_path / "none")]
+    result = await asyncio.to_thread(CliRunner().invoke, main, args)
+
+    checks = {c["name"]: c for c in json.loads(result.output)["checks"]}
+    assert checks["tracker"]["status"] == "ok"
+    assert checks["tracker"]["detail"] == f"{plain_tracker} answers"
+    assert checks["node certificate"]["status"] == "ok"
