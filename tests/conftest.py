@@ -21,6 +21,8 @@ from imgaccel.testing.containerd import Containerd
 from imgaccel.testing.images import Image, build_image, push
 from imgaccel.testing.registry import DistributionRegistry
 
+pytest_plugins = ["tests.p2p_fixtures"]
+
 needs_registry = pytest.mark.skipif(
     shutil.which("docker-registry") is None, reason="docker-registry is not installed")
 needs_containerd = pytest.mark.skipif(
