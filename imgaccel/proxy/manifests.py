@@ -36,7 +36,7 @@ async def manifest(request: web.Request) -> web.StreamResponse:
     target = target_of(request, node.settings.default_registry)
     reference = validate_reference(request.match_info["reference"])
     auth = client_auth(request)
-    accept = request.headers.get("Accept") or MANIFEST_ACCEPT
+    accept = client_accept(request.headers.getall("Accept", []))
     extra: dict[str, str] = {}
     if isinstance(reference, Digest):
         found = await _by_digest(node, target, reference, auth, accept)
@@ -67,6 +67,16 @@ async def lookup(
     if isinstance(parsed, Digest):
         return await _by_digest(node, target, parsed, auth, MANIFEST_ACCEPT)
     return (await _by_tag(node, target, parsed, auth, MANIFEST_ACCEPT))[0]
+
+
+def client_accept(values: list[str]) -> str:
+    """What to ask the origin for. A client that accepts anything (``*/*`` or no header) gets
+    every manifest type named: the distribution registry answers a bare ``*/*`` with 404 for an
+    OCI manifest."""
+    accept = ", ".join(v.strip() for v in values if v.strip())
+    if accept.replace(" ", "") in ("", "*/*"):
+        return MANIFEST_ACCEPT
+    return accept
 
 
 async def _by_digest(
