@@ -20,11 +20,11 @@ COMMANDS = {
     "docker-config": "imgaccel.cli.hostconfig:docker_config",
     "certs": "imgaccel.cli.certs:certs",
     "tracker": "imgaccel.cli.tracker:tracker",
-    "doctor": "imgaccel.cli.doctor:doctor",
-    "status": "imgaccel.cli.status:status",
     "prewarm": "imgaccel.cli.prewarm:prewarm",
     "cache": "imgaccel.cli.cache:cache",
     "snapshot": "imgaccel.cli.snapshot:snapshot",
+    "doctor": "imgaccel.cli.doctor:doctor",
+    "status": "imgaccel.cli.status:status",
 }
 
 

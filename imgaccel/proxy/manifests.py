@@ -58,9 +58,7 @@ async def manifest(request: web.Request) -> web.StreamResponse:
     return web.Response(body=found.body, headers=headers)
 
 
-async def lookup(
-    node: Node, target: Target, reference: str, auth: str | None = None
-) -> Manifest:
+async def lookup(node: Node, target: Target, reference: str, auth: str | None = None) -> Manifest:
     """A manifest as a client's GET would get it (cache, else origin), for in-process callers
     such as the prefetch worker."""
     parsed = validate_reference(reference)

@@ -97,7 +97,7 @@ async def test_a_cluster_job_warms_every_node_with_one_origin_fetch_per_blob(
     assert origin.blob_gets() == []
     # The node reports to the tracker after its last blob lands: give the report a moment.
     async with asyncio.timeout(15):
-        while json.loads((await cli("status", job, *common)).stdout)["nodes_done"] != 5:
+        while json.loads((await cli("status", job, *common)).stdout)["nodes_done"] != 5:  # noqa: ASYNC110
             await asyncio.sleep(0.2)
 
 
