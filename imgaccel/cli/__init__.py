@@ -15,6 +15,7 @@ from imgaccel import __version__
 #: command name -> "module:attribute" (each a click command or group).
 COMMANDS = {
     "node": "imgaccel.cli.node:node",
+    "config": "imgaccel.cli.config:config",
     "seeder": "imgaccel.cli.seeder:seeder",
     "containerd-config": "imgaccel.cli.hostconfig:containerd_config",
     "docker-config": "imgaccel.cli.hostconfig:docker_config",

@@ -109,12 +109,23 @@ async def _by_tag(
         except (UpstreamError, UpstreamUnavailable) as exc:
             return _stale(node, target, tag, cached, exc)
     node.metrics.cache_misses.labels("tag").inc()
+    missing_key = (target.registry, target.repo, tag)
+    if node.not_found.get(missing_key, 0.0) > time.monotonic():
+        raise ManifestUnknown("manifest unknown (the origin said so moments ago)")
     try:
         fetched = await _fetch(node, target, tag, auth, accept)
+    except ManifestUnknown:
+        # Negative caching: a missing tag asked for in a loop costs the origin one request.
+        now = time.monotonic()
+        if len(node.not_found) > 10_000:  # hostile tag names must not grow it without bound
+            node.not_found = {k: t for k, t in node.not_found.items() if t > now}
+        node.not_found[missing_key] = now + node.settings.cache.not_found_ttl_seconds
+        raise
     except (UpstreamError, UpstreamUnavailable) as exc:
         if cached is None:
             raise
         return _stale(node, target, tag, cached, exc)
+    node.not_found.pop(missing_key, None)
     node.meta.put_tag(target.registry, target.repo, tag, fetched.digest)
     return fetched, {"X-Imgaccel-Source": "origin"}
 

@@ -29,6 +29,8 @@ class Node:
     metrics: NodeMetrics
     #: Manifest fetches in progress, shared by concurrent askers with the same identity.
     manifest_flights: SingleFlight[Any, Manifest] = field(default_factory=SingleFlight)
+    #: (registry, repository, tag) -> until when the origin's "not found" is believed.
+    not_found: dict[tuple[str, str, str], float] = field(default_factory=dict)
     #: The last blobs served (for ``GET /_imgaccel/status``).
     recent: RecentServes = field(default_factory=RecentServes)
 

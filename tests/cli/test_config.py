@@ -1,0 +1,54 @@
+"""`imgaccel config`: the effective settings and the reference the docs are made from."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from imgaccel.cli import main
+from imgaccel.cli.config import render_reference
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+
+
+def test_the_configuration_docs_match_the_code() -> None:
+    assert DOCS.read_text() == render_reference(), "run: imgaccel config reference > " + str(DOCS)
+
+
+def test_every_setting_is_documented() -> None:
+    text = render_reference()
+    for key in ("cache.quota_bytes", "p2p.tracker_url", "prefetch.pin_seconds", "listen"):
+        assert f"`{key}`" in text
+    assert "|  |" not in text  # no setting without a description
+
+
+def test_show_prints_the_file_and_environment_merged_with_secrets_masked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "imgaccel.toml"
+    config.write_text(
+        '[upstreams."registry.local:5000"]\nurl = "http://10.0.0.5:5000"\n'
+        'username = "puller"\npassword = "hunter2"\n'
+    )
+    monkeypatch.setenv("IMGACCEL_CACHE__QUOTA_BYTES", "1234")
+
+    result = CliRunner().invoke(main, ["config", "show", "--config", str(config)])
+
+    assert result.exit_code == 0, result.output
+    shown = tomllib.loads(result.output)
+    assert shown["cache"]["quota_bytes"] == 1234
+    assert shown["upstreams"]["registry.local:5000"]["url"] == "http://10.0.0.5:5000"
+    assert "hunter2" not in result.output
+
+
+def test_a_misspelled_setting_is_a_clear_error(tmp_path: Path) -> None:
+    config = tmp_path / "imgaccel.toml"
+    config.write_text("[cache]\nquota = 5\n")
+
+    result = CliRunner().invoke(main, ["config", "show", "--config", str(config)])
+
+    assert result.exit_code == 2
+    assert "quota" in result.output and "Traceback" not in result.output
