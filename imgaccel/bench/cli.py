@@ -123,6 +123,12 @@ def main() -> None:
     show_default=True,
     help="Where results.{json,md,png} go.",
 )
+@click.option(
+    "--unpack/--no-unpack",
+    default=True,
+    show_default=True,
+    help="--no-unpack: `ctr pull --no-unpack`, transfer time only.",
+)
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def run_command(
     nodes: str,
@@ -133,6 +139,7 @@ def run_command(
     repeat: int,
     scenarios: str,
     out: Path,
+    unpack: bool,
     quiet: bool,
 ) -> None:
     """Build the test cluster, run the scenarios side by side, write the report."""
@@ -153,6 +160,7 @@ def run_command(
         proxy_mbit or node_mbit,
         repeat,
         names,
+        unpack,
     )
 
     def save(report: Report) -> None:  # after every scenario: an interrupted run keeps its data

@@ -56,7 +56,8 @@ def markdown(report: Report) -> str:
     lines = [
         f"Image S = {report.image_bytes / MB:.1f} MB, origin {p.origin_mbit:g} Mbit/s, "
         f"nodes {p.node_mbit:g} Mbit/s, proxy {p.proxy_mbit:g} Mbit/s, "
-        f"{p.repeat} repeat(s); bound S/B_origin + S/B_node = {bound:.1f} s.",
+        f"{p.repeat} repeat(s), {'unpack included' if p.unpack else 'transfer only (no unpack)'}; "
+        f"bound S/B_origin + S/B_node = {bound:.1f} s.",
         "",
         _HEADER,
         *(_row(r) for r in report.results),

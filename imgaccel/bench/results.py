@@ -37,6 +37,9 @@ class Params:
     proxy_mbit: float = 800.0
     repeat: int = 1
     scenarios: tuple[str, ...] = ()
+    #: False: `ctr images pull --no-unpack`, transfer only (separates imgaccel's share of a pull
+    #: from containerd's unpacking, which is CPU-bound when N nodes share 2 cores).
+    unpack: bool = True
 
 
 @dataclass

@@ -105,13 +105,16 @@ async def pull_all(
     progress: Progress,
     label: str,
     pull_timeout: float,
+    unpack: bool = True,
 ) -> dict[str, float]:
     """All nodes pull ``ref`` at once; seconds from the common start to each node's finish."""
     done: dict[str, float] = {}
     start = time.monotonic()
 
     async def one(node: Node) -> None:
-        await node.containerd.pull(ref, hosts_dir=hosts[node.name], timeout=pull_timeout)
+        await node.containerd.pull(
+            ref, hosts_dir=hosts[node.name], timeout=pull_timeout, unpack=unpack
+        )
         done[node.name] = time.monotonic() - start
         progress.pulls(len(done), len(nodes), label)
 
@@ -142,12 +145,14 @@ async def run_repeat(
         before_warmup = len(cluster.origin.requests)
 
         async def pull(node: Node) -> None:
-            await node.containerd.pull(cluster.ref, hosts_dir=hosts[node.name], timeout=timeout)
+            await node.containerd.pull(
+                cluster.ref, hosts_dir=hosts[node.name], timeout=timeout, unpack=p.unpack
+            )
 
         await scenario.warm_up(stage, pull)
         await settle(cluster)
         first = len(cluster.origin.requests)
-        seconds = await pull_all(nodes, cluster.ref, hosts, progress, label, timeout)
+        seconds = await pull_all(nodes, cluster.ref, hosts, progress, label, timeout, p.unpack)
         await settle(cluster)
         sent = _sent(cluster, first, len(cluster.origin.requests))
         warmup = _sent(cluster, before_warmup, first)

@@ -56,7 +56,7 @@ class Fill:
 
     # -- writer side ----------------------------------------------------------------------------
 
-    async def write_at(self, offset: int, data: bytes, source: str = "origin") -> None:
+    async def write_at(self, offset: int, data: bytes | bytearray, source: str = "origin") -> None:
         """Store ``data`` at ``offset`` (in a thread) and wake readers if the prefix grew."""
         if self.error is not None:
             raise FillFailed(str(self.error))
@@ -101,7 +101,7 @@ class Fill:
         """Hash what has landed so far, so that :meth:`verify` has little left to do at the end."""
         async with self._hash_lock:
             while self._hashed < self.contiguous:
-                n = min(8 * CHUNK, self.contiguous - self._hashed)
+                n = min(CHUNK, self.contiguous - self._hashed)
                 data = await asyncio.to_thread(os.pread, self.fd, n, self._hashed)
                 await asyncio.to_thread(self._feed, data)
                 self._hashed += len(data)

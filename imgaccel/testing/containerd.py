@@ -98,8 +98,9 @@ class Containerd:
         check: bool = True,
         timeout: float = 600.0,
     ) -> subprocess.CompletedProcess[bytes]:
-        """``ctr images pull`` (the transfer runs in the ctr process, as with crictl/kubelet)."""
-        args = ["images", "pull"]
+        """``ctr images pull`` (the transfer runs in the ctr process, as with crictl/kubelet);
+        with ``unpack=False``, ``ctr content fetch``: the same transfer, no unpacking."""
+        args = ["images", "pull"] if unpack else ["content", "fetch"]
         if hosts_dir is not None:
             args += ["--hosts-dir", str(hosts_dir)]
         if user:

@@ -57,15 +57,15 @@ async def copy_body(response: aiohttp.ClientResponse, fill: Fill, offset: int, e
                 break
             buffer += data
             if len(buffer) >= CHUNK:
-                await fill.write_at(offset, bytes(buffer))
+                await fill.write_at(offset, buffer)  # awaited before the buffer changes
                 offset += len(buffer)
                 buffer.clear()
     except (aiohttp.ClientError, TimeoutError):
         if buffer:
-            await fill.write_at(offset, bytes(buffer))
+            await fill.write_at(offset, buffer)  # awaited before the buffer changes
         raise
     if buffer:
-        await fill.write_at(offset, bytes(buffer))
+        await fill.write_at(offset, buffer)  # awaited before the buffer changes
         offset += len(buffer)
     return offset
 
