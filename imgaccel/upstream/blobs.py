@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from dataclasses import dataclass
 
 import aiohttp
@@ -39,15 +40,20 @@ class BlobLocation:
 def split(start: int, end: int, parts: int) -> list[tuple[int, int]]:
     """``[start, end)`` in ``parts`` nearly equal ranges (CHUNK-aligned where possible)."""
     length = end - start
-    step = max(CHUNK, -(-length // parts) // CHUNK * CHUNK)
+    per_part = math.ceil(length / parts)
+    step = max(CHUNK, math.ceil(per_part / CHUNK) * CHUNK)
     return [(offset, min(offset + step, end)) for offset in range(start, end, step)]
 
 
-async def copy_body(response: aiohttp.ClientResponse, fill: Fill, offset: int, end: int) -> int:
+async def copy_body(
+    response: aiohttp.ClientResponse, fill: Fill, offset: int, end: int, *, head: bool = False
+) -> int:
     """Write the body into ``fill`` from ``offset`` until ``end``; return where it stopped.
 
     When the connection breaks, the bytes that did arrive are written before the error is
-    raised, so the caller can resume after them (see :func:`landed_until`).
+    raised, so the caller can resume after them (see :func:`landed_until`). The ``head`` of a
+    widened fetch stops (returning ``end``) once it runs into bytes another range already
+    landed: from there on the other ranges own the rest.
     """
     buffer = bytearray()
     try:
@@ -60,6 +66,8 @@ async def copy_body(response: aiohttp.ClientResponse, fill: Fill, offset: int, e
                 await fill.write_at(offset, buffer)  # awaited before the buffer changes
                 offset += len(buffer)
                 buffer.clear()
+                if head and fill.contiguous > offset:
+                    return end
     except (aiohttp.ClientError, TimeoutError):
         if buffer:
             await fill.write_at(offset, buffer)  # awaited before the buffer changes
@@ -94,7 +102,13 @@ class OriginFetch:
         self.settings = settings
 
     async def run(self, first: aiohttp.ClientResponse | None, ranges_ok: bool) -> None:
-        """Fetch every missing byte. ``first`` is a 200 response positioned at byte 0."""
+        """Fetch every missing byte. ``first`` is a 200 response positioned at byte 0.
+
+        A big blob streams on one connection first, so clients get its bytes in order at full
+        speed; only if it is not done after ``parallel_after_seconds`` (a slow link, a far
+        origin) do parallel range requests take the rest, while the first connection goes on
+        until it reaches bytes they landed.
+        """
         gaps = self.fill.missing()
         size = self.fill.size
         parallel = (
@@ -103,22 +117,39 @@ class OriginFetch:
             and size >= self.settings.parallel_threshold_bytes
             and gaps == [(0, size)]
         )
-        parts = split(0, size, self.settings.parallel_ranges) if parallel else gaps
         async with asyncio.TaskGroup() as group:
-            for number, (start, end) in enumerate(parts):
+            if parallel:
+                head = group.create_task(self.part(0, size, first, head=True), name="fetch-head")
+                group.create_task(self._widen(head), name="fetch-widen")
+                return
+            for number, (start, end) in enumerate(gaps):
                 opened = first if number == 0 and start == 0 else None
                 group.create_task(self.part(start, end, opened), name=f"fetch-{start}")
 
-    async def part(self, start: int, end: int, opened: aiohttp.ClientResponse | None) -> None:
+    async def _widen(self, head: asyncio.Task[None]) -> None:
+        """After a while, fetch the rest of the blob with parallel range requests."""
+        await asyncio.wait([head], timeout=self.settings.parallel_after_seconds)
+        start = self.fill.contiguous
+        if head.done() or self.fill.size - start < self.settings.parallel_threshold_bytes // 2:
+            return
+        segments = split(start, self.fill.size, self.settings.parallel_ranges)
+        log.info("blob %s: adding %d range requests", self.location.digest, len(segments) - 1)
+        async with asyncio.TaskGroup() as group:
+            for seg_start, seg_end in segments[1:]:
+                group.create_task(self.part(seg_start, seg_end, None), name=f"fetch-{seg_start}")
+
+    async def part(
+        self, start: int, end: int, opened: aiohttp.ClientResponse | None, *, head: bool = False
+    ) -> None:
         offset, failures, delay = start, 0, self.settings.backoff_seconds
         while offset < end:
             try:
                 if opened is not None:
                     response, opened = opened, None
-                    offset = await copy_body(response, self.fill, offset, end)
+                    offset = await copy_body(response, self.fill, offset, end, head=head)
                     response.release()
                 else:
-                    reached = await self._range(offset, end)
+                    reached = await self._range(offset, end, head=head)
                     if reached == offset:
                         raise UpstreamError(f"the origin sent no bytes from byte {offset}")
                     offset = reached
@@ -140,7 +171,7 @@ class OriginFetch:
             await asyncio.sleep(delay)
             delay *= 2
 
-    async def _range(self, offset: int, end: int) -> int:
+    async def _range(self, offset: int, end: int, *, head: bool = False) -> int:
         headers = {"Range": f"bytes={offset}-{end - 1}"}
         async with self.client.open(
             "GET",
@@ -153,4 +184,4 @@ class OriginFetch:
         ) as answer:
             if answer.status != 206:
                 raise UpstreamStatus(answer.status, "range request not honoured")
-            return await copy_body(answer.response, self.fill, offset, end)
+            return await copy_body(answer.response, self.fill, offset, end, head=head)

@@ -44,6 +44,12 @@ class UpstreamClientSettings(BaseModel):
     parallel_ranges: int = Field(
         default=4, ge=1, le=32, description="Parallel range requests for one big blob."
     )
+    parallel_after_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="A big blob streams on one connection first; if it is not done after this "
+        "long, parallel range requests fetch the rest.",
+    )
     parallel_threshold_bytes: int = Field(
         default=64 * 1024 * 1024,
         ge=1,

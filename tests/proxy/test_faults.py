@@ -325,19 +325,43 @@ async def test_a_redirect_to_another_host_never_carries_the_credentials(
 # -- (e) parallel ranges ------------------------------------------------------------------------
 
 
-async def test_a_big_blob_is_fetched_in_parallel_ranges(rig_factory: Start) -> None:
+async def test_a_slow_big_blob_is_widened_into_parallel_ranges(rig_factory: Start) -> None:
     rig = await rig_factory(
-        upstream_client={"parallel_threshold_bytes": 1024 * 1024, "parallel_ranges": 4}
+        upstream_client={
+            "parallel_threshold_bytes": 1024 * 1024,
+            "parallel_ranges": 4,
+            "parallel_after_seconds": 0.1,
+        }
     )
     data = random_bytes(8 * 1024 * 1024, seed=4)
+    digest = rig.fake.add(data)
+    rig.fake.gate_at[digest] = 2 * 1024 * 1024  # the first connection stalls at 2 MiB
+
+    pull = asyncio.create_task(rig.get(digest))
+    async with asyncio.timeout(10):
+        while len([s for s in rig.fake.blob_gets(digest) if s.range]) < 3:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    rig.fake.gate.set()  # the first connection goes on until it meets what the ranges landed
+    status, _, body = await pull
+
+    assert status == 200 and body == data
+    ranges = [s.range for s in rig.fake.blob_gets(digest) if s.range]
+    starts = sorted(int(r.removeprefix("bytes=").split("-")[0]) for r in ranges)
+    assert len(ranges) == 3 and starts[0] > 2 * 1024 * 1024, ranges
+    assert rig.cached(digest).read_bytes() == data
+
+
+async def test_a_fast_big_blob_streams_on_one_connection(rig_factory: Start) -> None:
+    rig = await rig_factory(
+        upstream_client={"parallel_threshold_bytes": 1024 * 1024, "parallel_after_seconds": 30}
+    )
+    data = random_bytes(8 * 1024 * 1024, seed=6)
     digest = rig.fake.add(data)
 
     status, _, body = await rig.get(digest)
 
     assert status == 200 and body == data
-    ranges = [s.range for s in rig.fake.blob_gets(digest) if s.range]
-    assert len(ranges) >= 3, ranges
-    assert rig.cached(digest).read_bytes() == data
+    assert [s.range for s in rig.fake.blob_gets(digest)] == [None]
 
 
 # -- (f) ranges on blobs in flight and cached ---------------------------------------------------
