@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 
-Observer = Callable[[bytes], None]
+#: Sees every byte of the blob once, in order, during the hashing pass (attach it before the
+#: first write; the view is only valid during the call).
+Observer = Callable[[memoryview], None]
 
 
 class FillFailed(ImgaccelError):
@@ -62,7 +64,14 @@ class Fill:
             raise FillFailed(str(self.error))
         if offset < 0 or offset + len(data) > self.size:
             raise FillFailed(f"write beyond the blob's {self.size} bytes")
-        await asyncio.to_thread(os.pwrite, self.fd, data, offset)
+        async with self._hash_lock:
+            if offset == self._hashed:
+                # The usual case, bytes in order: hash them on the way to disk, in one hop,
+                # instead of reading them back.
+                await asyncio.to_thread(self._write_and_feed, data, offset)
+                self._hashed += len(data)
+            else:
+                await asyncio.to_thread(os.pwrite, self.fd, data, offset)
         self.bytes_from[source] = self.bytes_from.get(source, 0) + len(data)
         self._land(offset, offset + len(data))
         async with self._changed:
@@ -106,11 +115,16 @@ class Fill:
                 await asyncio.to_thread(self._feed, data)
                 self._hashed += len(data)
 
-    def _feed(self, data: bytes) -> None:
+    def _write_and_feed(self, data: bytes | bytearray, offset: int) -> None:
+        os.pwrite(self.fd, data, offset)
+        self._feed(data)
+
+    def _feed(self, data: bytes | bytearray) -> None:
         """Hash ``data`` and show it to the observers (runs in a worker thread)."""
         self._hasher.update(data)
+        view = memoryview(data)
         for observe in self.observers:
-            observe(data)
+            observe(view)
 
     @property
     def source(self) -> str:

@@ -74,6 +74,8 @@ async def test_a_range_read_before_the_last_byte_needs_no_verification(tmp_path:
 
 async def test_out_of_order_extents_join_the_contiguous_prefix(tmp_path: Path) -> None:
     fill = new_fill(tmp_path)
+    seen: list[bytes] = []
+    fill.observers.append(lambda view: seen.append(bytes(view)))  # before the first write
     await fill.write_at(2000, DATA[2000:])
     await fill.write_at(500, DATA[500:1000])
     assert fill.contiguous == 0
@@ -86,8 +88,6 @@ async def test_out_of_order_extents_join_the_contiguous_prefix(tmp_path: Path) -
     await fill.write_at(1000, DATA[1000:2000])
     assert fill.contiguous == len(DATA)
     assert fill.missing() == []
-    seen: list[bytes] = []
-    fill.observers.append(seen.append)
     reader = fill.read()
     assert await read_exactly(reader, len(DATA) - 1) == DATA[:-1]
     await fill.verify()
