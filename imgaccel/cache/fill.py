@@ -164,6 +164,21 @@ class Fill:
 
     async def read(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """Yield bytes ``[start, end)`` as they land; the blob's last byte only once verified."""
+        async for offset, limit in self.windows(start, end):
+            while offset < limit:
+                n = min(CHUNK, limit - offset)
+                data = await asyncio.to_thread(os.pread, self.fd, n, offset)
+                if not data:
+                    raise FillFailed("blob file shrank while being read")
+                offset += len(data)
+                yield data
+
+    async def windows(
+        self, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[tuple[int, int]]:
+        """Yield ranges ``[a, b)`` of ``[start, end)`` that may be sent, in order, as they land
+        (the blob's last byte only once verified). The file (:attr:`fd`) stays open while the
+        iteration runs, so a caller can ``sendfile`` each range from it."""
         end = self.size if end is None else end
         if self.closed:
             raise FillFailed("the fill is over and its file closed; read the blob from the store")
@@ -172,13 +187,8 @@ class Fill:
             offset = start
             while offset < end:
                 limit = await self._readable(offset, end)
-                while offset < limit:
-                    n = min(CHUNK, limit - offset)
-                    data = await asyncio.to_thread(os.pread, self.fd, n, offset)
-                    if not data:
-                        raise FillFailed("blob file shrank while being read")
-                    offset += len(data)
-                    yield data
+                yield offset, limit
+                offset = limit
         finally:
             self._drop_user()
 

@@ -50,31 +50,54 @@ async def copy_body(
 ) -> int:
     """Write the body into ``fill`` from ``offset`` until ``end``; return where it stopped.
 
-    When the connection breaks, the bytes that did arrive are written before the error is
-    raised, so the caller can resume after them (see :func:`landed_until`). The ``head`` of a
-    widened fetch stops (returning ``end``) once it runs into bytes another range already
-    landed: from there on the other ranges own the rest.
+    One write is kept in flight while the next MiB is read from the socket, so the network,
+    the disk and the hash overlap. When the connection breaks, the bytes that did arrive are
+    written before the error is raised, so the caller can resume after them (see
+    :func:`landed_until`). The ``head`` of a widened fetch stops (returning ``end``) once it
+    runs into bytes another range already landed: from there on the other ranges own the rest.
     """
-    buffer = bytearray()
+    pieces: list[bytes] = []  # read but not yet written; joined only when there are several
+    held = 0
+    writing: asyncio.Task[None] | None = None
+
+    def take() -> bytes:
+        nonlocal held
+        chunk = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        pieces.clear()
+        held = 0
+        return chunk
+
     try:
-        while offset + len(buffer) < end:
-            data = await response.content.read(min(CHUNK, end - offset - len(buffer)))
+        while offset + held < end:
+            data = await response.content.read(min(CHUNK, end - offset - held))
             if not data:
                 break
-            buffer += data
-            if len(buffer) >= CHUNK:
-                await fill.write_at(offset, buffer)  # awaited before the buffer changes
-                offset += len(buffer)
-                buffer.clear()
-                if head and fill.contiguous > offset:
-                    return end
+            pieces.append(data)
+            held += len(data)
+            if held >= CHUNK:
+                if writing is not None:
+                    await writing
+                    if head and fill.contiguous > offset:
+                        return end
+                chunk = take()
+                writing = asyncio.create_task(fill.write_at(offset, chunk))
+                offset += len(chunk)
     except (aiohttp.ClientError, TimeoutError):
-        if buffer:
-            await fill.write_at(offset, buffer)  # awaited before the buffer changes
+        if writing is not None:
+            await writing
+        if pieces:
+            await fill.write_at(offset, take())
         raise
-    if buffer:
-        await fill.write_at(offset, buffer)  # awaited before the buffer changes
-        offset += len(buffer)
+    except BaseException:
+        if writing is not None:
+            writing.cancel()
+        raise
+    if writing is not None:
+        await writing
+    if pieces:
+        chunk = take()
+        await fill.write_at(offset, chunk)
+        offset += len(chunk)
     return offset
 
 
@@ -128,10 +151,14 @@ class OriginFetch:
 
     async def _widen(self, head: asyncio.Task[None]) -> None:
         """After a while, fetch the rest of the blob with parallel range requests."""
-        await asyncio.wait([head], timeout=self.settings.parallel_after_seconds)
+        waited = self.settings.parallel_after_seconds
+        await asyncio.wait([head], timeout=waited)
         start = self.fill.contiguous
         if head.done() or self.fill.size - start < self.settings.parallel_threshold_bytes // 2:
             return
+        rate = start / waited if waited else 0.0
+        if rate >= self.settings.parallel_below_bytes_per_second:
+            return  # one connection is fast: more would only compete for the same link and CPU
         segments = split(start, self.fill.size, self.settings.parallel_ranges)
         log.info("blob %s: adding %d range requests", self.location.digest, len(segments) - 1)
         async with asyncio.TaskGroup() as group:

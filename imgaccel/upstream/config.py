@@ -50,6 +50,12 @@ class UpstreamClientSettings(BaseModel):
         description="A big blob streams on one connection first; if it is not done after this "
         "long, parallel range requests fetch the rest.",
     )
+    parallel_below_bytes_per_second: int = Field(
+        default=100_000_000,
+        ge=0,
+        description="Widen to parallel ranges only if the first connection was slower than "
+        "this (a far origin, a per-connection limit).",
+    )
     parallel_threshold_bytes: int = Field(
         default=64 * 1024 * 1024,
         ge=1,
