@@ -2,14 +2,14 @@
 
 Nouns:
   ``certs``     the cluster CA and node certificates that authenticate peers and the tracker API
-  ``bencode``   strict bencoding
   ``metainfo``  a blob's v1 SSL torrent, hashed in the same pass as the blob's digest
   ``alerts``    libtorrent alerts delivered on the asyncio loop (``set_alert_fd`` + ``add_reader``)
   ``download``  one torrent read as an in-order stream of verified bytes
   ``swarm``     the node's session: seed, download, remove, add peers, stats
   ``errors``    ``P2PError`` and its subclasses
 
-Imports point down this list's reverse: swarm -> download, alerts, metainfo -> bencode, errors.
+Imports point down this list's reverse: swarm -> download, alerts, metainfo -> errors (and the
+core codec ``imgaccel.bencode``).
 Core package: imports nothing from the CLI or the web services.
 """
 

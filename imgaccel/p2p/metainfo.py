@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import libtorrent as lt
 
-from imgaccel.p2p import bencode
+from imgaccel import bencode
 from imgaccel.p2p.errors import MetainfoInvalid
 
 KIB, MIB = 1024, 1024 * 1024
@@ -99,7 +99,10 @@ class Metainfo:
     @classmethod
     def from_bytes(cls, data: bytes) -> Metainfo:
         """Parse a .torrent (``MetainfoInvalid`` if it is not a v1 single-file torrent)."""
-        torrent = bencode.decode(data)
+        try:
+            torrent = bencode.decode(data)
+        except bencode.BencodeError as exc:
+            raise MetainfoInvalid(f"malformed bencoding: {exc}") from exc
         if not isinstance(torrent, dict) or not isinstance(torrent.get(b"info"), dict):
             raise MetainfoInvalid("not a .torrent: no info dict")
         info = torrent[b"info"]

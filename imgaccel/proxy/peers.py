@@ -25,12 +25,12 @@ from types import TracebackType
 
 import aiohttp
 
+from imgaccel import bencode
 from imgaccel.cache.fill import Fill
 from imgaccel.cache.meta import MetaStore
 from imgaccel.cache.store import BlobStore
 from imgaccel.errors import ConfigError
 from imgaccel.oci.digest import Digest
-from imgaccel.p2p import bencode
 from imgaccel.p2p.certs import NodeIdentity
 from imgaccel.p2p.errors import MetainfoInvalid
 from imgaccel.p2p.metainfo import Metainfo, PieceHasher

@@ -1,6 +1,6 @@
 """``imgaccel tracker``: the cluster's BitTorrent tracker, metainfo registry and fetch election.
 
-Nouns: ``config`` (its settings section), ``bencode`` (the wire codec), ``swarm`` (peers per
+Nouns: ``config`` (its settings section), ``swarm`` (peers per
 info-hash, pure), ``store`` (SQLite state), ``notify`` (long-poll wake-ups), ``state`` (what the
 handlers share), ``announce`` (``/announce``, ``/scrape``), ``metainfo`` (``/v1/metainfo``,
 ``/v1/holdings``), ``claims`` (``/v1/claims``), ``seeders`` (``/v1/seeders``), ``metrics``
@@ -9,7 +9,7 @@ and the HTTP API reference), ``server`` (``running``: the app on a socket), ``cl
 typed client nodes and seeders use).
 
 A service package: it imports core (``imgaccel.oci``, ``imgaccel.errors``) and never the CLI;
-``bencode``, ``swarm`` and ``store`` import nothing from the web layer; ``client`` imports nothing
+``swarm`` and ``store`` import nothing from the web layer; ``client`` imports nothing
 of the server side, so a node can use it without the tracker.
 """
 

@@ -16,7 +16,7 @@ from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
-from imgaccel.tracker import bencode
+from imgaccel import bencode
 from imgaccel.tracker.state import STATE, TrackerState
 from imgaccel.tracker.swarm import IPAddress, Peer, compact, normalize_ip
 

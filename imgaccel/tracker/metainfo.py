@@ -13,8 +13,8 @@ import ssl
 
 from aiohttp import web
 
+from imgaccel import bencode
 from imgaccel.oci.digest import Digest
-from imgaccel.tracker import bencode
 from imgaccel.tracker.api import ApiError, digest_param, json_body, node_field, wait_param
 from imgaccel.tracker.state import STATE, TrackerState
 from imgaccel.tracker.store import Published

@@ -10,7 +10,7 @@ from pathlib import Path
 import libtorrent as lt
 import pytest
 
-from imgaccel.p2p import bencode
+from imgaccel import bencode
 from imgaccel.p2p.certs import make_ca
 from imgaccel.p2p.errors import MetainfoInvalid
 from imgaccel.p2p.metainfo import MIB, Metainfo, PieceHasher, piece_length_for

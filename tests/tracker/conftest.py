@@ -15,7 +15,8 @@ import pytest
 import yarl
 from aiohttp import web
 
-from imgaccel.tracker import TrackerSettings, bencode, running, sweep
+from imgaccel import bencode
+from imgaccel.tracker import TrackerSettings, running, sweep
 from imgaccel.tracker.state import STATE, TrackerState
 
 

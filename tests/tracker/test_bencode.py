@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from imgaccel.tracker import bencode
+from imgaccel import bencode
 
 
 def test_round_trip_keeps_raw_bytes_and_sorts_keys() -> None:

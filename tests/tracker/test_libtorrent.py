@@ -17,8 +17,9 @@ from typing import Any
 import libtorrent as lt
 import pytest
 
+from imgaccel import bencode
 from imgaccel.p2p.certs import KeyPair, issue, make_ca
-from imgaccel.tracker import TrackerSettings, bencode, running
+from imgaccel.tracker import TrackerSettings, running
 from imgaccel.tracker.state import STATE
 
 PIECE = 16384

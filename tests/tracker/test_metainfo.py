@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
-from imgaccel.tracker import bencode
+from imgaccel import bencode
 
 from .conftest import TrackerClient, digest_of, torrent_for, until
 

@@ -1,4 +1,5 @@
-"""Bencoding (BEP 3): the wire format of tracker replies and .torrent files.
+"""Bencoding (BEP 3): the wire format of tracker replies and .torrent files (one codec for the
+tracker, the swarm and the node; a core module that imports nothing).
 
 A small strict pure-Python codec rather than ``libtorrent.bencode``/``bdecode``: the tracker then
 does not load the libtorrent extension at all, errors are typed (``lt.bdecode`` returns ``None``
