@@ -16,9 +16,8 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
-from imgaccel.testing.procs import netns_prefix, run, terminate
+from imgaccel.testing.procs import Service, netns_prefix, run, terminate
 
 _READY_RE = re.compile(r"listening on (https?://\S+)")
 
@@ -40,7 +39,7 @@ def command_help(command: str) -> str | None:
 
 
 @dataclass
-class Daemon:
+class Daemon(Service):
     """``imgaccel ARGS`` in ``netns``; ready once it logs ``listening on http://...``.
 
     Its output goes to ``log``; :meth:`stop` ends it by its PID.
@@ -111,12 +110,3 @@ class Daemon:
             with contextlib.suppress(asyncio.CancelledError, EOFError):
                 await self._drain
             self._drain = None
-
-    async def __aenter__(self) -> Daemon:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()

@@ -9,6 +9,8 @@ import signal
 import socket
 import subprocess
 from collections.abc import Sequence
+from types import TracebackType
+from typing import Self
 
 
 async def run(
@@ -68,3 +70,22 @@ def netns_prefix(netns: str | None) -> Sequence[str]:
 
 def is_root() -> bool:
     return os.geteuid() == 0
+
+
+class Service:
+    """Something started and stopped by ``start()``/``stop()``, used as ``async with``."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()

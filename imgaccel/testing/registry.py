@@ -12,10 +12,9 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from imgaccel.testing.procs import netns_prefix, terminate
+from imgaccel.testing.procs import Service, netns_prefix, terminate
 
 _FIELD_RE = re.compile(r'([\w.]+)=("(?:[^"\\]|\\.)*"|\S+)')
 _LISTEN_RE = re.compile(r"listening on (\S+)")
@@ -42,7 +41,7 @@ def registry_binary() -> str:
 
 
 @dataclass
-class DistributionRegistry:
+class DistributionRegistry(Service):
     """Run the distribution registry with its data under ``root``.
 
     ``auth`` is the registry's ``auth:`` section (e.g. ``{"token": {...}}``); ``proxy_remote`` makes
@@ -139,15 +138,6 @@ class DistributionRegistry:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
             self._reader = None
-
-    async def __aenter__(self) -> DistributionRegistry:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def settle(self, quiet: float = 0.3, timeout: float = 10.0) -> None:
         """Wait until the request log has been quiet for ``quiet`` seconds: the registry logs a

@@ -22,7 +22,6 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
@@ -31,6 +30,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
+
+from imgaccel.testing.procs import Service
 
 SERVICE = "imgaccel-test"
 ISSUER = "imgaccel-test-issuer"
@@ -100,7 +101,7 @@ class SigningKey:
 
 
 @dataclass
-class TokenServer:
+class TokenServer(Service):
     """The token server on loopback, port 0 (use as an async context manager).
 
     ``users`` maps account -> password; ``grants`` maps account -> repository pattern -> actions;
@@ -165,15 +166,6 @@ class TokenServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def __aenter__(self) -> TokenServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     # -- the endpoint ---------------------------------------------------------------------------
 
