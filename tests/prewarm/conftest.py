@@ -1,4 +1,5 @@
-"""Fixtures for cluster prewarm: a cluster CA, an mTLS tracker, P2P nodes with prefetch."""
+"""Fixtures for cluster prewarm: an mTLS tracker that tests can restart, P2P nodes with prefetch
+(the cluster CA and certificates come from the ``tests.p2p_fixtures`` plugin)."""
 
 from __future__ import annotations
 
@@ -8,21 +9,11 @@ from typing import Any
 
 import pytest
 
-from imgaccel.p2p.certs import CA_CERT, NODE_CERT, NODE_KEY, KeyPair, issue, make_ca
+from imgaccel.p2p.certs import CA_CERT, NODE_CERT, NODE_KEY, KeyPair
 from imgaccel.testing.registry import DistributionRegistry
 from imgaccel.tracker import TrackerSettings, running
 from tests.conftest import NodeServer
-
-
-@pytest.fixture(scope="session")
-def cluster_ca() -> KeyPair:
-    return make_ca("prewarm-test")
-
-
-def certs_dir(root: Path, ca: KeyPair) -> Path:
-    ca.write(root, CA_CERT, "ca.key")
-    issue(ca, "*").write(root, NODE_CERT, NODE_KEY)
-    return root
+from tests.p2p_fixtures import certs_dir  # cluster_ca comes from the same plugin
 
 
 @pytest.fixture
