@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import os
 import tomllib
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from imgaccel.cache.config import CacheSettings
@@ -140,6 +148,11 @@ class Settings(BaseSettings):
     default_registry: str = Field(
         default="docker.io",
         description="The registry for requests without containerd's ?ns= (dockerd's mirrors).",
+    )
+    admin_networks: list[IPvAnyNetwork] = Field(
+        default_factory=lambda: [ip_network("127.0.0.0/8"), ip_network("::1/128")],
+        description="Client networks allowed to change the cache through /_imgaccel/ (pin, "
+        "unpin, gc). Default: loopback only, even when the mirror listens on all interfaces.",
     )
     upstreams: dict[str, UpstreamSettings] = Field(
         default_factory=_default_upstreams,

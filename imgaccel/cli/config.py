@@ -89,7 +89,7 @@ def _default(field: FieldInfo) -> str:
         value = field.default
     if value is None:
         return "unset"
-    text = str(value)
+    text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
     if "imgaccel" in text and text.startswith("/"):
         return "`/var/lib/imgaccel` (root) or `~/.cache/imgaccel`"
     return f"`{text}`" if text else '`""`'

@@ -15,18 +15,20 @@ POST   /_imgaccel/gc                ``{target_bytes?}`` (default: the quota) -> 
 The routes are fixed paths beside ``/v2/`` (no registry name can reach them: names are
 validated) and every digest is parsed as a :class:`Digest` before it names a file. They go
 through the same error middleware as the registry API: bad input is a 4xx, never a traceback.
-The mirror listens on loopback by default; a node exposed to the network exposes these too.
+Changes (pins, gc) are accepted only from ``admin_networks`` (loopback by default), so a node
+whose mirror listens on the network does not let the network edit its cache.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from typing import Any
 
 from aiohttp import web
 
 from imgaccel.cache import pins
-from imgaccel.errors import RegistryError
+from imgaccel.errors import Denied, RegistryError
 from imgaccel.oci.digest import Digest
 from imgaccel.proxy.state import NODE
 
@@ -59,7 +61,22 @@ async def cache_listing(request: web.Request) -> web.Response:
     )
 
 
+def _require_admin(request: web.Request) -> None:
+    """Changes to the cache only from ``admin_networks`` (loopback by default)."""
+    try:
+        client = ipaddress.ip_address((request.remote or "").split("%")[0])
+    except ValueError:
+        client = None
+    networks = request.app[NODE].settings.admin_networks
+    if client is None or not any(client in network for network in networks):
+        raise Denied(
+            f"changing the cache is allowed only from {', '.join(map(str, networks))}",
+            detail={"client": request.remote},
+        )
+
+
 async def pin_blobs(request: web.Request) -> web.Response:
+    _require_admin(request)
     node = request.app[NODE]
     body = await _body(request)
     digests = body.get("digests")
@@ -76,12 +93,14 @@ async def pin_blobs(request: web.Request) -> web.Response:
 
 
 async def unpin_blob(request: web.Request) -> web.Response:
+    _require_admin(request)
     node = request.app[NODE]
     pins.unpin(node.store, node.meta, Digest.parse(request.match_info["digest"]))
     return web.Response(status=204)
 
 
 async def collect_garbage(request: web.Request) -> web.Response:
+    _require_admin(request)
     node = request.app[NODE]
     body = await _body(request) if request.can_read_body else {}
     target = body.get("target_bytes", node.store.quota_bytes)
