@@ -92,9 +92,6 @@ class UpstreamClient:
             sock_read=settings.read_timeout_seconds,
         )
 
-    def base_url(self, registry: str) -> str:
-        return self._upstream_for(registry).url
-
     async def challenge(self, registry: str) -> str | None:
         """The origin's ``WWW-Authenticate`` to an anonymous ``GET /v2/``; None if it sent none
         (an open registry) or could not be reached (the mirror must still answer from cache)."""
