@@ -62,6 +62,13 @@ class P2PSettings(BaseModel):
     no_peers_seconds: float = Field(
         default=3.0, gt=0, description="No peer connected this long: continue from the origin."
     )
+    min_blob_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="Blobs smaller than this come from the origin even when peers have them: "
+        "a swarm's set-up (torrent, announce, TLS) can take longer than a small blob from a "
+        "near origin. 0: every blob may come from peers, so each crosses the origin once.",
+    )
     upload_rate_limit: int = Field(
         default=0, ge=0, description="Most bytes/s this node uploads to peers; 0: no limit."
     )

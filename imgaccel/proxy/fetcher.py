@@ -111,7 +111,11 @@ class BlobFetcher:
     async def _fetch(self, location: BlobLocation, ready: asyncio.Future[Fill]) -> None:
         """Peers when the cluster has the blob; else the origin (for the cluster, if elected)."""
         plan = await self.peers.plan(location) if self.peers is not None else Plan()
-        if plan.metainfo is not None:
+        if plan.metainfo is not None and plan.metainfo.length < self._p2p_min_bytes:
+            # A swarm costs a torrent, an announce and TLS handshakes: for a config blob or a
+            # tiny layer the origin answers sooner, for a negligible share of its egress.
+            await self._from_origin(location, ready)
+        elif plan.metainfo is not None:
             await self._from_peers(location, plan, plan.metainfo, ready)
         elif plan.elected and self.peers is not None:
             async with self.peers.holding(location.digest):
@@ -216,6 +220,10 @@ class BlobFetcher:
         await self.guard.check(
             location.registry, location.repo, location.digest, location.client_auth, "blobs"
         )
+
+    @property
+    def _p2p_min_bytes(self) -> int:
+        return self.peers.settings.min_blob_bytes if self.peers is not None else 0
 
     def _public_in(self, location: BlobLocation) -> frozenset[str]:
         if self.guard.is_public(location.registry, location.repo):

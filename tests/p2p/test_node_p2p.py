@@ -165,3 +165,17 @@ async def test_a_peer_serving_corrupt_data_leaves_no_bad_byte_anywhere(
     cached = Path(victim.settings.cache.dir) / "blobs" / "sha256" / layer.split(":")[1]
     assert sha256(cached.read_bytes()) == layer
     assert list((Path(victim.settings.cache.dir) / "tmp").iterdir()) == []
+
+
+async def test_blobs_below_min_blob_bytes_come_from_the_origin_even_when_peers_have_them(
+    origin: DistributionRegistry, repo: str, big_image: Image, p2p_node: Callable[..., Any]
+) -> None:
+    small = big_image.layers[1].digest  # 10 kB
+    await get_blob(await p2p_node("m1"), origin, repo, small)
+    node = await p2p_node("m2", min_blob_bytes=64 * 1024)
+
+    assert sha256(await get_blob(node, origin, repo, small)) == small
+
+    await origin.settle()
+    assert len(origin.blob_gets(small)) == 2
+    assert await metric(node, 'imgaccel_bytes_served_total{source="peer"}') == 0
