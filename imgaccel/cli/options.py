@@ -149,9 +149,9 @@ def run_service(settings: Any, make_app: Callable[[Any], Any], name: str) -> Non
     """Set up logging and serve ``make_app(settings)`` until SIGINT/SIGTERM."""
     import asyncio
 
+    from imgaccel.address import split_listen
     from imgaccel.logs import setup_logging
     from imgaccel.serve import serve
-    from imgaccel.settings import split_listen
 
     setup_logging(settings.log.level, settings.log.json_format)
     host, port = split_listen(settings.listen)

@@ -11,9 +11,9 @@ from typing import Any
 import aiohttp
 from cryptography import x509
 
+from imgaccel.address import split_listen
 from imgaccel.ops.check import Check, fail, ok, skip, warn
 from imgaccel.p2p.certs import CA_CERT, NODE_CERT, NODE_KEY
-from imgaccel.settings import split_listen
 from imgaccel.tracker.auth import client_context
 
 TIMEOUT = aiohttp.ClientTimeout(total=5)

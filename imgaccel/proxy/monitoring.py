@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from aiohttp import web
 
+from imgaccel.address import split_listen
 from imgaccel.proxy.state import NODE
 from imgaccel.serve import listening
-from imgaccel.settings import split_listen
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,8 @@ from typing import Any, Self
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from imgaccel.address import split_listen
+
 
 class TrackerSettings(BaseModel):
     """Settings of ``imgaccel tracker``: where it listens, its state, its timers, its TLS files."""
@@ -91,11 +93,3 @@ class TrackerSettings(BaseModel):
     def tls(self) -> bool:
         """Whether the tracker serves HTTPS with client-certificate verification."""
         return not self.insecure
-
-
-def split_listen(value: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT`` too) -> (host, port); ValueError otherwise."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected HOST:PORT, got {value!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from imgaccel.address import split_listen
 from imgaccel.serve import listening
 from imgaccel.tracker import metrics
 from imgaccel.tracker.app import make_app
 from imgaccel.tracker.auth import server_context
-from imgaccel.tracker.config import TrackerSettings, split_listen
+from imgaccel.tracker.config import TrackerSettings
 from imgaccel.tracker.state import STATE, Clock
 
 
