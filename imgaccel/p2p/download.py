@@ -5,10 +5,13 @@ Only bytes of pieces libtorrent has hash-checked are yielded, and they are read 
 reported finished before its bytes reach the file (measured: 18-60 of 256 pieces read wrong right
 after ``piece_finished_alert``).
 
-The download itself is *not* sequential: when every peer fetches in order they all want the same
-piece from the same seeder, and sharing collapses (measured: the seeder uploaded 3.98 of 4.3 GB
-to 4 sequential downloaders, 2.3 GB rarest-first). A reader sets deadlines on a short window of
-pieces ahead of it and libtorrent fetches the rest rarest-first.
+The download itself is *not* sequential: libtorrent fetches rarest-first and the stream waits
+for the next piece in order. When every peer fetches in order they all want the same piece from
+the same seeder, and sharing collapses (measured: the seeder uploaded 3.98 of 4.3 GB to 4
+sequential downloaders, 2.3 GB rarest-first). Deadlines on a window of pieces just ahead of the
+reader have the same flaw on a smaller scale: in `scripts/bench --scenarios imgaccel-warm` (4
+nodes, one of them warm) pulls took 23-24 s with an 8 MiB window and 20.5-22 s without one.
+A blob is only useful to the runtime once all of it has arrived, so the order costs nothing.
 
 Memory per stream is bounded by two pieces (the one yielded and the one read ahead).
 """
@@ -26,13 +29,10 @@ from typing import Any
 import libtorrent as lt
 
 from imgaccel.p2p.errors import NoPeers, SwarmStalled, TorrentFailed
-from imgaccel.p2p.metainfo import MIB, Metainfo
+from imgaccel.p2p.metainfo import Metainfo
 
 log = logging.getLogger(__name__)
 
-WINDOW_BYTES = 8 * MIB  # how far ahead of a reader pieces get deadlines
-MIN_WINDOW_PIECES = 2
-DEADLINE_STEP_MS = 200  # deadline of the k-th piece ahead: (k + 1) * step
 READ_TIMEOUT = 30.0  # a read_piece of a piece we have is a local disk read
 
 
@@ -57,7 +57,6 @@ class Download:
         self._last_progress = time.monotonic()
         self._changed = asyncio.Event()
         self._reads: dict[int, asyncio.Future[bytes]] = {}
-        self._deadlines: set[int] = set()
         self._failure: str | None = None
         self.unsubscribe: Callable[[], None] = lambda: None
 
@@ -90,7 +89,6 @@ class Download:
         ahead: asyncio.Future[bytes] | None = None
         for index in range(offset // self.metainfo.piece_length, self.metainfo.num_pieces):
             try:
-                self._set_deadlines(index)
                 data = await self._piece(index, ahead, delivered, clock)
                 ahead = self._read_ahead(index + 1)
             except RuntimeError as exc:  # libtorrent: the handle went invalid (removed)
@@ -136,15 +134,6 @@ class Download:
             self._handle.read_piece(index)
         return pending
 
-    def _set_deadlines(self, index: int) -> None:
-        if self._failure is not None:
-            return
-        window = max(MIN_WINDOW_PIECES, WINDOW_BYTES // self.metainfo.piece_length)
-        for piece in range(index, min(index + window, self.metainfo.num_pieces)):
-            if piece not in self._deadlines and not self._handle.have_piece(piece):
-                self._deadlines.add(piece)
-                self._handle.set_piece_deadline(piece, (piece - index + 1) * DEADLINE_STEP_MS)
-
     def _check(self, delivered: int, clock: _Clock) -> None:
         """Raise if this reader should give up on the swarm."""
         now = time.monotonic()
@@ -163,7 +152,6 @@ class Download:
         """The pump's subscriber for this torrent."""
         if isinstance(alert, lt.piece_finished_alert):
             self._last_progress = time.monotonic()
-            self._deadlines.discard(alert.piece_index)
             self._notify()
         elif isinstance(alert, lt.read_piece_alert):
             self._on_read(alert)
