@@ -24,10 +24,12 @@ from imgaccel.testing.registry import DistributionRegistry
 pytest_plugins = ["tests.p2p_fixtures"]
 
 needs_registry = pytest.mark.skipif(
-    shutil.which("docker-registry") is None, reason="docker-registry is not installed")
+    shutil.which("docker-registry") is None, reason="docker-registry is not installed"
+)
 needs_containerd = pytest.mark.skipif(
     shutil.which("containerd") is None or shutil.which("ctr") is None,
-    reason="containerd is not installed")
+    reason="containerd is not installed",
+)
 needs_skopeo = pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
 
 
@@ -88,13 +90,19 @@ async def node_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     """Start node apps: ``await node_factory(origin, cache_dir=..., **settings)``."""
     started: list[NodeServer] = []
 
-    async def start(registry: DistributionRegistry | None = None, *,
-                    cache_dir: Path | None = None, **overrides: Any) -> NodeServer:
+    async def start(
+        registry: DistributionRegistry | None = None,
+        *,
+        cache_dir: Path | None = None,
+        **overrides: Any,
+    ) -> NodeServer:
         upstreams = dict(overrides.pop("upstreams", {}))
         if registry is not None:
             upstreams.setdefault(registry.address, {"url": registry.url})
-        cache = {"dir": str(cache_dir or tmp_path / f"cache{len(started)}"),
-                 **overrides.pop("cache", {})}
+        cache = {
+            "dir": str(cache_dir or tmp_path / f"cache{len(started)}"),
+            **overrides.pop("cache", {}),
+        }
         settings = load_settings(None, upstreams=upstreams, cache=cache, **overrides)
         node = await NodeServer(settings).start()
         started.append(node)

@@ -31,6 +31,10 @@ def _notes(result: ScenarioResult) -> str:
     warm = [r.warmup_origin_bytes for r in result.repeats if r.warmup_origin_bytes]
     if warm:
         notes.append(f"warm-up took {max(warm) / MB:.1f} MB from the origin")
+    took = [r.warmup_seconds for r in result.repeats if r.warmup_seconds]
+    if took:
+        worst = max(took)
+        notes.append(f"warm-up {worst:.1f} s = {worst / result.bound_seconds:.2f} × bound")
     return "; ".join(notes).replace("|", "/")
 
 

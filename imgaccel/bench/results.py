@@ -52,6 +52,9 @@ class Repeat:
     warmup_origin_bytes: int = 0
     #: Blob GETs that reached the origin straight from a node although a mirror was configured.
     bypassed: int = 0
+    #: How long the scenario's warm-up took (for imgaccel-prewarm: the cluster prewarm job on
+    #: N nodes, from submitting it until every node holds the image); 0 when it has none.
+    warmup_seconds: float = 0.0
 
 
 @dataclass

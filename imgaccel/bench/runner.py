@@ -149,7 +149,10 @@ async def run_repeat(
                 cluster.ref, hosts_dir=hosts[node.name], timeout=timeout, unpack=p.unpack
             )
 
+        warming = time.monotonic()
         await scenario.warm_up(stage, pull)
+        warms_up = type(scenario).warm_up is not Scenario.warm_up
+        warmup_seconds = time.monotonic() - warming if warms_up else 0.0
         await settle(cluster)
         first = len(cluster.origin.requests)
         seconds = await pull_all(nodes, cluster.ref, hosts, progress, label, timeout, p.unpack)
@@ -157,7 +160,7 @@ async def run_repeat(
         sent = _sent(cluster, first, len(cluster.origin.requests))
         warmup = _sent(cluster, before_warmup, first)
         bypassed = _bypassed(cluster, first, any(m is not None for m in mirrors.values()))
-    return Repeat(seconds, sent, warmup, bypassed)
+    return Repeat(seconds, sent, warmup, bypassed, warmup_seconds)
 
 
 async def run_scenario(

@@ -60,3 +60,12 @@ def test_write_all_writes_parseable_json_markdown_and_a_png(tmp_path: Path) -> N
     assert paths["md"].read_text() == markdown(_report())
     png = paths["png"].read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+
+
+def test_a_timed_warm_up_is_reported_against_the_bound() -> None:
+    params = Params(nodes=(4,), image_bytes=S, scenarios=("imgaccel-prewarm",))
+    bound = bound_seconds(S, params.origin_mbit, params.node_mbit)
+    job = Repeat({"n1": 1.0}, 0, warmup_origin_bytes=S, warmup_seconds=6.0)
+    report = Report(params, S, [ScenarioResult("imgaccel-prewarm", 4, S, bound, repeats=[job])])
+    row = next(line for line in markdown(report).splitlines() if "imgaccel-prewarm" in line)
+    assert "warm-up took 100.0 MB from the origin; warm-up 6.0 s = 1.20 × bound" in row

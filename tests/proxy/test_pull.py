@@ -26,8 +26,12 @@ def blob_digests(image: Image) -> list[str]:
 
 
 async def test_cold_pull_goes_through_the_node_and_warm_pull_never_touches_the_origin(
-    origin: DistributionRegistry, pushed: str, node: NodeServer, containerd: Containerd,
-    small_image: Image, tmp_path: Path,
+    origin: DistributionRegistry,
+    pushed: str,
+    node: NodeServer,
+    containerd: Containerd,
+    small_image: Image,
+    tmp_path: Path,
 ) -> None:
     hosts = write_hosts(tmp_path / "hosts", origin.address, node.url)
 
@@ -46,8 +50,12 @@ async def test_cold_pull_goes_through_the_node_and_warm_pull_never_touches_the_o
 
 
 async def test_pulls_by_tag_and_digest_work_with_the_origin_stopped(
-    origin: DistributionRegistry, pushed: str, node_factory: Any, containerd: Containerd,
-    small_image: Image, tmp_path: Path,
+    origin: DistributionRegistry,
+    pushed: str,
+    node_factory: Any,
+    containerd: Containerd,
+    small_image: Image,
+    tmp_path: Path,
 ) -> None:
     # A zero tag TTL makes the by-tag pull ask the origin again, so it must be served stale.
     node = await node_factory(origin, cache={"tag_ttl_seconds": 0})
@@ -63,12 +71,17 @@ async def test_pulls_by_tag_and_digest_work_with_the_origin_stopped(
     listed = (await containerd.ctr("images", "ls", "-q")).stdout.decode().split()
     assert pushed in listed and by_digest in listed
     metrics = await _metrics(node)
-    assert "imgaccel_stale_tags_served_total 1.0" in metrics or \
-        "imgaccel_stale_tags_served_total 2.0" in metrics
+    assert (
+        "imgaccel_stale_tags_served_total 1.0" in metrics
+        or "imgaccel_stale_tags_served_total 2.0" in metrics
+    )
 
 
 async def test_concurrent_pulls_on_several_hosts_cause_one_origin_fetch_per_blob(
-    origin: DistributionRegistry, pushed: str, node: NodeServer, small_image: Image,
+    origin: DistributionRegistry,
+    pushed: str,
+    node: NodeServer,
+    small_image: Image,
     tmp_path: Path,
 ) -> None:
     hosts = write_hosts(tmp_path / "hosts", origin.address, node.url)
@@ -86,8 +99,12 @@ async def test_concurrent_pulls_on_several_hosts_cause_one_origin_fetch_per_blob
 
 
 async def test_metrics_count_bytes_by_source_after_pulls(
-    origin: DistributionRegistry, pushed: str, node: NodeServer, containerd: Containerd,
-    small_image: Image, tmp_path: Path,
+    origin: DistributionRegistry,
+    pushed: str,
+    node: NodeServer,
+    containerd: Containerd,
+    small_image: Image,
+    tmp_path: Path,
 ) -> None:
     hosts = write_hosts(tmp_path / "hosts", origin.address, node.url)
     await containerd.pull(pushed, hosts_dir=hosts)
@@ -116,8 +133,8 @@ def _samples(text: str, name: str) -> dict[str, float]:
     for line in text.splitlines():
         if line.startswith(name):
             key, value = line.rsplit(" ", 1)
-            labels = key[len(name):].strip("{}")
-            if key[len(name):] and not key[len(name):].startswith("{"):
+            labels = key[len(name) :].strip("{}")
+            if key[len(name) :] and not key[len(name) :].startswith("{"):
                 continue
             out[labels] = float(value)
     return out
