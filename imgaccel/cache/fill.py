@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 from imgaccel.errors import DigestMismatch, ImgaccelError
@@ -24,6 +24,7 @@ from imgaccel.oci.digest import Digest
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+IOV_MAX = 1024  # buffers per pwritev (Linux's UIO_MAXIOV)
 
 #: Sees every byte of the blob once, in order, during the hashing pass (attach it before the
 #: first write; the view is only valid during the call).
@@ -60,20 +61,28 @@ class Fill:
 
     async def write_at(self, offset: int, data: bytes | bytearray, source: str = "origin") -> None:
         """Store ``data`` at ``offset`` (in a thread) and wake readers if the prefix grew."""
+        await self.write_chunks_at(offset, [data], source)
+
+    async def write_chunks_at(
+        self, offset: int, chunks: Sequence[bytes | bytearray], source: str = "origin"
+    ) -> None:
+        """Store ``chunks``, one after the other, from ``offset``: one ``pwritev`` of the buffers
+        as they came off the socket, so a stream is never joined (copied) on its way to disk."""
+        length = sum(len(chunk) for chunk in chunks)
         if self.error is not None:
             raise FillFailed(str(self.error))
-        if offset < 0 or offset + len(data) > self.size:
+        if offset < 0 or offset + length > self.size:
             raise FillFailed(f"write beyond the blob's {self.size} bytes")
         async with self._hash_lock:
             if offset == self._hashed:
                 # The usual case, bytes in order: hash them on the way to disk, in one hop,
                 # instead of reading them back.
-                await asyncio.to_thread(self._write_and_feed, data, offset)
-                self._hashed += len(data)
+                await asyncio.to_thread(self._write_and_feed, chunks, offset)
+                self._hashed += length
             else:
-                await asyncio.to_thread(os.pwrite, self.fd, data, offset)
-        self.bytes_from[source] = self.bytes_from.get(source, 0) + len(data)
-        self._land(offset, offset + len(data))
+                await asyncio.to_thread(_pwritev_all, self.fd, chunks, offset)
+        self.bytes_from[source] = self.bytes_from.get(source, 0) + length
+        self._land(offset, offset + length)
         async with self._changed:
             self._changed.notify_all()
 
@@ -115,9 +124,10 @@ class Fill:
                 await asyncio.to_thread(self._feed, data)
                 self._hashed += len(data)
 
-    def _write_and_feed(self, data: bytes | bytearray, offset: int) -> None:
-        os.pwrite(self.fd, data, offset)
-        self._feed(data)
+    def _write_and_feed(self, chunks: Sequence[bytes | bytearray], offset: int) -> None:
+        _pwritev_all(self.fd, chunks, offset)
+        for chunk in chunks:
+            self._feed(chunk)
 
     def _feed(self, data: bytes | bytearray) -> None:
         """Hash ``data`` and show it to the observers (runs in a worker thread)."""
@@ -211,3 +221,18 @@ class Fill:
             self.fd = -1
             if not self.committed:
                 self.temp.unlink(missing_ok=True)
+
+
+def _pwritev_all(fd: int, chunks: Sequence[bytes | bytearray], offset: int) -> None:
+    """``pwritev`` every byte of ``chunks`` at ``offset``, continuing after a short write."""
+    views = [memoryview(chunk) for chunk in chunks if chunk]
+    while views:
+        written = os.pwritev(fd, views[:IOV_MAX], offset)
+        if written <= 0:
+            raise OSError(f"pwritev wrote {written} bytes")
+        offset += written
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if written:
+            views[0] = views[0][written:]

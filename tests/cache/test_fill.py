@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -147,3 +148,23 @@ async def test_writes_outside_the_blob_are_refused(tmp_path: Path) -> None:
     await fill.finish(RuntimeError("test over"))
     with pytest.raises(FillFailed):
         await fill.write_at(0, b"a")
+
+
+async def test_chunks_are_written_whole_even_when_pwritev_writes_short(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = os.pwritev
+    calls = []
+
+    def short(fd: int, buffers: list[memoryview], offset: int) -> int:
+        calls.append(len(buffers))
+        return real(fd, [bytes(buffers[0][:7])], offset)  # at most 7 bytes per call
+
+    monkeypatch.setattr(os, "pwritev", short)
+    fill = new_fill(tmp_path)
+    chunks = [DATA[:100], b"", DATA[100:101], DATA[101:1000]]
+    await fill.write_chunks_at(0, chunks)
+    await fill.write_chunks_at(1000, [DATA[1000:]])
+    await fill.verify()
+    assert (tmp_path / "blob.part").read_bytes() == DATA
+    assert len(calls) > len(DATA) // 7
