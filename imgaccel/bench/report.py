@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from imgaccel.bench.results import Report, ScenarioResult, bound_seconds
+from imgaccel.bench.results import Report, ScenarioResult, bound_seconds, mbit_to_bytes_per_s
 
 MB = 1_000_000
 
@@ -57,11 +57,12 @@ def _row(result: ScenarioResult) -> str:
 def markdown(report: Report) -> str:
     p = report.params
     bound = bound_seconds(report.image_bytes, p.origin_mbit, p.node_mbit)
+    node = report.image_bytes / mbit_to_bytes_per_s(p.node_mbit)
     lines = [
         f"Image S = {report.image_bytes / MB:.1f} MB, origin {p.origin_mbit:g} Mbit/s, "
         f"nodes {p.node_mbit:g} Mbit/s, proxy {p.proxy_mbit:g} Mbit/s, "
         f"{p.repeat} repeat(s), {'unpack included' if p.unpack else 'transfer only (no unpack)'}; "
-        f"bound S/B_origin + S/B_node = {bound:.1f} s.",
+        f"bound S/B_origin + S/B_node = {bound:.1f} s (S/B_node = {node:.1f} s).",
         "",
         _HEADER,
         *(_row(r) for r in report.results),

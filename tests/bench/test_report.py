@@ -43,7 +43,7 @@ def test_markdown_has_a_row_per_scenario_and_n_with_figures_and_reasons() -> Non
     assert "skipped: imgaccel prewarm not available |" in text
     assert "skipped: skipped" not in text
     assert "1 blob GETs bypassed the mirror" in text
-    assert "bound S/B_origin + S/B_node = 5.0 s" in text
+    assert "bound S/B_origin + S/B_node = 5.0 s (S/B_node = 1.0 s)" in text
     assert "- imgaccel-cold: nodes start with --tracker" in text
 
 
