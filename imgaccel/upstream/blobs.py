@@ -149,9 +149,18 @@ class OriginFetch:
                 head = group.create_task(self.part(0, size, first, head=True), name="fetch-head")
                 group.create_task(self._widen(head), name="fetch-widen")
                 return
+            # After the swarm stalled, the gaps are those between the pieces peers delivered:
+            # however many there are, at most parallel_ranges requests run at once.
+            slots = asyncio.Semaphore(max(1, self.settings.parallel_ranges))
             for number, (start, end) in enumerate(gaps):
                 opened = first if number == 0 and start == 0 else None
-                group.create_task(self.part(start, end, opened), name=f"fetch-{start}")
+                group.create_task(self._gap(slots, start, end, opened), name=f"fetch-{start}")
+
+    async def _gap(
+        self, slots: asyncio.Semaphore, start: int, end: int, opened: aiohttp.ClientResponse | None
+    ) -> None:
+        async with slots:
+            await self.part(start, end, opened)
 
     async def _widen(self, head: asyncio.Task[None]) -> None:
         """After a while, fetch the rest of the blob with parallel range requests."""

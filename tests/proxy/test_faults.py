@@ -19,7 +19,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from imgaccel.cache.fill import Fill
+from imgaccel.oci.digest import Digest
+from imgaccel.proxy.state import NODE
 from imgaccel.upstream.auth import basic_header
+from imgaccel.upstream.blobs import BlobLocation, OriginFetch
 
 REPO = "team/app"
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -64,6 +68,9 @@ class FakeRegistry:
     redirect_to: str | None = None  # blob GETs answer 307 to this base URL
     credentials: str | None = None  # required Authorization (Basic challenge otherwise)
     down: bool = False  # everything is a 503
+    range_delay: float = 0.0  # seconds before the body of a Range response
+    sending: int = 0  # blob bodies being sent now
+    most_sending: int = 0  # the most at once
 
     def add(self, data: bytes) -> str:
         digest = digest_of(data)
@@ -121,7 +128,14 @@ class FakeRegistry:
         await response.prepare(request)
         if request.method == "HEAD":
             return response
-        await self._send_body(request, response, digest, data, start, end)
+        self.sending += 1
+        self.most_sending = max(self.most_sending, self.sending)
+        try:
+            if status == 206:
+                await asyncio.sleep(self.range_delay)
+            await self._send_body(request, response, digest, data, start, end)
+        finally:
+            self.sending -= 1
         return response
 
     async def _send_body(
@@ -458,3 +472,26 @@ async def test_origin_404s_are_manifest_and_blob_unknown(rig: Rig) -> None:
     assert status == 404 and b'"BLOB_UNKNOWN"' in body
     async with rig.http.head(rig.url(digest_of(b"nope"))) as head:
         assert head.status == 404
+
+
+async def test_the_gaps_peers_left_are_fetched_exactly_a_few_at_a_time(rig: Rig) -> None:
+    # After a swarm stalls, the pieces it delivered (rarest-first: anywhere) stay; the origin
+    # sends only the gaps, with at most parallel_ranges requests at once however many there are.
+    piece, pieces = 64 * 1024, 40
+    data = random_bytes(piece * pieces, seed=7)
+    digest = rig.fake.add(data)
+    rig.fake.range_delay = 0.02  # so that requests overlap when they may
+    node = rig.node.app[NODE]
+    fill = Fill(Digest.parse(digest), node.store.temp_path(), len(data))
+    for index in range(1, pieces, 2):
+        await fill.write_at(index * piece, data[index * piece : (index + 1) * piece], "peer")
+    location = BlobLocation(node.settings.default_registry, REPO, Digest.parse(digest))
+
+    await OriginFetch(node.client, location, fill, node.fetcher.settings).run(None, True)
+
+    await fill.verify()
+    await fill.finish()
+    asked = sorted(s.range or "" for s in rig.fake.blob_gets(digest))
+    wanted = sorted(f"bytes={i * piece}-{(i + 1) * piece - 1}" for i in range(0, pieces, 2))
+    assert asked == wanted
+    assert 1 < rig.fake.most_sending <= node.fetcher.settings.parallel_ranges
