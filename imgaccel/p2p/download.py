@@ -127,6 +127,26 @@ class Download:
             return self._read(index)
         return None
 
+    def pieces_had(self) -> list[int]:
+        """The pieces libtorrent has verified, in order (one call into libtorrent)."""
+        if self._failure is not None:
+            return []
+        try:
+            have = self._handle.status(lt.status_flags_t.query_pieces).pieces
+        except RuntimeError:  # the handle went invalid (removed)
+            return []
+        return [index for index, had in enumerate(have) if had]
+
+    async def read_piece(self, index: int) -> bytes:
+        """The bytes of piece ``index``, which libtorrent has verified (see :meth:`pieces_had`)."""
+        try:
+            async with asyncio.timeout(READ_TIMEOUT):
+                return await asyncio.shield(self._read(index))
+        except RuntimeError as exc:
+            raise TorrentFailed(str(exc)) from exc
+        except TimeoutError:
+            raise TorrentFailed(f"reading piece {index} timed out") from None
+
     def _read(self, index: int) -> asyncio.Future[bytes]:
         pending = self._reads.get(index)
         if pending is None:

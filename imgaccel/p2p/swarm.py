@@ -52,6 +52,7 @@ def session_settings(listen: str) -> dict[str, Any]:
         "send_buffer_watermark": 8 * MIB,
         "send_buffer_low_watermark": 1 * MIB,
         "tick_interval": 100,
+        "unchoke_slots_limit": -1,
         # Torrents are not queued: every blob seeds and downloads at once.
         "active_downloads": -1,
         "active_seeds": -1,

@@ -177,12 +177,15 @@ class BlobFetcher:
             try:
                 await peers.download_into(fill, metainfo)
             except P2PError as exc:
+                salvaged = await peers.salvage_into(fill, metainfo)
                 log.info(
-                    "%s: peers stopped at byte %d of %d (%s); continuing from the origin",
+                    "%s: peers stopped (%s) with %d of %d bytes here (%d past the in-order "
+                    "prefix); continuing from the origin",
                     location.digest,
-                    fill.contiguous,
-                    fill.size,
                     exc,
+                    fill.size - sum(end - start for start, end in fill.missing()),
+                    fill.size,
+                    salvaged,
                 )
                 peers.drop_download(metainfo)
                 await OriginFetch(self.client, location, fill, self.settings).run(None, True)

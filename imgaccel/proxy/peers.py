@@ -32,7 +32,7 @@ from imgaccel.cache.store import BlobStore
 from imgaccel.errors import ConfigError
 from imgaccel.oci.digest import Digest
 from imgaccel.p2p.certs import NodeIdentity
-from imgaccel.p2p.errors import MetainfoInvalid
+from imgaccel.p2p.errors import MetainfoInvalid, P2PError
 from imgaccel.p2p.metainfo import Metainfo, PieceHasher
 from imgaccel.p2p.swarm import Swarm
 from imgaccel.settings import P2PSettings
@@ -269,6 +269,31 @@ class PeerNetwork:
         async for chunk in download.stream(offset):
             await fill.write_at(offset, chunk, source="peer")
             offset += len(chunk)
+
+    async def salvage_into(self, fill: Fill, metainfo: Metainfo) -> int:
+        """Write the verified pieces the swarm delivered past the stream's prefix into ``fill``
+        (after a stall: pieces arrive rarest-first, so many may be here already); return how
+        many bytes that saved the origin."""
+        assert self.swarm is not None
+        download = self.swarm.get(metainfo.infohash)
+        if download is None:
+            return 0
+        saved = 0
+        for index in download.pieces_had():
+            start = index * metainfo.piece_length
+            end = start + metainfo.piece_size(index)
+            gaps = fill.missing()
+            wanted = [(max(a, start), min(b, end)) for a, b in gaps if a < end and b > start]
+            if not wanted:
+                continue
+            try:
+                data = await download.read_piece(index)
+            except P2PError:
+                break  # the torrent is gone: the origin has the rest
+            for a, b in wanted:
+                await fill.write_at(a, data[a - start : b - start], source="peer")
+                saved += b - a
+        return saved
 
     def drop_download(self, metainfo: Metainfo) -> None:
         """Stop a download (after a stall, or once the cache file took over)."""
