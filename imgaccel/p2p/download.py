@@ -111,10 +111,7 @@ class Download:
                         await changed.wait()
             ahead = self._read(index)
         try:
-            async with asyncio.timeout(READ_TIMEOUT):
-                return await asyncio.shield(ahead)
-        except TimeoutError:
-            raise TorrentFailed(f"reading piece {index} timed out", delivered=delivered) from None
+            return await _finish_read(ahead, index)
         except TorrentFailed as exc:
             raise TorrentFailed(str(exc), delivered=delivered) from None
 
@@ -140,12 +137,10 @@ class Download:
     async def read_piece(self, index: int) -> bytes:
         """The bytes of piece ``index``, which libtorrent has verified (see :meth:`pieces_had`)."""
         try:
-            async with asyncio.timeout(READ_TIMEOUT):
-                return await asyncio.shield(self._read(index))
-        except RuntimeError as exc:
+            pending = self._read(index)
+        except RuntimeError as exc:  # libtorrent: the handle went invalid (removed)
             raise TorrentFailed(str(exc)) from exc
-        except TimeoutError:
-            raise TorrentFailed(f"reading piece {index} timed out") from None
+        return await _finish_read(pending, index)
 
     def _read(self, index: int) -> asyncio.Future[bytes]:
         pending = self._reads.get(index)
@@ -205,6 +200,15 @@ class Download:
     def _notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
+
+
+async def _finish_read(pending: asyncio.Future[bytes], index: int) -> bytes:
+    """The result of a ``read_piece`` (shared, so never cancelled), or :class:`TorrentFailed`."""
+    try:
+        async with asyncio.timeout(READ_TIMEOUT):
+            return await asyncio.shield(pending)
+    except TimeoutError:
+        raise TorrentFailed(f"reading piece {index} timed out") from None
 
 
 class _Clock:
