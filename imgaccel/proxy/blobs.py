@@ -12,6 +12,7 @@ from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict
 
 from imgaccel.cache.fill import Fill, FillFailed
+from imgaccel.errors import UpstreamUnavailable
 from imgaccel.oci.digest import Digest
 from imgaccel.proxy.access import refusal
 from imgaccel.proxy.ranges import parse_range
@@ -36,21 +37,29 @@ async def blob(request: web.Request) -> web.StreamResponse:
     digest = Digest.parse(request.match_info["digest"])
     target = target_of(request, node.settings.default_registry)
     auth = client_auth(request)
-    if digest in node.store:
-        await node.guard.check(target.registry, target.repo, digest, auth, "blobs")
-        if (entry := node.store.lookup(digest)) is not None:
-            node.metrics.cache_hits.labels("blob").inc()
+    # A fill can commit the blob (and the store evict it) while this request awaits: look again.
+    # The request counts once, as a hit or a miss, by what the first look found.
+    for attempt in range(3):
+        if digest in node.store:
+            await node.guard.check(target.registry, target.repo, digest, auth, "blobs")
+            if (entry := node.store.lookup(digest)) is not None:
+                if attempt == 0:
+                    node.metrics.cache_hits.labels("blob").inc()
+                return _cached(request, node, digest, entry.size)
+        if attempt == 0:
+            node.metrics.cache_misses.labels("blob").inc()
+        if request.method == "HEAD" and digest not in node.fetcher.fills:
+            return await _head_origin(node, target, digest, auth)
+        if digest in node.fetcher.fills:
+            await node.guard.check(target.registry, target.repo, digest, auth, "blobs")
+        fill = await node.fetcher.fill(BlobLocation(target.registry, target.repo, digest, auth))
+        if fill is None:
+            continue  # committed since the lookup: serve it from the store
+        if fill.closed and (entry := node.store.lookup(digest)) is not None:
+            # The fill was committed and closed before this request got to read from it.
             return _cached(request, node, digest, entry.size)
-    node.metrics.cache_misses.labels("blob").inc()
-    if request.method == "HEAD" and digest not in node.fetcher.fills:
-        return await _head_origin(node, target, digest, auth)
-    if digest in node.fetcher.fills:
-        await node.guard.check(target.registry, target.repo, digest, auth, "blobs")
-    fill = await node.fetcher.fill(BlobLocation(target.registry, target.repo, digest, auth))
-    if fill.closed and (entry := node.store.lookup(digest)) is not None:
-        # The fill was committed and closed before this request got to read from it.
-        return _cached(request, node, digest, entry.size)
-    return await _from_fill(request, node, fill)
+        return await _from_fill(request, node, fill)
+    raise UpstreamUnavailable("the blob was evicted from the cache while being requested")
 
 
 def _cached(request: web.Request, node: Node, digest: Digest, size: int) -> CachedBlob:

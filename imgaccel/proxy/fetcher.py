@@ -55,12 +55,17 @@ class BlobFetcher:
         self._starting: dict[Digest, asyncio.Future[Fill]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def fill(self, location: BlobLocation) -> Fill:
-        """The fill for ``location.digest``: an existing one, or a new one from the origin.
+    async def fill(self, location: BlobLocation) -> Fill | None:
+        """The fill for ``location.digest``: an existing one, or a new one from the origin;
+        None when the blob is in the store (a fill committed it since the caller looked).
 
         Raises the client-facing error when the origin refuses (the refusal is this client's:
         another waiter with other credentials tries on its own). A client joining a fill that
         another client started must pass the access guard with its own credentials first.
+
+        Never starts a fill for a stored blob: besides fetching it twice, a swarm download of a
+        blob this node seeds would share the seeding torrent, and dropping the download after
+        the fill would take the cache file with it.
         """
         digest = location.digest
         for _ in range(3):
@@ -68,13 +73,13 @@ class BlobFetcher:
                 return await self._join(location, existing)
             starting = self._starting.get(digest)
             if starting is None:
-                return await self._start(location)
+                return None if digest in self.store else await self._start(location)
             try:
                 started = await asyncio.shield(starting)
             except RegistryError:
                 continue  # the starter was refused; try with our own credentials
             return await self._join(location, started)
-        return await self._start(location)
+        return None if digest in self.store else await self._start(location)
 
     async def _join(self, location: BlobLocation, fill: Fill) -> Fill:
         await self.guard.check(

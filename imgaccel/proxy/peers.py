@@ -296,8 +296,12 @@ class PeerNetwork:
         return saved
 
     def drop_download(self, metainfo: Metainfo) -> None:
-        """Stop a download (after a stall, or once the cache file took over)."""
-        if self.swarm is not None:
+        """Stop a download (after a stall, or once the cache file took over) and delete its
+        staging file. A torrent that seeds from the cache is not a download: it stays."""
+        if self.swarm is None:
+            return
+        download = self.swarm.get(metainfo.infohash)
+        if download is not None and download.path.parent == self.staging:
             self.swarm.remove(metainfo.infohash, delete_files=True)
 
     def distrust(self, digest: Digest, seconds: float = 600.0) -> None:

@@ -123,6 +123,8 @@ class Prefetcher:
         self._own.add(digest)
         try:
             fill = await self.node.fetcher.fill(BlobLocation(registry, repo, digest, None))
+            if fill is None:  # a foreground pull stored it meanwhile
+                return 0
             await asyncio.shield(fill.done)
         finally:
             self._own.discard(digest)

@@ -56,6 +56,9 @@ class SeederWorker:
             try:
                 location = BlobLocation(item.registry, item.repository, Digest.parse(item.digest))
                 fill = await self.fetcher.fill(location)
+                if fill is None:
+                    log.info("seeder: %s is in the cache already", item.digest)
+                    return
                 await fill.done
             except (ImgaccelError, FillFailed, ValueError) as exc:
                 log.warning(

@@ -12,10 +12,13 @@ from typing import Any
 
 import pytest
 
+from imgaccel.oci.digest import Digest
 from imgaccel.p2p.certs import make_ca
+from imgaccel.proxy.peers import parse_torrent
 from imgaccel.proxy.state import NODE
 from imgaccel.testing.images import Image
 from imgaccel.testing.registry import DistributionRegistry
+from imgaccel.upstream.blobs import BlobLocation
 from tests.conftest import needs_registry
 from tests.p2p_fixtures import get_blob, metric, sha256
 
@@ -182,3 +185,34 @@ async def test_blobs_below_min_blob_bytes_come_from_the_origin_even_when_peers_h
     await origin.settle()
     assert len(origin.blob_gets(small)) == 2
     assert await metric(node, 'imgaccel_bytes_served_total{source="peer"}') == 0
+
+
+async def test_a_fetch_of_a_blob_the_node_already_seeds_keeps_the_cache_file(
+    origin: DistributionRegistry, repo: str, big_image: Image, p2p_node: Callable[..., Any]
+) -> None:
+    """A fetch can be asked for a blob committed a moment ago (by a prewarm, the seeder's work,
+    a client that looked before the commit): it must not fetch the blob again, and the swarm
+    must never delete the cache file it seeds from (a download of the blob would share the
+    seeding torrent; dropping the download once deleted the file)."""
+    layer = Digest.parse(big_image.layers[0].digest)
+    node = await p2p_node("d1")
+    await get_blob(node, origin, repo, str(layer))
+    fetcher = node.app[NODE].fetcher
+    peers = fetcher.peers
+    assert peers is not None
+    origin.requests.clear()
+
+    assert await fetcher.fill(BlobLocation(origin.address, repo, layer, None)) is None
+    torrent = peers.meta.torrent(layer)
+    assert torrent is not None
+    peers.drop_download(parse_torrent(torrent)[0])
+    await asyncio.sleep(1.0)  # libtorrent deletes files on its disk thread, after the call
+
+    cached = Path(node.settings.cache.dir) / "blobs" / "sha256" / layer.hex
+    assert sha256(cached.read_bytes()) == str(layer)
+    await origin.settle()
+    assert origin.requests == []
+    later = await p2p_node("d2")  # and the node still seeds it
+    assert sha256(await get_blob(later, origin, repo, str(layer))) == str(layer)
+    await origin.settle()
+    assert origin.blob_gets(str(layer)) == []
