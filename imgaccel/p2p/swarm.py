@@ -15,6 +15,7 @@ through ``Download.stream``; idle CPU ~0. Torrents are never queued (``active_*`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,7 +159,9 @@ class Swarm:
 
     def _on_alert(self, alert: Any) -> None:
         if isinstance(alert, lt.torrent_need_cert_alert):
-            self._set_certificate(alert.handle)
+            # The torrent may have been removed since libtorrent posted the alert.
+            with contextlib.suppress(RuntimeError):  # libtorrent: invalid torrent handle
+                self._set_certificate(alert.handle)
         elif isinstance(alert, lt.session_stats_alert):
             values = alert.values
             for waiter in self._stats_waiters:

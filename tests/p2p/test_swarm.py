@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -163,3 +164,19 @@ async def test_removing_a_torrent_ends_its_streams(
                 got += chunk
                 leecher.remove(blob.metainfo.infohash, delete_files=True)
         assert bytes(got) == blob.data[: len(got)]
+
+
+async def test_a_torrent_removed_right_after_it_was_added_logs_no_error(
+    make_swarm: SwarmFactory, blob: Blob, caplog: pytest.LogCaptureFixture
+) -> None:
+    """libtorrent may ask for the certificate of a torrent already removed (a fill that ended
+    at once): nothing to do, and no traceback in the log."""
+    async with make_swarm() as swarm:
+        for _ in range(5):
+            swarm.seed(blob.metainfo, blob.path)
+            swarm.remove(blob.metainfo.infohash)
+        await asyncio.sleep(0.5)  # the alerts of the removed torrents arrive
+        download = swarm.seed(blob.metainfo, blob.path)
+        await asyncio.sleep(0.2)
+        assert download.is_complete()
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
