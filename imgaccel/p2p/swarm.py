@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -89,12 +90,15 @@ class Swarm:
         stall_seconds: float = 5.0,
         no_peers_grace: float = 2.0,
         upload_rate_limit: int = 0,
+        overrides: Mapping[str, Any] | None = None,
     ) -> None:
         self.identity = identity
         self._settings = session_settings(listen)
         # Bytes/s this node uploads to peers (0: no limit), so serving the swarm cannot starve
         # the node's own pulls or its workloads.
         self._settings["upload_rate_limit"] = upload_rate_limit
+        # Any other libtorrent setting, by name (scripts/bench-swarm tries variants with it).
+        self._settings.update(overrides or {})
         self._stall_seconds = stall_seconds
         self._no_peers_grace = no_peers_grace
         self._session: Any = None
