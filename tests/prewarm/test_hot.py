@@ -48,7 +48,8 @@ async def test_a_layer_pulled_elsewhere_is_prefetched_and_pinned(
 
     store = bystander.app[NODE].store
     layers = [Digest.parse(layer.digest) for layer in small_image.layers]
+    # The prefetcher pins a blob when its fill has ended, a moment after the store has it: wait
+    # for both (a layer never pinned fails here on the timeout).
     async with asyncio.timeout(20):
-        while not all(d in store for d in layers):  # noqa: ASYNC110 (the store signals nothing)
+        while not all(d in store and store.pinned_until(d) for d in layers):  # noqa: ASYNC110
             await asyncio.sleep(0.1)
-    assert all(store.pinned_until(d) for d in layers)
