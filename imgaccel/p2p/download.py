@@ -30,6 +30,7 @@ import libtorrent as lt
 
 from imgaccel.p2p.errors import NoPeers, SwarmStalled, TorrentFailed
 from imgaccel.p2p.metainfo import Metainfo
+from imgaccel.p2p.shares import Shares
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class Download:
         self._reads: dict[int, asyncio.Future[bytes]] = {}
         self._failure: str | None = None
         self.unsubscribe: Callable[[], None] = lambda: None
+        self.shares: Shares | None = None  # set by the swarm for a torrent it downloads
 
     @property
     def infohash(self) -> str:

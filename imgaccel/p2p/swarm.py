@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,8 +31,13 @@ from imgaccel.p2p.certs import FFDHE2048_PEM, NodeIdentity
 from imgaccel.p2p.download import Download
 from imgaccel.p2p.errors import MetainfoInvalid, P2PError
 from imgaccel.p2p.metainfo import MIB, Metainfo
+from imgaccel.p2p.shares import Shares
+
+log = logging.getLogger(__name__)
 
 LISTEN_TIMEOUT = 10.0
+#: How often downloads re-split their piece shares among the peers they see.
+SHARE_TICK_SECONDS = 0.2
 _COUNTERS = ("net.sent_payload_bytes", "net.recv_payload_bytes", "peer.num_peers_connected")
 
 
@@ -40,8 +46,11 @@ def session_settings(listen: str) -> dict[str, Any]:
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"expected HOST:PORT, got {listen!r}")
+    specific = host.strip("[]") not in ("", "0.0.0.0", "::")
     return {
         "listen_interfaces": f"{host}:{port}s",
+        # Connect from the address we listen on: peers tell nodes apart by IP (piece shares).
+        "outgoing_interfaces": host.strip("[]") if specific else "",
         "enable_dht": False,
         "enable_lsd": False,
         "enable_upnp": False,
@@ -55,6 +64,9 @@ def session_settings(listen: str) -> dict[str, Any]:
         "send_buffer_low_watermark": 1 * MIB,
         "tick_interval": 100,
         "unchoke_slots_limit": -1,
+        # A downloader waiting for another's piece share has nothing to ask of the seeds just
+        # then; closing those connections would hide which pieces the others have.
+        "close_redundant_connections": False,
         # Torrents are not queued: every blob seeds and downloads at once.
         "active_downloads": -1,
         "active_seeds": -1,
@@ -90,6 +102,7 @@ class Swarm:
         stall_seconds: float = 5.0,
         no_peers_grace: float = 2.0,
         upload_rate_limit: int = 0,
+        share_pieces: bool = True,
         overrides: Mapping[str, Any] | None = None,
     ) -> None:
         self.identity = identity
@@ -101,6 +114,9 @@ class Swarm:
         self._settings.update(overrides or {})
         self._stall_seconds = stall_seconds
         self._no_peers_grace = no_peers_grace
+        # Downloaders ask the seeds only for their share of the pieces (imgaccel.p2p.shares).
+        self._share_pieces = share_pieces
+        self._sharing: asyncio.Task[None] | None = None
         self._session: Any = None
         self._pump: AlertPump | None = None
         self._torrents: dict[str, Download] = {}
@@ -125,6 +141,8 @@ class Swarm:
         finally:
             stop()
         self._pump.subscribe(None, self._on_alert)
+        if self._share_pieces:
+            self._sharing = asyncio.create_task(self._share_forever(), name="swarm-shares")
         return self
 
     async def __aexit__(
@@ -136,6 +154,11 @@ class Swarm:
         await self._close()
 
     async def _close(self) -> None:
+        if self._sharing is not None:
+            self._sharing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sharing
+            self._sharing = None
         for download in self._torrents.values():
             download.fail("swarm closed")
         self._torrents.clear()
@@ -146,6 +169,22 @@ class Swarm:
         holder = [self._session, pump.detach()]
         self._session = None
         await asyncio.to_thread(holder.clear)
+
+    async def _share_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SHARE_TICK_SECONDS)
+            for download in list(self._torrents.values()):
+                if download.shares is None:
+                    continue
+                try:
+                    download.shares.update(download.handle)
+                except RuntimeError:  # libtorrent: the torrent was removed meanwhile
+                    continue
+                except Exception:  # a bug here must not stop every torrent's sharing
+                    log.exception("%s: piece shares failed; libtorrent picks", download.infohash)
+                    shares, download.shares = download.shares, None
+                    with contextlib.suppress(Exception):
+                        shares.release(download.handle)
 
     @property
     def port(self) -> int:
@@ -205,6 +244,8 @@ class Swarm:
             stall_seconds=self._stall_seconds,
             no_peers_grace=self._no_peers_grace,
         )
+        if self._share_pieces and not seed:
+            download.shares = Shares(metainfo.infohash, metainfo.num_pieces)
         assert self._pump is not None
         download.unsubscribe = self._pump.subscribe(metainfo.infohash, download.on_alert)
         self._torrents[metainfo.infohash] = download

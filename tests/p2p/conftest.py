@@ -7,6 +7,7 @@ import hashlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,13 +46,17 @@ def blob(tmp_path: Path, blob_bytes: bytes, ca: KeyPair) -> Blob:
 def make_swarm(ca: KeyPair) -> SwarmFactory:
     @contextlib.asynccontextmanager
     async def factory(
-        identity: NodeIdentity | None = None, stall_seconds: float = 3.0
+        identity: NodeIdentity | None = None,
+        stall_seconds: float = 3.0,
+        host: str = "127.0.0.1",
+        **options: Any,
     ) -> AsyncIterator[Swarm]:
         async with Swarm(
             identity or NodeIdentity.issue(ca),
-            listen="127.0.0.1:0",
+            listen=f"{host}:0",
             stall_seconds=stall_seconds,
             no_peers_grace=1.5,
+            **options,
         ) as swarm:
             yield swarm
 

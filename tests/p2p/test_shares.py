@@ -1,0 +1,198 @@
+"""Piece shares: downloaders split what only the seeds have, and never starve on it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libtorrent as lt
+
+from imgaccel.p2p.shares import DEFAULT_PRIORITY, SKIP, TOP_PRIORITY, Shares, owners, priorities
+
+from .helpers import Blob, SwarmFactory, collect
+
+SEED = int(lt.peer_info.seed)
+
+
+def test_every_piece_has_one_owner_and_the_shares_are_even() -> None:
+    members = ["10.0.0.3", "10.0.0.1", "10.0.0.2"]
+    owner_of = owners(members, 100, "ab" * 20)
+    counts = Counter(owner_of)
+    assert set(counts) == set(members)
+    assert max(counts.values()) - min(counts.values()) <= 1
+
+
+def test_every_host_computes_the_same_owners() -> None:
+    members = ["10.0.0.3", "10.0.0.1", "10.0.0.2"]
+    assert owners(members, 50, "cd" * 20) == owners(list(reversed(members)), 50, "cd" * 20)
+    assert owners(members, 50, "cd" * 20) == owners([*members, "10.0.0.1"], 50, "cd" * 20)
+
+
+def test_small_blobs_do_not_all_start_with_the_same_member() -> None:
+    members = [f"10.0.0.{i}" for i in range(1, 9)]
+    firsts = {owners(members, 1, f"{n:040x}")[0] for n in range(40)}
+    assert len(firsts) > 1
+
+
+def test_priorities_put_the_own_share_first_and_skip_what_only_seeds_have() -> None:
+    owner_of = ["me", "b", "me", "b"]
+    availability = [1, 1, 1, 2]  # one seed; piece 3 is also at a downloader
+    assert priorities(owner_of, "me", availability, seeds=1) == [
+        TOP_PRIORITY,
+        SKIP,
+        TOP_PRIORITY,
+        DEFAULT_PRIORITY,
+    ]
+
+
+# -- Shares.update against a stand-in for libtorrent's torrent_handle --------------------------
+
+
+@dataclass
+class _Peer:
+    address: str
+    flags: int = 0
+    me: str = "10.0.0.1"
+
+    @property
+    def ip(self) -> tuple[str, int]:
+        return (self.address, 6881)
+
+    def local_endpoint(self) -> tuple[str, int]:
+        return (self.me, 40000)
+
+
+@dataclass
+class _Status:
+    is_seeding: bool = False
+    is_finished: bool = False
+
+
+@dataclass
+class _Handle:
+    peers: list[_Peer]
+    availability: list[int]
+    state: _Status = field(default_factory=_Status)
+    set_to: list[list[int]] = field(default_factory=list)
+
+    def status(self) -> _Status:
+        return self.state
+
+    def get_peer_info(self) -> list[_Peer]:
+        return self.peers
+
+    def piece_availability(self) -> list[int]:
+        return self.availability
+
+    def prioritize_pieces(self, wanted: list[int]) -> None:
+        self.set_to.append(list(wanted))
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _sharing_handle() -> _Handle:
+    """Me (10.0.0.1), one seed and one other downloader; four pieces, piece 3 also at the other."""
+    peers = [_Peer("10.0.0.9", SEED), _Peer("10.0.0.2")]
+    return _Handle(peers, availability=[1, 1, 1, 2])
+
+
+def test_a_downloader_asks_the_seed_for_its_share_only() -> None:
+    handle = _sharing_handle()
+    shares = Shares("ef" * 20, 4)
+    shares.update(handle)
+    owner_of = owners(["10.0.0.1", "10.0.0.2"], 4, "ef" * 20)
+    assert handle.set_to == [priorities(owner_of, "10.0.0.1", [1, 1, 1, 2], 1)]
+    assert SKIP in handle.set_to[0] and TOP_PRIORITY in handle.set_to[0]
+    shares.update(handle)
+    assert len(handle.set_to) == 1  # unchanged priorities are not set again
+
+
+def test_nothing_is_shared_without_another_downloader_or_with_enough_seeds() -> None:
+    alone = _Handle([_Peer("10.0.0.9", SEED)], availability=[1, 1])
+    Shares("ef" * 20, 2).update(alone)
+    two_seeds = _Handle(
+        [_Peer("10.0.0.9", SEED), _Peer("10.0.0.8", SEED), _Peer("10.0.0.2")], [2, 2]
+    )
+    Shares("ef" * 20, 2).update(two_seeds)
+    same_ip = _Handle([_Peer("10.0.0.9", SEED), _Peer("10.0.0.1")], [1, 1])  # all on one host
+    Shares("ef" * 20, 2).update(same_ip)
+    assert alone.set_to == two_seeds.set_to == same_ip.set_to == []
+
+
+def test_a_share_nobody_delivers_is_released() -> None:
+    handle = _sharing_handle()
+    clock = _Clock()
+    shares = Shares("ef" * 20, 4, release_seconds=2.0, clock=clock)
+    shares.update(handle)
+    handle.state.is_finished = True  # own share done, the others' not at any downloader
+    shares.update(handle)
+    clock.now += 1.9
+    shares.update(handle)
+    assert not shares.released
+    clock.now += 0.2
+    shares.update(handle)
+    assert shares.released
+    assert handle.set_to[-1] == [DEFAULT_PRIORITY] * 4
+    shares.update(handle)
+    assert len(handle.set_to) == 2  # for good
+
+
+def test_waiting_restarts_when_a_piece_turns_up() -> None:
+    handle = _sharing_handle()
+    clock = _Clock()
+    shares = Shares("ef" * 20, 4, release_seconds=2.0, clock=clock)
+    handle.state.is_finished = True
+    shares.update(handle)
+    clock.now += 1.5
+    handle.state.is_finished = False  # another downloader got a piece: something to ask for
+    shares.update(handle)
+    handle.state.is_finished = True
+    clock.now += 1.5
+    shares.update(handle)
+    assert not shares.released
+
+
+# -- real sessions ---------------------------------------------------------------------------
+
+
+async def test_downloaders_on_their_own_addresses_share_and_complete(
+    make_swarm: SwarmFactory, blob: Blob, tmp_path: Path
+) -> None:
+    """Each session on its own loopback address, as hosts of a cluster: the shares are in force
+    during the download (own pieces first, pieces only the seed has skipped) and every
+    downloader still gets the whole verified blob."""
+    limit = {"upload_rate_limit": 8_000_000}  # the download takes seconds: time to look
+    async with make_swarm(host="127.0.0.2", **limit) as seeder:
+        seeder.seed(blob.metainfo, blob.path)
+        async with (
+            make_swarm(host="127.0.0.3", **limit) as a,
+            make_swarm(host="127.0.0.4", **limit) as b,
+        ):
+            infohash = blob.metainfo.infohash
+            downloads = [
+                swarm.download(blob.metainfo, tmp_path / f"dl{i}") for i, swarm in enumerate((a, b))
+            ]
+            for swarm in (a, b):
+                swarm.add_peer(infohash, "127.0.0.2", seeder.port)
+            b.add_peer(infohash, "127.0.0.3", a.port)
+            seen: set[int] = set()
+
+            async def watch() -> None:
+                while not all(d.is_complete() for d in downloads):
+                    for download in downloads:
+                        seen.update(download.handle.get_piece_priorities())
+                    await asyncio.sleep(0.05)
+
+            watching = asyncio.create_task(watch())
+            results = await asyncio.gather(*(collect(d) for d in downloads))
+            await watching
+            assert all(result == blob.data for result in results)
+            assert {TOP_PRIORITY, SKIP} <= seen
