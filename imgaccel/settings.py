@@ -73,6 +73,12 @@ class P2PSettings(BaseModel):
     upload_rate_limit: int = Field(
         default=0, ge=0, description="Most bytes/s this node uploads to peers; 0: no limit."
     )
+    share_pieces: bool = Field(
+        default=True,
+        description="Downloaders of a blob split the pieces only seeds have: each asks the seeds "
+        "for its own share and takes the others' from them, so a lone seed sends each piece "
+        "about once. false: libtorrent's own piece picking.",
+    )
     wait_seconds: float = Field(
         default=600.0,
         gt=0,

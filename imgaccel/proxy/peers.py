@@ -129,6 +129,7 @@ class PeerNetwork:
             stall_seconds=self.settings.stall_seconds,
             no_peers_grace=self.settings.no_peers_seconds,
             upload_rate_limit=self.settings.upload_rate_limit,
+            share_pieces=self.settings.share_pieces,
         )
         await self.swarm.__aenter__()
         log.info(
