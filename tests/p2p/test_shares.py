@@ -160,6 +160,13 @@ def test_waiting_restarts_when_a_piece_turns_up() -> None:
     assert not shares.released
 
 
+def test_a_torrent_that_completes_between_two_calls_is_left_alone() -> None:
+    handle = _sharing_handle()
+    handle.availability = []  # what libtorrent answers once the torrent is complete
+    Shares("ef" * 20, 4).update(handle)
+    assert handle.set_to == []
+
+
 # -- real sessions ---------------------------------------------------------------------------
 
 
