@@ -9,9 +9,9 @@ The download itself is *not* sequential: libtorrent fetches rarest-first (within
 shares of :mod:`imgaccel.p2p.shares`) and the stream waits for the next piece in order. When
 every peer fetches in order they all want the same piece from the same seeder, and sharing
 collapses (measured: the seeder uploaded 3.98 of 4.3 GB to 4 sequential downloaders, 2.3 GB
-rarest-first). Deadlines on a window of pieces just ahead of the
-reader have the same flaw on a smaller scale: in `scripts/bench --scenarios imgaccel-warm` (4
-nodes, one of them warm) pulls took 23-24 s with an 8 MiB window and 20.5-22 s without one.
+rarest-first). Deadlines on a window of pieces just ahead of the reader have the same flaw on a
+smaller scale: in `scripts/bench --scenarios imgaccel-warm` (4 nodes, one of them warm) pulls
+took 23-24 s with an 8 MiB window and 20.5-22 s without one.
 A blob is only useful to the runtime once all of it has arrived, so the order costs nothing.
 
 Memory per stream is bounded by two pieces (the one yielded and the one read ahead).
