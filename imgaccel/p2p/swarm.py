@@ -93,6 +93,7 @@ class SwarmStats:
     total_uploaded: int
     total_downloaded: int
     peers: int
+    share_releases: int = 0
 
 
 class Swarm:
@@ -121,6 +122,7 @@ class Swarm:
         # Downloaders ask the seeds only for their share of the pieces (imgaccel.p2p.shares).
         self._share_pieces = share_pieces
         self._sharing: asyncio.Task[None] | None = None
+        self._share_releases = 0
         self._session: Any = None
         self._pump: AlertPump | None = None
         self._torrents: dict[str, Download] = {}
@@ -180,6 +182,7 @@ class Swarm:
             for download in list(self._torrents.values()):
                 if download.shares is None:
                     continue
+                released = download.shares.released
                 try:
                     download.shares.update(download.handle)
                 except RuntimeError:  # libtorrent: the torrent was removed meanwhile
@@ -189,6 +192,14 @@ class Swarm:
                     shares, download.shares = download.shares, None
                     with contextlib.suppress(Exception):
                         shares.release(download.handle)
+                    continue
+                if download.shares.released and not released:
+                    self._share_releases += 1
+                    log.info(
+                        "%s: nothing to fetch for %.0fs while incomplete; piece shares dropped",
+                        download.infohash,
+                        download.shares.release_seconds,
+                    )
 
     @property
     def port(self) -> int:
@@ -292,6 +303,7 @@ class Swarm:
             total_uploaded=sent,
             total_downloaded=received,
             peers=counters[_COUNTERS[2]],
+            share_releases=self._share_releases,
         )
 
 

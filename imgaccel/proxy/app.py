@@ -137,12 +137,14 @@ async def _open_node(settings: Settings, stack: contextlib.AsyncExitStack) -> No
 
 async def _p2p_metrics(peers: PeerNetwork, metrics: NodeMetrics, every: float = 5.0) -> None:
     """Copy libtorrent's counters into the node's metrics."""
-    sent = received = 0
+    sent = received = releases = 0
     while True:
         if peers.swarm is not None:
             stats = await peers.swarm.stats()
             metrics.p2p_upload.inc(max(0, stats.total_uploaded - sent))
             metrics.p2p_download.inc(max(0, stats.total_downloaded - received))
+            metrics.p2p_share_releases.inc(max(0, stats.share_releases - releases))
             sent, received = stats.total_uploaded, stats.total_downloaded
+            releases = stats.share_releases
             metrics.p2p_peers.set(stats.peers)
         await asyncio.sleep(every)

@@ -78,6 +78,12 @@ class NodeMetrics:
             "imgaccel_p2p_download_bytes", "Blob bytes this node received from peers.", registry=r
         )
         self.p2p_peers = Gauge("imgaccel_p2p_peers", "Peers connected right now.", registry=r)
+        self.p2p_share_releases = Counter(
+            "imgaccel_p2p_share_releases",
+            "Downloads that dropped their piece shares: nothing to fetch while incomplete (an "
+            "owner slow or gone); they then take any piece from any peer.",
+            registry=r,
+        )
         self.stale_served = Counter(
             "imgaccel_stale_tags_served",
             "Tag answers served stale because the origin was down.",

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import libtorrent as lt
+import pytest
 
 from imgaccel.p2p.shares import DEFAULT_PRIORITY, SKIP, TOP_PRIORITY, Shares, owners, priorities
 
@@ -165,6 +168,27 @@ def test_a_torrent_that_completes_between_two_calls_is_left_alone() -> None:
     handle.availability = []  # what libtorrent answers once the torrent is complete
     Shares("ef" * 20, 4).update(handle)
     assert handle.set_to == []
+
+
+async def test_the_swarm_counts_and_logs_a_release(
+    make_swarm: SwarmFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A download whose share never comes drops it; the swarm counts that for the metrics."""
+    handle = _sharing_handle()
+    handle.state.is_finished = True  # waiting on a share nobody delivers
+    stuck = SimpleNamespace(
+        handle=handle, shares=Shares("ef" * 20, 4, release_seconds=0.3), infohash="ef" * 20
+    )
+    caplog.set_level(logging.INFO, logger="imgaccel.p2p.swarm")
+    async with make_swarm() as swarm:
+        swarm._torrents["ef" * 20] = stuck  # type: ignore[assignment]  # stands in for a Download
+        async with asyncio.timeout(5):
+            while not stuck.shares.released:  # noqa: ASYNC110 (the stand-in signals nothing)
+                await asyncio.sleep(0.05)
+        del swarm._torrents["ef" * 20]
+        assert (await swarm.stats()).share_releases == 1
+    assert handle.set_to[-1] == [DEFAULT_PRIORITY] * 4
+    assert "piece shares dropped" in caplog.text
 
 
 # -- real sessions ---------------------------------------------------------------------------
