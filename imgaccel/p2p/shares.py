@@ -100,7 +100,7 @@ class Shares:
         peers = [p for p in handle.get_peer_info() if not p.flags & _NOT_YET]
         me = next((_local_ip(p) for p in peers), None)
         downloaders = {p.ip[0] for p in peers if not p.flags & lt.peer_info.seed}
-        seeds = len(peers) - sum(1 for p in peers if not p.flags & lt.peer_info.seed)
+        seeds = sum(1 for p in peers if p.flags & lt.peer_info.seed)
         if me is None or not downloaders - {me} or seeds >= len(downloaders | {me}):
             self._apply(handle, None)  # nothing to share: libtorrent's own picking
             return
