@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
@@ -55,6 +56,10 @@ class Fill:
         self._hasher = digest.hasher()
         self._hash_lock = asyncio.Lock()
         self._users = 1  # the writer side; readers add themselves
+        self.readers = 0  # streams reading the fill now
+        self._starved = 0.0  # see starved_seconds
+        self._starving = 0  # readers waiting for bytes now
+        self._starved_mark = time.monotonic()
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # -- writer side ----------------------------------------------------------------------------
@@ -193,6 +198,7 @@ class Fill:
         if self.closed:
             raise FillFailed("the fill is over and its file closed; read the blob from the store")
         self._users += 1
+        self.readers += 1
         try:
             offset = start
             while offset < end:
@@ -200,6 +206,7 @@ class Fill:
                 yield offset, limit
                 offset = limit
         finally:
+            self.readers -= 1
             self._drop_user()
 
     async def _readable(self, offset: int, end: int) -> int:
@@ -211,7 +218,24 @@ class Fill:
                 allowed = self.size if self.verified else min(self.contiguous, self.size - 1)
                 if allowed > offset:
                     return min(allowed, end)
-                await self._changed.wait()
+                self._count_starved(+1)
+                try:
+                    await self._changed.wait()
+                finally:
+                    self._count_starved(-1)
+
+    @property
+    def starved_seconds(self) -> float:
+        """Seconds readers have spent waiting for bytes that had not landed (summed over the
+        readers, waits still going on included): how much the fill is what holds them up."""
+        self._count_starved(0)
+        return self._starved
+
+    def _count_starved(self, change: int) -> None:
+        now = time.monotonic()
+        self._starved += self._starving * (now - self._starved_mark)
+        self._starved_mark = now
+        self._starving += change
 
     def _drop_user(self) -> None:
         self._users -= 1

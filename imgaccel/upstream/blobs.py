@@ -22,6 +22,10 @@ from imgaccel.upstream.config import UpstreamClientSettings
 
 log = logging.getLogger(__name__)
 
+#: The share of a widening period the blob's readers must have spent waiting for bytes for the
+#: fetch to count as what holds them up (see :meth:`OriginFetch._widen`).
+READERS_WAITING = 0.5
+
 
 @dataclass(frozen=True)
 class BlobLocation:
@@ -163,17 +167,40 @@ class OriginFetch:
             await self.part(start, end, opened)
 
     async def _widen(self, head: asyncio.Task[None]) -> None:
-        """After a while, fetch the rest of the blob with parallel range requests."""
+        """Fetch the rest of the blob with parallel range requests once the one connection
+        has shown itself to be the limit: slower than ``parallel_below_bytes_per_second`` over
+        a period of ``parallel_after_seconds``, while the clients reading the blob (if any)
+        waited for it.
+
+        A client that reads slower than the one connection brings the bytes (a runtime busy
+        writing and hashing what it gets, on a CPU the node shares) would not get them any
+        sooner from more connections, which would only take CPU from it (seen in the cold `ctr`
+        pull of scripts/bench-node on a busy machine: the two big layers widened while
+        containerd read them at a third of the speed the one connection brought them). The check
+        repeats each period until the head is done or near the end.
+        """
         waited = self.settings.parallel_after_seconds
-        await asyncio.wait([head], timeout=waited)
-        start = self.fill.contiguous
-        if head.done() or self.fill.size - start < self.settings.parallel_threshold_bytes // 2:
-            return
-        rate = start / waited if waited else 0.0
-        if rate >= self.settings.parallel_below_bytes_per_second:
-            return  # one connection is fast: more would only compete for the same link and CPU
+        landed, starved = 0, self.fill.starved_seconds
+        while True:
+            await asyncio.wait([head], timeout=waited)
+            start = self.fill.contiguous
+            if head.done() or self.fill.size - start < self.settings.parallel_threshold_bytes // 2:
+                return
+            rate = (start - landed) / waited if waited else 0.0
+            readers_waited = self.fill.starved_seconds - starved
+            # A fast connection stays alone: more would only compete for the same link and CPU.
+            if rate < self.settings.parallel_below_bytes_per_second and (
+                self.fill.readers == 0 or readers_waited >= READERS_WAITING * waited
+            ):
+                break
+            landed, starved = start, self.fill.starved_seconds
         segments = split(start, self.fill.size, self.settings.parallel_ranges)
-        log.info("blob %s: adding %d range requests", self.location.digest, len(segments) - 1)
+        log.info(
+            "blob %s: adding %d range requests (one connection brought %.1f MB/s)",
+            self.location.digest,
+            len(segments) - 1,
+            rate / 1e6,
+        )
         async with asyncio.TaskGroup() as group:
             for seg_start, seg_end in segments[1:]:
                 group.create_task(self.part(seg_start, seg_end, None), name=f"fetch-{seg_start}")

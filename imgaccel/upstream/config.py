@@ -47,8 +47,11 @@ class UpstreamClientSettings(BaseModel):
     parallel_after_seconds: float = Field(
         default=1.0,
         ge=0,
-        description="A big blob streams on one connection first; if it is not done after this "
-        "long, parallel range requests fetch the rest.",
+        description="A big blob streams on one connection first; parallel range requests fetch "
+        "the rest once, over a period this long, that connection was slower than "
+        "parallel_below_bytes_per_second and the clients reading the blob (if any) spent at "
+        "least half of it waiting for bytes (a client that reads slower than one connection "
+        "brings would gain nothing).",
     )
     parallel_below_bytes_per_second: int = Field(
         default=100_000_000,

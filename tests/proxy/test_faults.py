@@ -65,6 +65,7 @@ class FakeRegistry:
     drop_at: dict[str, int] = field(default_factory=dict)  # digest -> byte where to hang up, once
     gate_at: dict[str, int] = field(default_factory=dict)  # digest -> byte where to wait for gate
     gate: asyncio.Event = field(default_factory=asyncio.Event)
+    gate_reached: asyncio.Event = field(default_factory=asyncio.Event)  # a body waits at gate_at
     redirect_to: str | None = None  # blob GETs answer 307 to this base URL
     credentials: str | None = None  # required Authorization (Basic challenge otherwise)
     down: bool = False  # everything is a 503
@@ -162,6 +163,7 @@ class FakeRegistry:
                 request.transport.abort()
                 return
             if offset == gate:
+                self.gate_reached.set()
                 await self.gate.wait()
         await response.write_eof()
 
@@ -363,6 +365,40 @@ async def test_a_slow_big_blob_is_widened_into_parallel_ranges(rig_factory: Star
     starts = sorted(int(r.removeprefix("bytes=").split("-")[0]) for r in ranges)
     assert len(ranges) == 3 and starts[0] > 2 * 1024 * 1024, ranges
     assert rig.cached(digest).read_bytes() == data
+
+
+async def test_no_widening_while_the_client_reads_slower_than_the_one_connection(
+    rig_factory: Start,
+) -> None:
+    # Widening only pays when the client waits for the fetch. A client that is behind (a busy
+    # runtime) would get nothing sooner; the ranges wait until it has caught up and waits.
+    rig = await rig_factory(
+        upstream_client={
+            "parallel_threshold_bytes": 1024 * 1024,
+            "parallel_ranges": 4,
+            "parallel_after_seconds": 0.1,
+        }
+    )
+    data = random_bytes(48 * 1024 * 1024, seed=8)
+    digest = rig.fake.add(data)
+    gate = 24 * 1024 * 1024  # more than the loopback socket buffers hold
+    rig.fake.gate_at[digest] = gate
+
+    async with rig.http.get(rig.url(digest)) as response:
+        assert response.status == 200
+        async with asyncio.timeout(10):
+            await rig.fake.gate_reached.wait()
+        await asyncio.sleep(0.5)  # five widening periods with the client not reading
+        assert [s.range for s in rig.fake.blob_gets(digest)] == [None]
+
+        body = asyncio.create_task(response.read())
+        async with asyncio.timeout(10):  # the client reads, catches up and waits: ranges come
+            while len(rig.fake.blob_gets(digest)) == 1:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        rig.fake.gate.set()
+        assert await body == data
+    ranges = [s.range for s in rig.fake.blob_gets(digest) if s.range]
+    assert len(ranges) == 3 and all(int(r[6:].split("-")[0]) >= gate for r in ranges), ranges
 
 
 async def test_a_fast_big_blob_streams_on_one_connection(rig_factory: Start) -> None:
