@@ -271,8 +271,10 @@ class BlobFetcher:
             await writing
             await fill.verify()
             if keep:
+                started = time.monotonic()
                 await asyncio.to_thread(self.store.commit, fill.temp, fill.digest, fill.size)
                 fill.committed = True
+                log.debug("committed %s in %.2fs", fill.digest, time.monotonic() - started)
                 self.store.add(fill.digest, fill.size)
         except BaseException as exc:
             if isinstance(exc, DigestMismatch):
