@@ -340,15 +340,16 @@ async def test_a_redirect_to_another_host_never_carries_the_credentials(
 
 # -- (e) parallel ranges ------------------------------------------------------------------------
 
+#: Blobs of 1 MiB and more may widen into 4 range requests, judged every 0.1 s.
+WIDENS_QUICKLY = {
+    "parallel_threshold_bytes": 1024 * 1024,
+    "parallel_ranges": 4,
+    "parallel_after_seconds": 0.1,
+}
+
 
 async def test_a_slow_big_blob_is_widened_into_parallel_ranges(rig_factory: Start) -> None:
-    rig = await rig_factory(
-        upstream_client={
-            "parallel_threshold_bytes": 1024 * 1024,
-            "parallel_ranges": 4,
-            "parallel_after_seconds": 0.1,
-        }
-    )
+    rig = await rig_factory(upstream_client=WIDENS_QUICKLY)
     data = random_bytes(8 * 1024 * 1024, seed=4)
     digest = rig.fake.add(data)
     rig.fake.gate_at[digest] = 2 * 1024 * 1024  # the first connection stalls at 2 MiB
@@ -372,13 +373,7 @@ async def test_no_widening_while_the_client_reads_slower_than_the_one_connection
 ) -> None:
     # Widening only pays when the client waits for the fetch. A client that is behind (a busy
     # runtime) would get nothing sooner; the ranges wait until it has caught up and waits.
-    rig = await rig_factory(
-        upstream_client={
-            "parallel_threshold_bytes": 1024 * 1024,
-            "parallel_ranges": 4,
-            "parallel_after_seconds": 0.1,
-        }
-    )
+    rig = await rig_factory(upstream_client=WIDENS_QUICKLY)
     data = random_bytes(48 * 1024 * 1024, seed=8)
     digest = rig.fake.add(data)
     gate = 24 * 1024 * 1024  # more than the loopback socket buffers hold
