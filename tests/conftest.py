@@ -6,6 +6,7 @@ suite runs in parallel and twice in a row.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -31,6 +32,14 @@ needs_containerd = pytest.mark.skipif(
     reason="containerd is not installed",
 )
 needs_skopeo = pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
+
+
+async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Return once ``condition()`` holds, polling: for state that no event announces (another
+    task's or process's progress). Fails with TimeoutError after ``seconds``."""
+    async with asyncio.timeout(seconds):
+        while not condition():  # noqa: ASYNC110 - polls state owned by another task
+            await asyncio.sleep(0.01)
 
 
 @pytest.fixture(scope="session")

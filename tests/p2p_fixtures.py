@@ -3,7 +3,6 @@ tracker on port 0, P2P nodes, and a multi-MB image in the origin."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -99,9 +98,3 @@ async def metric(node: NodeServer, line_start: str) -> float:
             if line.startswith(line_start):
                 return float(line.rsplit(" ", 1)[1])
     return 0.0
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():  # noqa: ASYNC110 - polls state owned by another task
-            await asyncio.sleep(0.05)

@@ -21,7 +21,7 @@ from imgaccel.proxy.state import NODE
 from imgaccel.testing.containerd import Containerd
 from imgaccel.testing.images import Image, build_image, push
 from imgaccel.testing.registry import DistributionRegistry
-from tests.conftest import NodeServer, needs_containerd, needs_registry, write_hosts
+from tests.conftest import NodeServer, needs_containerd, needs_registry, until, write_hosts
 
 pytestmark = [pytest.mark.system, needs_registry]
 
@@ -49,14 +49,6 @@ def holds_all(node: NodeServer, image: Image) -> bool:
 
 async def cli(*args: str) -> Result:
     return await asyncio.to_thread(CliRunner().invoke, prewarm, list(args), catch_exceptions=False)
-
-
-async def until(predicate: Callable[[], bool], seconds: float = 30.0) -> None:
-    async with asyncio.timeout(seconds):
-        while True:
-            if predicate():
-                return
-            await asyncio.sleep(0.1)
 
 
 async def metric(node: NodeServer, line_start: str) -> float:
@@ -93,7 +85,7 @@ async def test_a_cluster_job_warms_every_node_with_one_origin_fetch_per_blob(
     # A node that joins later runs the job too, from its peers.
     origin.requests.clear()
     late = await p2p_node("w-late")
-    await until(lambda: holds_all(late, image))
+    await until(lambda: holds_all(late, image), seconds=30)
     assert origin.blob_gets() == []
     # The node reports to the tracker after its last blob lands: give the report a moment.
     async with asyncio.timeout(15):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +13,7 @@ from imgaccel.oci.media import MANIFEST_ACCEPT
 from imgaccel.proxy.state import NODE
 from imgaccel.testing.images import Image
 from imgaccel.testing.registry import DistributionRegistry
-from tests.conftest import NodeServer, needs_registry
+from tests.conftest import NodeServer, needs_registry, until
 
 pytestmark = [pytest.mark.system, needs_registry]
 
@@ -50,6 +49,4 @@ async def test_a_layer_pulled_elsewhere_is_prefetched_and_pinned(
     layers = [Digest.parse(layer.digest) for layer in small_image.layers]
     # The prefetcher pins a blob when its fill has ended, a moment after the store has it: wait
     # for both (a layer never pinned fails here on the timeout).
-    async with asyncio.timeout(20):
-        while not all(d in store and store.pinned_until(d) for d in layers):  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
+    await until(lambda: all(d in store and store.pinned_until(d) for d in layers), seconds=20)

@@ -28,7 +28,7 @@ from imgaccel.testing.procs import run
 from imgaccel.testing.registry import DistributionRegistry, Request
 from imgaccel.testing.tokenserver import TokenServer
 from imgaccel.upstream.auth import basic_header
-from tests.conftest import NodeServer, write_hosts
+from tests.conftest import NodeServer, until, write_hosts
 
 pytestmark = [
     pytest.mark.system,
@@ -159,13 +159,6 @@ async def test_private_pull_with_credentials_goes_through_the_node_and_stays_pri
     assert body == small_image.blob_path(layer.digest).read_bytes()
     assert origin.blob_gets() == []
     assert any(r.method == "HEAD" and r.status == 200 for r in origin.requests)
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait (briefly, polling) for a state the test cannot be told about."""
-    async with asyncio.timeout(10):
-        while not condition():  # noqa: ASYNC110 - the node's state has no event to wait on
-            await asyncio.sleep(0.01)
 
 
 async def test_a_client_without_credentials_cannot_join_a_private_fill_in_progress(

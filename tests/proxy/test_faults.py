@@ -24,6 +24,7 @@ from imgaccel.oci.digest import Digest
 from imgaccel.proxy.state import NODE
 from imgaccel.upstream.auth import basic_header
 from imgaccel.upstream.blobs import BlobLocation, OriginFetch
+from tests.conftest import until
 
 REPO = "team/app"
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -247,15 +248,6 @@ async def rig(rig_factory: Start) -> Rig:
     return await rig_factory()  # type: ignore[no-any-return]
 
 
-async def eventually(check: Callable[[], bool]) -> None:
-    """Wait (boundedly) for background work the client cannot observe to finish."""
-    for _ in range(500):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    assert check()
-
-
 # -- (a) wrong bytes ----------------------------------------------------------------------------
 
 
@@ -270,7 +262,7 @@ async def test_a_blob_that_does_not_match_its_digest_is_aborted_and_not_cached(r
             await response.read()
 
     assert not rig.cached(digest).exists()
-    await eventually(lambda: rig.temp_files() == [])
+    await until(lambda: rig.temp_files() == [])
     rig.fake.corrupt.clear()
     status, _, body = await rig.get(digest)
     assert status == 200 and body == data
@@ -430,7 +422,7 @@ async def test_ranges_on_a_blob_in_flight_and_cached(rig: Rig) -> None:
 
         rig.fake.gate.set()
         assert await whole.read() == data
-    await eventually(lambda: rig.cached(digest).exists())
+    await until(lambda: rig.cached(digest).exists())
 
     for spec, expected in [
         ("bytes=100-199", data[100:200]),

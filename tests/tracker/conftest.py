@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,12 +116,3 @@ def settings(tmp_path: Path) -> TrackerSettings:
 async def tracker(settings: TrackerSettings, clock: FakeClock) -> AsyncIterator[TrackerClient]:
     async with running(settings, clock=clock) as served, aiohttp.ClientSession() as http:
         yield TrackerClient(served.url, http, served.app)
-
-
-async def until(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
-    """Return once ``predicate()`` holds (e.g. a long poll is parked), failing after ``seconds``."""
-    async with asyncio.timeout(seconds):
-        while True:
-            if predicate():
-                return
-            await asyncio.sleep(0.005)

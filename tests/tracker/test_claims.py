@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .conftest import FakeClock, TrackerClient, digest_of, torrent_for, until
+from tests.conftest import until
+
+from .conftest import FakeClock, TrackerClient, digest_of, torrent_for
 
 DIGEST = digest_of("cold layer")
 ORIGIN = {"registry": "docker.io", "repository": "library/ubuntu"}

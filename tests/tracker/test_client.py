@@ -8,9 +8,10 @@ import aiohttp
 import pytest
 
 from imgaccel.tracker.client import ClaimReply, Publication, TrackerClient, TrackerError, Work
+from tests.conftest import until
 
 from .conftest import TrackerClient as Live
-from .conftest import digest_of, torrent_for, until
+from .conftest import digest_of, torrent_for
 
 DIGEST = digest_of("cold")
 ORIGIN = {"registry": "docker.io", "repository": "library/python"}

@@ -9,8 +9,9 @@ import aiohttp
 
 from imgaccel.tracker import TrackerSettings, running
 from imgaccel.tracker.jobs import NOTIFY_KEY, Job
+from tests.conftest import until
 
-from .conftest import FakeClock, TrackerClient, until
+from .conftest import FakeClock, TrackerClient
 
 
 async def _json(tracker: TrackerClient, method: str, path: str, **kwargs: Any) -> Any:

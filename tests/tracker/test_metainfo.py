@@ -6,8 +6,9 @@ import asyncio
 import hashlib
 
 from imgaccel import bencode
+from tests.conftest import until
 
-from .conftest import TrackerClient, digest_of, torrent_for, until
+from .conftest import TrackerClient, digest_of, torrent_for
 
 DIGEST = digest_of("layer")
 
