@@ -2,7 +2,8 @@
 
 Nouns: ``store`` (BlobStore: verified blobs, LRU, quota), ``fill`` (Fill: a blob being written
 while clients read it), ``meta`` (MetaStore: manifests, tags, repository contents, visibility),
-``config`` (CacheSettings). Core package: imports only ``imgaccel.oci`` and ``imgaccel.errors``.
+``config`` (CacheSettings), ``writeback`` (early writeback of a fill's pages, so the commit's fsync
+is short). Core package: imports only ``imgaccel.oci`` and ``imgaccel.errors``.
 """
 
 from imgaccel.cache.config import CacheSettings

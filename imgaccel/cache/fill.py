@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
+from imgaccel.cache import writeback
 from imgaccel.errors import DigestMismatch, ImgaccelError
 from imgaccel.oci.digest import Digest
 
@@ -54,7 +55,8 @@ class Fill:
         self._changed = asyncio.Condition()
         self._hashed = 0
         self._hasher = digest.hasher()
-        self._hash_lock = asyncio.Lock()
+        self._hash_lock = asyncio.Lock()  # also serialises writes (see _store)
+        self._unsynced = 0  # bytes written since writeback was last started
         self._users = 1  # the writer side; readers add themselves
         self.readers = 0  # streams reading the fill now
         self._starved = 0.0  # see starved_seconds
@@ -85,7 +87,7 @@ class Fill:
                 await asyncio.to_thread(self._write_and_feed, chunks, offset)
                 self._hashed += length
             else:
-                await asyncio.to_thread(_pwritev_all, self.fd, chunks, offset)
+                await asyncio.to_thread(self._store, chunks, offset)
         self.bytes_from[source] = self.bytes_from.get(source, 0) + length
         self._land(offset, offset + length)
         async with self._changed:
@@ -130,9 +132,17 @@ class Fill:
                 self._hashed += len(data)
 
     def _write_and_feed(self, chunks: Sequence[bytes | bytearray], offset: int) -> None:
-        _pwritev_all(self.fd, chunks, offset)
+        self._store(chunks, offset)
         for chunk in chunks:
             self._feed(chunk)
+
+    def _store(self, chunks: Sequence[bytes | bytearray], offset: int) -> None:
+        """Write ``chunks`` at ``offset`` and, every few MB, start their writeback to disk, so
+        that the commit's fsync has little left to wait for (runs in a worker thread)."""
+        self._unsynced += _pwritev_all(self.fd, chunks, offset)
+        if self._unsynced >= writeback.EVERY:
+            writeback.start_writeback(self.fd)
+            self._unsynced = 0
 
     def _feed(self, data: bytes | bytearray) -> None:
         """Hash ``data`` and show it to the observers (runs in a worker thread)."""
@@ -247,9 +257,11 @@ class Fill:
                 self.temp.unlink(missing_ok=True)
 
 
-def _pwritev_all(fd: int, chunks: Sequence[bytes | bytearray], offset: int) -> None:
-    """``pwritev`` every byte of ``chunks`` at ``offset``, continuing after a short write."""
+def _pwritev_all(fd: int, chunks: Sequence[bytes | bytearray], offset: int) -> int:
+    """``pwritev`` every byte of ``chunks`` at ``offset``, continuing after a short write;
+    returns how many bytes that was."""
     views = [memoryview(chunk) for chunk in chunks if chunk]
+    total = sum(len(view) for view in views)
     while views:
         written = os.pwritev(fd, views[:IOV_MAX], offset)
         if written <= 0:
@@ -260,3 +272,4 @@ def _pwritev_all(fd: int, chunks: Sequence[bytes | bytearray], offset: int) -> N
             views.pop(0)
         if written:
             views[0] = views[0][written:]
+    return total

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from imgaccel.cache import writeback
 from imgaccel.cache.fill import Fill, FillFailed
 from imgaccel.errors import DigestMismatch
 from imgaccel.oci.digest import Digest
@@ -168,3 +169,20 @@ async def test_chunks_are_written_whole_even_when_pwritev_writes_short(
     await fill.verify()
     assert (tmp_path / "blob.part").read_bytes() == DATA
     assert len(calls) > len(DATA) // 7
+
+
+async def test_writeback_starts_every_few_bytes_whatever_the_order_of_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kicks: list[int] = []  # the file's size on disk at each kick
+    monkeypatch.setattr(writeback, "EVERY", 1000)
+    monkeypatch.setattr(
+        writeback, "start_writeback", lambda fd: kicks.append(os.fstat(fd).st_size) or True
+    )
+    fill = new_fill(tmp_path)
+    await fill.write_at(2000, DATA[2000:])  # 560 bytes past the prefix: no kick yet
+    assert kicks == []
+    await fill.write_at(0, DATA[:600])  # 1160 written
+    await fill.write_at(600, DATA[600:2000])  # 1400 more
+    assert kicks == [len(DATA), len(DATA)]
+    await fill.verify()
