@@ -19,6 +19,10 @@ _HELP = f"""Fetch images into a node's cache before anyone pulls them.
   imgaccel prewarm IMAGE...                      warm the local node (or --node URL)
   imgaccel prewarm --cluster IMAGE...            a job on the tracker: every node warms them
   imgaccel prewarm status [JOB] [--wait]         cluster jobs and their progress
+  imgaccel prewarm cancel JOB                    stop handing a job out; nodes running it stop
+
+A cluster job is handed to every node it targets, also to nodes that join later, until it
+expires (--expires-seconds; the tracker's default is a day) or is cancelled.
 
 Each IMAGE is resolved through the node (tag or digest; an OCI index or Docker manifest list
 narrows to the node's platform, --platform, or --all-platforms); the config and layers then take
@@ -30,7 +34,7 @@ the node's own path (cache, peers, origin) and are pinned for --pin-seconds. Pri
 
 
 @click.command(help=_HELP)
-@click.argument("images", nargs=-1, required=True, metavar="IMAGE... | status [JOB]")
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE... | status [JOB] | cancel JOB")
 @click.option(
     "--node",
     "node_url",
@@ -69,14 +73,26 @@ the node's own path (cache, peers, origin) and are pinned for --pin-seconds. Pri
     help="Only nodes with this label (repeatable; all must match).",
 )
 @click.option("--percent", type=click.IntRange(1, 100), default=100, help="Only N% of the nodes.")
+@click.option(
+    "--expires-seconds",
+    type=click.FloatRange(min=0),
+    help="With --cluster: hand the job out this long (0: until cancelled).  "
+    "[default: the tracker's job_ttl_seconds, 86400]",
+)
 @click.option("--wait", is_flag=True, help="With --cluster or status: follow until done.")
 def prewarm(images: tuple[str, ...], **options: Any) -> None:
     if options["platform"] and options["all_platforms"]:
         raise click.UsageError("--platform and --all-platforms exclude each other")
     if images[0] == "status":
         _exit(asyncio.run(_status(images[1:], options)))
+    if images[0] == "cancel":
+        if len(images) != 2:
+            raise click.UsageError("cancel takes one JOB id")
+        _exit(asyncio.run(_cancel(images[1], options)))
     if options["cluster"]:
         _exit(asyncio.run(_cluster(list(images), options)))
+    if options["expires_seconds"] is not None:
+        raise click.UsageError("--expires-seconds is for --cluster jobs")
     authorization = _authorization(options)
     _exit(asyncio.run(_local(list(images), options, authorization)))
 
@@ -278,6 +294,7 @@ async def _cluster(images: list[str], options: dict[str, Any]) -> int:
                 all_platforms=options["all_platforms"],
                 nodes=_labels(options["labels"]),
                 percent=options["percent"],
+                expires_seconds=options["expires_seconds"],
             )
             _show(job, options["as_json"])
             if options["wait"]:
@@ -304,10 +321,29 @@ async def _status(args: tuple[str, ...], options: dict[str, Any]) -> int:
                 return await _follow(jobs, args[0], options["as_json"])
             job = await jobs.job(args[0])
             _show(job, options["as_json"])
-            return 7 if job["state"] == "failed" else 0
+            return 7 if job["state"] in _UNFINISHED else 0
         except PrewarmError as exc:
             click.echo(f"error: {exc}", err=True)
             return exc.exit_code
+
+
+async def _cancel(job_id: str, options: dict[str, Any]) -> int:
+    import aiohttp
+
+    from imgaccel.prewarm.errors import PrewarmError
+
+    async with aiohttp.ClientSession() as http:
+        try:
+            job = await _jobs_client(options, http).cancel(job_id)
+        except PrewarmError as exc:
+            click.echo(f"error: {exc}", err=True)
+            return exc.exit_code
+    _show(job, options["as_json"])
+    return 0
+
+
+#: A job's end states other than "done": ``status`` and ``--wait`` exit with 7 on them.
+_UNFINISHED = ("failed", "cancelled", "expired")
 
 
 def _show(job: dict[str, Any], as_json: bool) -> None:
@@ -339,9 +375,9 @@ async def _follow(jobs: Any, job_id: str, as_json: bool, every: float = 1.0) -> 
         elif line != last and not as_json:
             click.echo(line, err=True)
         last = line
-        if job["state"] in ("done", "failed"):
+        if job["state"] in ("done", *_UNFINISHED):
             if tty:
                 click.echo(err=True)
             _show(job, as_json)
-            return 7 if job["state"] == "failed" else 0
+            return 7 if job["state"] in _UNFINISHED else 0
         await asyncio.sleep(every)

@@ -72,6 +72,14 @@ def _option(*names: str, **kwargs: Any) -> Callable[[_F], _F]:
     show_default=True,
     help="Seconds a cold-blob fetch claim holds without renew or publish.",
 )
+@_option(
+    "--job-ttl",
+    type=click.FloatRange(min=0),
+    default=86400.0,
+    show_default=True,
+    help="Seconds a prewarm job is handed to nodes (also ones that join later) unless it says "
+    "otherwise; 0: until cancelled.",
+)
 @_option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING, ERROR.")
 @_option("--log-json", is_flag=True, help="One JSON object per log line.")
 def tracker(
@@ -85,6 +93,7 @@ def tracker(
     announce_interval: int,
     peer_ttl: float | None,
     claim_lease: float,
+    job_ttl: float,
     log_level: str,
     log_json: bool,
 ) -> None:
@@ -115,6 +124,7 @@ def tracker(
                 "announce_interval": announce_interval,
                 "peer_ttl": peer_ttl,  # None: derived from the interval
                 "claim_lease_seconds": claim_lease,
+                "job_ttl_seconds": job_ttl,
             }
         )
     except ValidationError as exc:

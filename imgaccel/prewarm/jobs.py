@@ -35,7 +35,9 @@ class JobsClient:
         all_platforms: bool = False,
         nodes: dict[str, str] | None = None,
         percent: int = 100,
+        expires_seconds: float | None = None,
     ) -> dict[str, Any]:
+        """Create a job; ``expires_seconds`` None takes the tracker's default, 0 is never."""
         payload: dict[str, Any] = {
             "images": images,
             "all_platforms": all_platforms,
@@ -44,7 +46,13 @@ class JobsClient:
         }
         if platform:
             payload["platform"] = platform
+        if expires_seconds is not None:
+            payload["expires_seconds"] = expires_seconds
         return await self._call("POST", "/v1/jobs", json=payload)
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a job: no node is handed it any more and nodes running it stop."""
+        return await self._call("DELETE", f"/v1/jobs/{job_id}")
 
     async def job(self, job_id: str) -> dict[str, Any]:
         return await self._call("GET", f"/v1/jobs/{job_id}")
@@ -64,7 +72,8 @@ class JobsClient:
 
     async def progress(
         self, job_id: str, node: str, state: str, done: int, total: int, error: str | None = None
-    ) -> None:
+    ) -> bool:
+        """Report this node's progress; True while the job stands, False once it was cancelled."""
         payload = {
             "node": node,
             "state": state,
@@ -72,7 +81,8 @@ class JobsClient:
             "bytes_total": total,
             "error": error,
         }
-        await self._call("POST", f"/v1/jobs/{job_id}/progress", json=payload)
+        reply = await self._call("POST", f"/v1/jobs/{job_id}/progress", json=payload)
+        return not reply.get("cancelled")
 
     async def report_pulls(self, node: str, pulls: list[dict[str, Any]]) -> None:
         await self._call("POST", "/v1/pulls", json={"node": node, "pulls": pulls})

@@ -6,7 +6,8 @@ With a tracker, the node runs three owned tasks:
   percentage), resolves each image with the node's own manifest cache (the same platform choice
   as ``imgaccel prewarm``), fetches the blobs it lacks through the fetcher (peers first: the
   tracker's claims let one node fetch each cold blob from the origin), pins them for
-  ``prefetch.pin_seconds`` and reports progress.
+  ``prefetch.pin_seconds`` and reports progress. A job cancelled on the tracker stops after the
+  blob in flight (the reply to the progress report says so); what it fetched stays pinned.
 - **hot**: reads the tracker's hot list and fetches hot layers it lacks, within the bandwidth
   budget (a token bucket) and a share of the cache quota, and pins them.
 - **reports**: sends the pulls workloads made (:mod:`imgaccel.proxy.pulls`) in batches.
@@ -32,6 +33,7 @@ from imgaccel.cache import pins
 from imgaccel.errors import CacheFull, ImgaccelError
 from imgaccel.oci.digest import Digest
 from imgaccel.oci.reference import ImageRef
+from imgaccel.prewarm.errors import JobCancelled
 from imgaccel.prewarm.jobs import JobsClient
 from imgaccel.prewarm.plan import ImagePlan, resolve
 from imgaccel.prewarm.platform import Platform
@@ -149,11 +151,18 @@ class Prefetcher:
         try:
             plans = [await self._plan(image, job) for image in job["images"]]
             progress.total = sum(p.total_bytes for p in plans)
-            await progress.send("running")
+            await progress.add(0)
             for plan in plans:
                 await self._warm(plan, progress.add)
             await progress.send("done")
             log.info("prewarm job %s done: %d bytes", job["id"], progress.total)
+        except JobCancelled:
+            log.info(
+                "prewarm job %s was cancelled: stopped after %d of %d bytes",
+                job["id"],
+                progress.done,
+                progress.total,
+            )
         except (ImgaccelError, aiohttp.ClientError, ValueError) as exc:
             log.warning("prewarm job %s failed: %s", job["id"], exc)
             await progress.send("failed", str(exc))
@@ -220,11 +229,15 @@ class _Progress:
         self.done = self.total = 0
 
     async def add(self, nbytes: int) -> None:
+        """Count a blob's bytes and report them; :class:`JobCancelled` if the tracker replies
+        that the job was cancelled."""
         self.done += nbytes
-        await self.send("running")
+        if not await self.send("running"):
+            raise JobCancelled(f"prewarm job {self.job} was cancelled")
 
-    async def send(self, state: str, error: str | None = None) -> None:
-        await self.tracker.progress(self.job, self.node, state, self.done, self.total, error)
+    async def send(self, state: str, error: str | None = None) -> bool:
+        """Report; False once the job was cancelled on the tracker."""
+        return await self.tracker.progress(self.job, self.node, state, self.done, self.total, error)
 
 
 async def _all(jobs: list[Awaitable[None]]) -> None:

@@ -50,6 +50,13 @@ class TrackerSettings(BaseModel):
     max_wait_seconds: float = Field(
         default=120.0, gt=0, description="The longest long-poll (`?wait=`) a client may ask for."
     )
+    job_ttl_seconds: float = Field(
+        default=86400.0,
+        ge=0,
+        description="How long a prewarm job is handed to nodes (also to nodes that join later) "
+        "when it does not say (`expires_seconds`, `imgaccel prewarm --expires-seconds`); 0: "
+        "until cancelled.",
+    )
     numwant_default: int = Field(
         default=50, gt=0, description="Peers returned when an announce does not say `numwant`."
     )

@@ -3,8 +3,11 @@
 A job names images (and a platform choice) and which nodes it targets: all of them, those whose
 labels match every ``--nodes key=value``, or a percentage (a node is in when a hash of the job id
 and its name falls under it, so every node decides the same way without coordination, and a node
-that joins later finds out whether it is in). Jobs never close: a node that polls for the first
-time next week still runs the jobs meant for it.
+that joins later finds out whether it is in). A job is handed out until it expires
+(``expires_seconds`` after it was made, by default the tracker's ``job_ttl_seconds``, a day; 0:
+never) or is cancelled: a node that joins during the scale-out still runs it, one that joins next
+month does not fetch last month's images. A cancelled job also stops on the nodes running it: the
+reply to their next progress report (after the blob in flight) says so.
 
 Nodes long-poll ``GET /v1/nodes/jobs?node=ID&label=k=v&wait=S`` (which also registers them and
 their labels) and report progress to ``POST /v1/jobs/{id}/progress``. Everything lives in SQLite
@@ -12,12 +15,14 @@ their labels) and report progress to ``POST /v1/jobs/{id}/progress``. Everything
 
 ====== ========================== =============================================================
 POST   /v1/jobs                   ``{images, platform?, all_platforms?, nodes?: {k: v},
-                                  percent?}`` -> 201 the job
+                                  percent?, expires_seconds?}`` -> 201 the job
 GET    /v1/jobs                   ``{jobs: [summary]}``, newest first
 GET    /v1/jobs/{id}              the summary with per-node progress; 404 unknown
+DELETE /v1/jobs/{id}              cancel: no node is handed it any more, running nodes stop;
+                                  -> the summary (state ``cancelled``); 404 unknown
 GET    /v1/nodes/jobs             ``?node=ID&label=k=v...&wait=S`` -> ``{jobs}`` to run
 POST   /v1/jobs/{id}/progress     ``{node, state: running|done|failed, bytes_done,
-                                  bytes_total, error?}``
+                                  bytes_total, error?}`` -> ``{ok, cancelled}``
 ====== ========================== =============================================================
 """
 
@@ -25,6 +30,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import secrets
 import sqlite3
 from collections.abc import AsyncIterator
@@ -37,6 +44,8 @@ from aiohttp import web
 from imgaccel.tracker.api import ApiError, json_body, node_field, text_field, wait_param
 from imgaccel.tracker.state import STATE
 
+log = logging.getLogger(__name__)
+
 DB_NAME = "jobs.sqlite3"
 NOTIFY_KEY = "prewarm-jobs"
 NODE_STATES = ("running", "done", "failed")
@@ -47,13 +56,16 @@ _MAX_IMAGES = 100
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, images TEXT NOT NULL, platform TEXT, all_platforms INTEGER NOT NULL,
-    selector TEXT NOT NULL, percent INTEGER NOT NULL, created REAL NOT NULL);
+    selector TEXT NOT NULL, percent INTEGER NOT NULL, created REAL NOT NULL, expires REAL,
+    cancelled REAL);
 CREATE TABLE IF NOT EXISTS job_nodes (
     job TEXT NOT NULL, node TEXT NOT NULL, state TEXT NOT NULL, bytes_done INTEGER NOT NULL,
     bytes_total INTEGER NOT NULL, error TEXT, updated REAL NOT NULL, PRIMARY KEY (job, node));
 CREATE TABLE IF NOT EXISTS job_clients (
     node TEXT PRIMARY KEY, labels TEXT NOT NULL, last_seen REAL NOT NULL);
 """
+#: Columns added since the first release, for databases made before them (NULL: never).
+_ADDED_COLUMNS = {"expires": "REAL", "cancelled": "REAL"}
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,12 @@ class Job:
     selector: dict[str, str] = field(default_factory=dict)
     percent: int = 100
     created: float = 0.0
+    expires: float | None = None  # when nodes stop being handed the job (None: never)
+    cancelled: float | None = None
+
+    def open_at(self, now: float) -> bool:
+        """Whether the job is still handed out at ``now`` (not cancelled, not expired)."""
+        return self.cancelled is None and (self.expires is None or now < self.expires)
 
     def targets(self, node: str, labels: dict[str, str]) -> bool:
         """Whether ``node`` (with ``labels``) should run this job."""
@@ -93,13 +111,17 @@ class JobStore:
         self._db = sqlite3.connect(data_dir / DB_NAME, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for column, kind in _ADDED_COLUMNS.items():
+            if column not in present:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self._db.close()
 
     def add(self, job: Job) -> None:
         self._db.execute(
-            "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job.id,
                 json.dumps(job.images),
@@ -108,15 +130,22 @@ class JobStore:
                 json.dumps(job.selector),
                 job.percent,
                 job.created,
+                job.expires,
+                job.cancelled,
             ),
         )
 
+    def cancel(self, job_id: str, now: float) -> None:
+        self._db.execute(
+            "UPDATE jobs SET cancelled = ? WHERE id = ? AND cancelled IS NULL", (now, job_id)
+        )
+
     def jobs(self) -> list[Job]:
-        rows = self._db.execute("SELECT * FROM jobs ORDER BY created DESC").fetchall()
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM jobs ORDER BY created DESC").fetchall()
         return [_job(row) for row in rows]
 
     def job(self, job_id: str) -> Job | None:
-        row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else _job(row)
 
     def seen(self, node: str, labels: dict[str, str], now: float) -> None:
@@ -158,22 +187,31 @@ class JobStore:
         return {row[0] for row in rows}
 
 
+_COLUMNS = "id, images, platform, all_platforms, selector, percent, created, expires, cancelled"
+
+
 def _job(row: tuple[Any, ...]) -> Job:
-    return Job(row[0], json.loads(row[1]), row[2], bool(row[3]), json.loads(row[4]), row[5], row[6])
+    images, selector = json.loads(row[1]), json.loads(row[4])
+    return Job(row[0], images, row[2], bool(row[3]), selector, row[5], row[6], row[7], row[8])
 
 
 JOBS = web.AppKey("jobs", JobStore)
 
 
 def summary(store: JobStore, job: Job, now: float) -> dict[str, Any]:
-    """A job with its progress: nodes targeted / done / failed, bytes, and an overall state."""
+    """A job with its progress: nodes targeted / done / failed, bytes, and an overall state
+    (pending, running, done, failed, expired before every node was done, or cancelled)."""
     progress = store.progress(job.id)
     clients = store.clients(now - NODE_GONE_SECONDS)
     targeted = {n for n, labels in clients.items() if job.targets(n, labels)} | set(progress)
     counts = {s: sum(1 for p in progress.values() if p.state == s) for s in NODE_STATES}
     finished = counts["done"] + counts["failed"]
-    if targeted and finished == len(targeted):
+    if job.cancelled is not None:
+        state = "cancelled"
+    elif targeted and finished == len(targeted):
         state = "failed" if counts["failed"] else "done"
+    elif not job.open_at(now):
+        state = "expired"
     else:
         state = "running" if progress else "pending"
     return {
@@ -190,13 +228,13 @@ def summary(store: JobStore, job: Job, now: float) -> dict[str, Any]:
 
 async def handle_create(request: web.Request) -> web.Response:
     state, store = request.app[STATE], request.app[JOBS]
-    job = _parse_job(await json_body(request), state.now())
+    job = _parse_job(await json_body(request), state.now(), state.settings.job_ttl_seconds)
     store.add(job)
     state.notifier.notify(NOTIFY_KEY)
     return web.json_response(summary(store, job, state.now()), status=201)
 
 
-def _parse_job(body: dict[str, Any], now: float) -> Job:
+def _parse_job(body: dict[str, Any], now: float, default_ttl: float) -> Job:
     images = body.get("images")
     if not isinstance(images, list) or not images or len(images) > _MAX_IMAGES:
         raise ApiError(400, f"'images' must be a list of 1 to {_MAX_IMAGES} image references")
@@ -211,6 +249,9 @@ def _parse_job(body: dict[str, Any], now: float) -> Job:
     if not isinstance(percent, int) or not 1 <= percent <= 100:
         raise ApiError(400, "'percent' must be an integer from 1 to 100")
     platform = text_field(body, "platform", required=False)
+    ttl = body.get("expires_seconds", default_ttl)
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 <= ttl < math.inf:
+        raise ApiError(400, "'expires_seconds' must be a number of seconds (0: never)")
     return Job(
         secrets.token_hex(8),
         images,
@@ -219,6 +260,7 @@ def _parse_job(body: dict[str, Any], now: float) -> Job:
         selector,
         percent,
         now,
+        now + ttl if ttl else None,
     )
 
 
@@ -236,6 +278,19 @@ async def handle_get(request: web.Request) -> web.Response:
     return web.json_response(summary(store, job, state.now()))
 
 
+async def handle_cancel(request: web.Request) -> web.Response:
+    state, store = request.app[STATE], request.app[JOBS]
+    job_id = request.match_info["id"]
+    if store.job(job_id) is None:
+        raise ApiError(404, "no such job")
+    store.cancel(job_id, state.now())
+    log.info("prewarm job %s cancelled", job_id)
+    state.notifier.notify(NOTIFY_KEY)
+    job = store.job(job_id)
+    assert job is not None
+    return web.json_response(summary(store, job, state.now()))
+
+
 async def handle_poll(request: web.Request) -> web.Response:
     """The jobs ``?node=`` should run and has not finished; long-polls with ``?wait=``."""
     state, store = request.app[STATE], request.app[JOBS]
@@ -244,16 +299,20 @@ async def handle_poll(request: web.Request) -> web.Response:
     labels = _labels(request.query.getall("label", []))
     wait = wait_param(request, state.settings.max_wait_seconds)
     store.seen(node, labels, state.now())
-    found = _open_for(store, node, labels)
+    found = _open_for(store, node, labels, state.now())
     if not found and wait > 0:
         await state.notifier.wait(NOTIFY_KEY, wait)
-        found = _open_for(store, node, labels)
+        found = _open_for(store, node, labels, state.now())
     return web.json_response({"jobs": [asdict(job) for job in found]})
 
 
-def _open_for(store: JobStore, node: str, labels: dict[str, str]) -> list[Job]:
+def _open_for(store: JobStore, node: str, labels: dict[str, str], now: float) -> list[Job]:
     finished = store.finished_by(node)
-    jobs = [j for j in store.jobs() if j.id not in finished and j.targets(node, labels)]
+    jobs = [
+        j
+        for j in store.jobs()
+        if j.open_at(now) and j.id not in finished and j.targets(node, labels)
+    ]
     return sorted(jobs, key=lambda j: j.created)
 
 
@@ -269,8 +328,8 @@ def _labels(pairs: list[str]) -> dict[str, str]:
 
 async def handle_progress(request: web.Request) -> web.Response:
     state, store = request.app[STATE], request.app[JOBS]
-    job_id = request.match_info["id"]
-    if store.job(job_id) is None:
+    job = store.job(request.match_info["id"])
+    if job is None:
         raise ApiError(404, "no such job")
     body = await json_body(request)
     report = NodeProgress(
@@ -280,8 +339,8 @@ async def handle_progress(request: web.Request) -> web.Response:
         _count(body, "bytes_total"),
         str(body["error"])[:1000] if body.get("error") else None,
     )
-    store.report(job_id, report, state.now())
-    return web.json_response({"ok": True})
+    store.report(job.id, report, state.now())
+    return web.json_response({"ok": True, "cancelled": job.cancelled is not None})
 
 
 def _choice(value: object, allowed: tuple[str, ...], name: str) -> str:
@@ -311,5 +370,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/jobs", handle_create)
     app.router.add_get("/v1/jobs", handle_list)
     app.router.add_get("/v1/jobs/{id}", handle_get)
+    app.router.add_delete("/v1/jobs/{id}", handle_cancel)
     app.router.add_post("/v1/jobs/{id}/progress", handle_progress)
     app.router.add_get("/v1/nodes/jobs", handle_poll)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,15 @@ from click.testing import CliRunner, Result
 
 from imgaccel.cli.prewarm import prewarm
 from imgaccel.oci.digest import Digest
+from imgaccel.p2p.certs import CA_CERT, NODE_CERT, NODE_KEY
+from imgaccel.prewarm.jobs import JobsClient
+from imgaccel.proxy.prefetch import Prefetcher
+from imgaccel.proxy.pulls import PullRecorder
 from imgaccel.proxy.state import NODE
 from imgaccel.testing.containerd import Containerd
 from imgaccel.testing.images import Image, build_image, push
 from imgaccel.testing.registry import DistributionRegistry
+from imgaccel.tracker.auth import client_context
 from tests.conftest import NodeServer, needs_containerd, needs_registry, until, write_hosts
 
 pytestmark = [pytest.mark.system, needs_registry]
@@ -132,3 +138,67 @@ async def test_after_a_prewarm_a_ctr_pull_touches_neither_origin_nor_peers(
     assert await metric(node, 'imgaccel_bytes_served_total{source="origin"}') == 0
     assert await metric(node, 'imgaccel_bytes_served_total{source="peer"}') == 0
     assert await metric(node, 'imgaccel_bytes_served_total{source="cache"}') >= image.size
+
+
+async def test_a_job_cancelled_while_a_node_runs_it_stops_after_the_blob_in_flight(
+    origin: DistributionRegistry,
+    ref: str,
+    image: Image,
+    tracker: str,
+    client_certs: Path,
+    node: NodeServer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    second = build_image(tmp_path / "second", [300_000], seed=12)
+    second_ref = f"{origin.address}/test/second:v1"
+    await push(second, second_ref)
+    origin.requests.clear()
+
+    reports: list[tuple[str, int]] = []
+
+    class CancelsAfterTheFirstBlob(JobsClient):
+        """The real tracker client; the operator cancels the job once a blob is reported."""
+
+        async def progress(self, job_id: str, node: str, state: str, done: int, *a: Any) -> bool:
+            reports.append((state, done))
+            if done > 0 and len(reports) == 2:
+                await self.cancel(job_id)
+            return await super().progress(job_id, node, state, done, *a)
+
+    ssl_context = client_context(*(client_certs / n for n in (CA_CERT, NODE_CERT, NODE_KEY)))
+    async with aiohttp.ClientSession() as http:
+        client = CancelsAfterTheFirstBlob(tracker, http, ssl_context)
+        job = await client.create([ref, second_ref])
+        worker = Prefetcher(node.app[NODE], PullRecorder())
+        worker.tracker = client
+        with caplog.at_level(logging.INFO, logger="imgaccel.proxy.prefetch"):
+            await worker.run_job(job)
+        status = await client.job(job["id"])
+
+    # The first image's blobs were in flight together; the second image was never started.
+    assert origin.blob_gets(second.layers[0].digest) == []
+    assert origin.blob_gets(second.config.digest) == []
+    assert all(state == "running" for state, _ in reports)  # never "done"
+    assert status["state"] == "cancelled"
+    assert f"prewarm job {job['id']} was cancelled" in caplog.text
+
+
+async def test_the_cli_sets_a_jobs_expiry_and_cancels_it(tracker: str, client_certs: Path) -> None:
+    common = ["--tracker", tracker, "--certs-dir", str(client_certs)]
+    created = await cli("--cluster", "--expires-seconds", "0", "--json", *common, "reg/a:v1")
+    assert created.exit_code == 0, created.output
+    job = json.loads(created.stdout)
+    assert job["expires"] is None and job["state"] == "pending"
+
+    cancelled = await cli("cancel", job["id"], *common)
+    assert cancelled.exit_code == 0, cancelled.output
+    assert cancelled.stdout.startswith(f"job {job['id']}: cancelled")
+    status = await cli("status", job["id"], "--wait", *common)
+    assert status.exit_code == 7 and "cancelled" in status.stdout
+
+    unknown = await cli("cancel", "nope", *common)
+    assert unknown.exit_code == 1 and "not found" in unknown.stderr
+    assert (await cli("cancel", *common)).exit_code == 2
+    local = await cli("--expires-seconds", "60", "reg/a:v1")
+    assert local.exit_code == 2 and "--cluster" in local.output

@@ -29,6 +29,7 @@ def test_help_names_every_flag() -> None:
         "--announce-interval",
         "--peer-ttl",
         "--claim-lease",
+        "--job-ttl",
     ):
         assert flag in result.output
 
@@ -60,6 +61,8 @@ async def test_process_on_port_0_prints_its_url_first_and_stops_on_sigterm(
         "--insecure",
         "--data-dir",
         str(tmp_path),
+        "--job-ttl",
+        "30",
         stderr=asyncio.subprocess.PIPE,
     )
     try:
@@ -68,8 +71,12 @@ async def test_process_on_port_0_prints_its_url_first_and_stops_on_sigterm(
         match = LISTENING.match(first)
         assert match, first
         assert int(match.group(2)) > 0
-        async with aiohttp.ClientSession() as http, http.get(f"{match.group(1)}/healthz") as r:
-            assert await r.json() == {"status": "ok"}
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{match.group(1)}/healthz") as r:
+                assert await r.json() == {"status": "ok"}
+            async with http.post(f"{match.group(1)}/v1/jobs", json={"images": ["r/a:1"]}) as r:
+                job = await r.json()
+                assert job["expires"] - job["created"] == 30  # --job-ttl
         proc.terminate()
         assert await asyncio.wait_for(proc.wait(), 10) == 0
     finally:
