@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -85,3 +85,16 @@ def wait_param(request: web.Request, most: float) -> float:
     if not math.isfinite(wait) or wait < 0:
         raise ApiError(400, "wait must be a number of seconds")
     return min(wait, most)
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+def close_at_cleanup(app: web.Application, resource: Closable) -> None:
+    """Close ``resource`` (a store opened with the app) when the app is cleaned up."""
+
+    async def close(app: web.Application) -> None:
+        resource.close()
+
+    app.on_cleanup.append(close)

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from aiohttp import web
 
 from imgaccel.oci.digest import Digest
-from imgaccel.tracker.api import ApiError, json_body, node_field, text_field
+from imgaccel.tracker.api import ApiError, close_at_cleanup, json_body, node_field, text_field
 from imgaccel.tracker.state import STATE
 
 DB_NAME = "hot.sqlite3"
@@ -174,16 +174,9 @@ def _number(request: web.Request, name: str, default: float) -> float:
     return value
 
 
-async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    try:
-        yield
-    finally:
-        app[PULLS].close()
-
-
 def add_routes(app: web.Application) -> None:
     """Routes and the pull log (opened now, beside the tracker's database; closed at cleanup)."""
     app[PULLS] = PullLog(app[STATE].settings.data_dir)
-    app.cleanup_ctx.append(_lifecycle)
+    close_at_cleanup(app, app[PULLS])
     app.router.add_post("/v1/pulls", handle_report)
     app.router.add_get("/v1/hot", handle_hot)

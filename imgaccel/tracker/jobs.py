@@ -34,14 +34,20 @@ import logging
 import math
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from imgaccel.tracker.api import ApiError, json_body, node_field, text_field, wait_param
+from imgaccel.tracker.api import (
+    ApiError,
+    close_at_cleanup,
+    json_body,
+    node_field,
+    text_field,
+    wait_param,
+)
 from imgaccel.tracker.state import STATE
 
 log = logging.getLogger(__name__)
@@ -356,17 +362,10 @@ def _count(body: dict[str, Any], name: str) -> int:
     return value
 
 
-async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    try:
-        yield
-    finally:
-        app[JOBS].close()
-
-
 def add_routes(app: web.Application) -> None:
     """Routes and the job store (opened now, beside the tracker's database; closed at cleanup)."""
     app[JOBS] = JobStore(app[STATE].settings.data_dir)
-    app.cleanup_ctx.append(_lifecycle)
+    close_at_cleanup(app, app[JOBS])
     app.router.add_post("/v1/jobs", handle_create)
     app.router.add_get("/v1/jobs", handle_list)
     app.router.add_get("/v1/jobs/{id}", handle_get)
