@@ -9,7 +9,7 @@ Nouns:
   ``errors``    ``P2PError`` and its subclasses
 
 Imports point down this list's reverse: swarm -> download, alerts, metainfo -> errors (and the
-core codec ``imgaccel.bencode``).
+core modules ``imgaccel.bencode`` and ``imgaccel.address``).
 Core package: imports nothing from the CLI or the web services.
 """
 

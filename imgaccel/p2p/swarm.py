@@ -26,6 +26,7 @@ from typing import Any
 
 import libtorrent as lt
 
+from imgaccel.address import split_listen
 from imgaccel.p2p.alerts import ALERT_MASK, AlertPump
 from imgaccel.p2p.certs import FFDHE2048_PEM, NodeIdentity
 from imgaccel.p2p.download import Download
@@ -43,14 +44,13 @@ _COUNTERS = ("net.sent_payload_bytes", "net.recv_payload_bytes", "peer.num_peers
 
 def session_settings(listen: str) -> dict[str, Any]:
     """The settings pack of a cluster session listening (TLS only) on ``HOST:PORT``."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"expected HOST:PORT, got {listen!r}")
-    specific = host.strip("[]") not in ("", "0.0.0.0", "::")
+    host, port = split_listen(listen)
+    specific = host not in ("0.0.0.0", "::")
     return {
-        "listen_interfaces": f"{host}:{port}s",
+        # The "s" suffix: an SSL listen socket (the only kind a cluster session has).
+        "listen_interfaces": f"[{host}]:{port}s" if ":" in host else f"{host}:{port}s",
         # Connect from the address we listen on: peers tell nodes apart by IP (piece shares).
-        "outgoing_interfaces": host.strip("[]") if specific else "",
+        "outgoing_interfaces": host if specific else "",
         "enable_dht": False,
         "enable_lsd": False,
         "enable_upnp": False,

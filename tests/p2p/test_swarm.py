@@ -10,7 +10,7 @@ import pytest
 
 from imgaccel.p2p.certs import NodeIdentity, make_ca
 from imgaccel.p2p.errors import MetainfoInvalid, NoPeers, P2PError, SwarmStalled, TorrentFailed
-from imgaccel.p2p.swarm import Swarm
+from imgaccel.p2p.swarm import Swarm, session_settings
 
 from .helpers import Blob, SwarmFactory, collect
 
@@ -180,3 +180,27 @@ async def test_a_torrent_removed_right_after_it_was_added_logs_no_error(
         await asyncio.sleep(0.2)
         assert download.is_complete()
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize(
+    ("listen", "interfaces", "outgoing"),
+    [
+        ("127.0.0.2:0", "127.0.0.2:0s", "127.0.0.2"),
+        ("0.0.0.0:6881", "0.0.0.0:6881s", ""),
+        (":6881", "0.0.0.0:6881s", ""),
+        ("[::1]:7000", "[::1]:7000s", "::1"),
+        ("[::]:7000", "[::]:7000s", ""),
+    ],
+)
+def test_the_session_listens_with_tls_only_where_it_is_told(
+    listen: str, interfaces: str, outgoing: str
+) -> None:
+    settings = session_settings(listen)
+    assert settings["listen_interfaces"] == interfaces
+    assert settings["outgoing_interfaces"] == outgoing
+
+
+@pytest.mark.parametrize("listen", ["6881", "host:", "1.2.3.4:65536", "1.2.3.4:x"])
+def test_a_bad_listen_address_is_refused(listen: str) -> None:
+    with pytest.raises(ValueError, match="expected HOST:PORT"):
+        session_settings(listen)
