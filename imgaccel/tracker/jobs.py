@@ -34,11 +34,14 @@ import logging
 import math
 import secrets
 import sqlite3
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from imgaccel.tracker.api import (
     ApiError,
@@ -146,6 +149,15 @@ class JobStore:
             "UPDATE jobs SET cancelled = ? WHERE id = ? AND cancelled IS NULL", (now, job_id)
         )
 
+    def open_count(self, now: float) -> int:
+        """Jobs still handed out at ``now``: neither cancelled nor expired."""
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM jobs"
+            " WHERE cancelled IS NULL AND (expires IS NULL OR expires > ?)",
+            (now,),
+        ).fetchone()
+        return int(row[0])
+
     def jobs(self) -> list[Job]:
         rows = self._db.execute(f"SELECT {_COLUMNS} FROM jobs ORDER BY created DESC").fetchall()
         return [_job(row) for row in rows]
@@ -202,6 +214,20 @@ def _job(row: tuple[Any, ...]) -> Job:
 
 
 JOBS = web.AppKey("jobs", JobStore)
+
+
+class OpenJobs(Collector):
+    """``imgaccel_tracker_prewarm_jobs_open``, read from the job store at scrape time."""
+
+    def __init__(self, store: JobStore, now: Callable[[], float]) -> None:
+        self._store, self._now = store, now
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "imgaccel_tracker_prewarm_jobs_open",
+            "Prewarm jobs still handed to nodes (neither expired nor cancelled).",
+            value=self._store.open_count(self._now()),
+        )
 
 
 def summary(store: JobStore, job: Job, now: float) -> dict[str, Any]:
@@ -364,8 +390,10 @@ def _count(body: dict[str, Any], name: str) -> int:
 
 def add_routes(app: web.Application) -> None:
     """Routes and the job store (opened now, beside the tracker's database; closed at cleanup)."""
-    app[JOBS] = JobStore(app[STATE].settings.data_dir)
+    state = app[STATE]
+    app[JOBS] = JobStore(state.settings.data_dir)
     close_at_cleanup(app, app[JOBS])
+    state.registry.register(OpenJobs(app[JOBS], state.now))
     app.router.add_post("/v1/jobs", handle_create)
     app.router.add_get("/v1/jobs", handle_list)
     app.router.add_get("/v1/jobs/{id}", handle_get)

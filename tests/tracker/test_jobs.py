@@ -117,6 +117,8 @@ async def test_a_cancelled_job_is_handed_out_no_more_and_reports_hear_it(
     assert reply == {"ok": True, "cancelled": True}
     listed = await _json(tracker, "GET", "/v1/jobs")
     assert [j["state"] for j in listed["jobs"]] == ["cancelled"]
+    async with tracker.api("GET", "/metrics") as response:
+        assert "imgaccel_tracker_prewarm_jobs_open 0.0" in await response.text()
     async with tracker.api("DELETE", "/v1/jobs/nope") as response:
         assert response.status == 404
 
@@ -154,6 +156,8 @@ async def test_a_job_expires_for_nodes_that_come_later(
 
     clock.advance(10 * 86400)
     assert await _poll(tracker, "much-later") == [forever["id"]]
+    async with tracker.api("GET", "/metrics") as response:
+        assert "imgaccel_tracker_prewarm_jobs_open 1.0" in await response.text()
 
 
 async def test_bad_expiry_is_a_400(tracker: TrackerClient) -> None:
