@@ -119,7 +119,9 @@ class PrefetchSettings(BaseModel):
     bandwidth_bytes_per_second: int = Field(
         default=50_000_000,
         ge=0,
-        description="Average bytes/s hot-layer prefetch may fetch (a token bucket; 0: no limit). "
+        description="Bytes/s hot-layer prefetch may fetch (a token bucket; 0: no limit), kept "
+        "within each blob as well: from the origin, and from peers through the torrent's "
+        "download limit. A workload pulling the same blob meanwhile lifts the limit for it. "
         "Prewarm jobs, which an operator asked for, are not limited.",
     )
     cache_share: float = Field(

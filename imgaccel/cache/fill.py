@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from imgaccel.cache import writeback
 from imgaccel.errors import DigestMismatch, ImgaccelError
@@ -31,6 +32,14 @@ IOV_MAX = 1024  # buffers per pwritev (Linux's UIO_MAXIOV)
 #: Sees every byte of the blob once, in order, during the hashing pass (attach it before the
 #: first write; the view is only valid during the call).
 Observer = Callable[[memoryview], None]
+
+
+class Pacer(Protocol):
+    """A bandwidth budget a background fill spends as its bytes arrive (a token bucket)."""
+
+    rate: int  # bytes per second; 0: no limit
+
+    async def spend(self, nbytes: int) -> None: ...
 
 
 class FillFailed(ImgaccelError):
@@ -62,6 +71,7 @@ class Fill:
         self._starved = 0.0  # see starved_seconds
         self._starving = 0  # readers waiting for bytes now
         self._starved_mark = time.monotonic()
+        self.pacer: Pacer | None = None  # set for a background fill (see pacer_now)
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # -- writer side ----------------------------------------------------------------------------
@@ -150,6 +160,13 @@ class Fill:
         view = memoryview(data)
         for observe in self.observers:
             observe(view)
+
+    def pacer_now(self) -> Pacer | None:
+        """The budget the writers must keep to now: the fill's pacer while nobody reads it.
+        A client that joins a background fill gets the bytes at full speed."""
+        if self.pacer is None or self.readers or not self.pacer.rate:
+            return None
+        return self.pacer
 
     @property
     def source(self) -> str:

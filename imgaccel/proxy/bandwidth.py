@@ -10,9 +10,10 @@ from collections.abc import Callable
 class TokenBucket:
     """``rate`` bytes/s on average, bursts up to ``burst`` bytes; ``rate`` 0 means no limit.
 
-    :meth:`spend` takes the bytes of a blob already fetched (the size of what comes next is not
-    always known) and, when that overdrew the bucket, sleeps until the debt is paid back: the
-    average over blobs stays at ``rate`` although each blob is fetched at full speed.
+    :meth:`spend` takes bytes already fetched (the size of what comes next is not always known)
+    and, when that overdrew the bucket, sleeps until the debt is paid back. A background fill
+    spends each MiB as it arrives (:meth:`~imgaccel.cache.fill.Fill.pacer_now`), so a big blob
+    keeps to ``rate`` too.
     """
 
     def __init__(

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
 
-from imgaccel.cache.fill import Fill
+from imgaccel.cache.fill import Fill, Pacer
 from imgaccel.cache.store import BlobStore
 from imgaccel.errors import CacheFull, DigestMismatch, RegistryError, UpstreamUnavailable
 from imgaccel.oci.digest import Digest
@@ -53,11 +53,15 @@ class BlobFetcher:
         self.fills: dict[Digest, Fill] = {}
         self.peers: PeerNetwork | None = None
         self._starting: dict[Digest, asyncio.Future[Fill]] = {}
+        self._pacers: dict[Digest, Pacer] = {}  # for the fills being started
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def fill(self, location: BlobLocation) -> Fill | None:
+    async def fill(self, location: BlobLocation, pacer: Pacer | None = None) -> Fill | None:
         """The fill for ``location.digest``: an existing one, or a new one from the origin;
         None when the blob is in the store (a fill committed it since the caller looked).
+
+        A fill this call starts with a ``pacer`` (a background fetch) keeps to its bandwidth
+        budget while no client reads it; joining an existing fill leaves it as it is.
 
         Raises the client-facing error when the origin refuses (the refusal is this client's:
         another waiter with other credentials tries on its own). A client joining a fill that
@@ -73,13 +77,13 @@ class BlobFetcher:
                 return await self._join(location, existing)
             starting = self._starting.get(digest)
             if starting is None:
-                return None if digest in self.store else await self._start(location)
+                return None if digest in self.store else await self._start(location, pacer)
             try:
                 started = await asyncio.shield(starting)
             except RegistryError:
                 continue  # the starter was refused; try with our own credentials
             return await self._join(location, started)
-        return None if digest in self.store else await self._start(location)
+        return None if digest in self.store else await self._start(location, pacer)
 
     async def _join(self, location: BlobLocation, fill: Fill) -> Fill:
         await self.guard.check(
@@ -87,9 +91,11 @@ class BlobFetcher:
         )
         return fill
 
-    async def _start(self, location: BlobLocation) -> Fill:
+    async def _start(self, location: BlobLocation, pacer: Pacer | None) -> Fill:
         ready: asyncio.Future[Fill] = asyncio.get_running_loop().create_future()
         self._starting[location.digest] = ready
+        if pacer is not None:
+            self._pacers[location.digest] = pacer
         task = asyncio.create_task(self._run(location, ready), name=f"fill-{location.digest}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -98,6 +104,7 @@ class BlobFetcher:
         finally:
             if self._starting.get(location.digest) is ready:
                 del self._starting[location.digest]
+            self._pacers.pop(location.digest, None)
 
     async def _run(self, location: BlobLocation, ready: asyncio.Future[Fill]) -> None:
         try:
@@ -245,6 +252,7 @@ class BlobFetcher:
         """A new fill, visible to other requests while the body runs."""
         keep = self._reserve(digest, size)
         fill = Fill(digest, self.store.temp_path(), size)
+        fill.pacer = self._pacers.pop(digest, None)
         self.fills[digest] = fill
         ready.set_result(fill)
         self.metrics.fills_active.inc()

@@ -32,6 +32,7 @@ from imgaccel.cache.store import BlobStore
 from imgaccel.errors import ConfigError
 from imgaccel.oci.digest import Digest
 from imgaccel.p2p.certs import NodeIdentity
+from imgaccel.p2p.download import Download
 from imgaccel.p2p.errors import MetainfoInvalid, P2PError
 from imgaccel.p2p.metainfo import Metainfo, PieceHasher
 from imgaccel.p2p.swarm import Swarm
@@ -266,10 +267,11 @@ class PeerNetwork:
         :class:`~imgaccel.p2p.errors.P2PError` (with the offset reached) on a stall."""
         assert self.swarm is not None
         download = self.swarm.download(metainfo, self.staging)
-        offset = fill.contiguous
+        offset, limit = fill.contiguous, _pace(download, fill, None)
         async for chunk in download.stream(offset):
             await fill.write_at(offset, chunk, source="peer")
             offset += len(chunk)
+            limit = _pace(download, fill, limit)
 
     async def salvage_into(self, fill: Fill, metainfo: Metainfo) -> int:
         """Write the verified pieces the swarm delivered past the stream's prefix into ``fill``
@@ -324,3 +326,13 @@ class PeerNetwork:
         return hasher.finish(
             torrent_name(digest), ssl_cert=self.identity.ca_cert_pem, announce=self.announce_url
         )
+
+
+def _pace(download: Download, fill: Fill, applied: int | None) -> int:
+    """Keep the torrent's download limit at the fill's budget while nobody reads the fill (a
+    background fetch), unlimited otherwise; returns the limit now applied (0: none)."""
+    pacer = fill.pacer_now()
+    limit = pacer.rate if pacer is not None else 0
+    if limit != applied:
+        download.handle.set_download_limit(limit)
+    return limit

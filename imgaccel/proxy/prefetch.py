@@ -116,15 +116,19 @@ class Prefetcher:
         while self.foreground_busy():  # noqa: ASYNC110
             await asyncio.sleep(_YIELD_POLL_SECONDS)
 
-    async def fetch(self, registry: str, repo: str, digest: Digest) -> int:
-        """Bring one blob into the cache (a no-op when it is there); the bytes fetched."""
+    async def fetch(
+        self, registry: str, repo: str, digest: Digest, pacer: TokenBucket | None = None
+    ) -> int:
+        """Bring one blob into the cache (a no-op when it is there); the bytes fetched. With a
+        ``pacer`` the fetch keeps to its budget while no client reads the blob."""
         store = self.node.store
         if digest in store:
             return 0
         await self.yield_to_foreground()
         self._own.add(digest)
         try:
-            fill = await self.node.fetcher.fill(BlobLocation(registry, repo, digest, None))
+            location = BlobLocation(registry, repo, digest, None)
+            fill = await self.node.fetcher.fill(location, pacer)
             if fill is None:  # a foreground pull stored it meanwhile
                 return 0
             await asyncio.shield(fill.done)
@@ -199,10 +203,9 @@ class Prefetcher:
             if not self._hot_room():
                 log.info("hot-layer prefetch stopped: its share of the cache quota is used")
                 break
-            size = await self.fetch(layer["registry"], layer["repository"], digest)
+            size = await self.fetch(layer["registry"], layer["repository"], digest, self.bucket)
             pins.pin(self.node.store, self.node.meta, digest, self.settings.pin_seconds, "hot")
             self.hot_bytes += size
-            await self.bucket.spend(size)
         await asyncio.sleep(self.settings.hot_interval_seconds)
 
     def _hot_room(self) -> bool:

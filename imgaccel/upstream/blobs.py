@@ -83,6 +83,8 @@ async def copy_body(
             pieces.append(data)
             held += len(data)
             if held >= CHUNK:
+                if (pacer := fill.pacer_now()) is not None:
+                    await pacer.spend(held)  # a background fill: within its bandwidth budget
                 if writing is not None:
                     await writing
                     if head and fill.contiguous > offset:

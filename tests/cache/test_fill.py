@@ -186,3 +186,19 @@ async def test_writeback_starts_every_few_bytes_whatever_the_order_of_writes(
     await fill.write_at(600, DATA[600:2000])  # 1400 more
     assert kicks == [len(DATA), len(DATA)]
     await fill.verify()
+
+
+async def test_only_a_fill_with_a_budget_and_no_readers_is_paced(tmp_path: Path) -> None:
+    class Budget:
+        def __init__(self, rate: int) -> None:
+            self.rate = rate
+
+        async def spend(self, nbytes: int) -> None:
+            pass
+
+    fill = new_fill(tmp_path)
+    assert fill.pacer_now() is None  # a client's fill
+    fill.pacer = Budget(0)
+    assert fill.pacer_now() is None  # no limit configured
+    fill.pacer = budget = Budget(1000)
+    assert fill.pacer_now() is budget
