@@ -242,6 +242,9 @@ def _size(n: float) -> str:
 
 # -- the cluster -----------------------------------------------------------------------------------
 
+#: A job's end states other than "done": ``status`` and ``--wait`` exit with 7 on them.
+_UNFINISHED = ("failed", "cancelled", "expired")
+
 
 def _jobs_client(options: dict[str, Any], http: Any) -> Any:
     from imgaccel.prewarm.jobs import JobsClient
@@ -340,10 +343,6 @@ async def _cancel(job_id: str, options: dict[str, Any]) -> int:
             return exc.exit_code
     _show(job, options["as_json"])
     return 0
-
-
-#: A job's end states other than "done": ``status`` and ``--wait`` exit with 7 on them.
-_UNFINISHED = ("failed", "cancelled", "expired")
 
 
 def _show(job: dict[str, Any], as_json: bool) -> None:

@@ -75,6 +75,7 @@ CREATE TABLE IF NOT EXISTS job_clients (
 """
 #: Columns added since the first release, for databases made before them (NULL: never).
 _ADDED_COLUMNS = {"expires": "REAL", "cancelled": "REAL"}
+_COLUMNS = "id, images, platform, all_platforms, selector, percent, created, expires, cancelled"
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ class JobStore:
 
     def add(self, job: Job) -> None:
         self._db.execute(
-            "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job.id,
                 json.dumps(job.images),
@@ -203,9 +204,6 @@ class JobStore:
             "SELECT job FROM job_nodes WHERE node = ? AND state IN ('done', 'failed')", (node,)
         ).fetchall()
         return {row[0] for row in rows}
-
-
-_COLUMNS = "id, images, platform, all_platforms, selector, percent, created, expires, cancelled"
 
 
 def _job(row: tuple[Any, ...]) -> Job:
