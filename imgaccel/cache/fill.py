@@ -103,6 +103,23 @@ class Fill:
         async with self._changed:
             self._changed.notify_all()
 
+    async def land(self, start: int, end: int, source: str) -> None:
+        """Bytes ``[start, end)`` were written into :attr:`temp` by another writer of the same
+        file (libtorrent, which downloads straight into it) and are on disk: take them as if
+        written here. The caller says each range once."""
+        if self.error is not None:
+            raise FillFailed(str(self.error))
+        if not 0 <= start <= end <= self.size:
+            raise FillFailed(f"bytes {start}-{end} are outside the blob's {self.size} bytes")
+        self.bytes_from[source] = self.bytes_from.get(source, 0) + end - start
+        self._unsynced += end - start
+        if self._unsynced >= writeback.EVERY:
+            self._unsynced = 0
+            await asyncio.to_thread(writeback.start_writeback, self.fd)
+        self._land(start, end)
+        async with self._changed:
+            self._changed.notify_all()
+
     def _land(self, start: int, end: int) -> None:
         if start > self.contiguous:
             self._extents.append((start, end))

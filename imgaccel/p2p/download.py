@@ -36,6 +36,9 @@ from imgaccel.p2p.shares import Shares
 log = logging.getLogger(__name__)
 
 READ_TIMEOUT = 30.0  # a read_piece of a piece we have is a local disk read
+#: The least time between two flushes of a landing download: a flush also closes the torrent's
+#: file handles, so one per piece would reopen the file for every write and upload.
+FLUSH_INTERVAL = 0.1
 
 
 class Download:
@@ -59,6 +62,9 @@ class Download:
         self._last_progress = time.monotonic()
         self._changed = asyncio.Event()
         self._reads: dict[int, asyncio.Future[bytes]] = {}
+        self._finished: list[int] = []  # pieces verified since land() last took them
+        self._flushes: list[asyncio.Future[None]] = []  # flush_cache calls, oldest first
+        self._paused: asyncio.Future[None] | None = None
         self._failure: str | None = None
         self.unsubscribe: Callable[[], None] = lambda: None
         self.shares: Shares | None = None  # set by the swarm for a torrent it downloads
@@ -127,6 +133,77 @@ class Download:
             return self._read(index)
         return None
 
+    async def land(self) -> AsyncIterator[list[int]]:
+        """Batches of pieces that libtorrent has verified *and written to its file*, until every
+        piece has landed: a caller may read them from :attr:`path` (a fill that shares the file).
+
+        A piece reported finished may still sit in the disk back-end's buffers (see the module
+        docstring); each batch is yielded after a ``flush_cache`` round trip, which returns once
+        the pieces finished before it are in the file (measured: 0 of 3 072 wrong, against
+        18-50 of 1 024 read right after ``piece_finished_alert``). Raises like :meth:`stream`
+        (``delivered`` is 0: the caller knows what landed).
+        """
+        clock = _Clock(time.monotonic())
+        landed = [False] * self.metainfo.num_pieces
+        remaining = len(landed)
+        self._finished = self.pieces_had()  # a torrent added earlier may have some already
+        last_flush = 0.0
+        while remaining:
+            if self._finished and (wait := last_flush + FLUSH_INTERVAL - time.monotonic()) > 0:
+                await asyncio.sleep(wait)  # let more pieces finish: one flush for them all
+            batch = [index for index in self._take_finished() if not landed[index]]
+            if not batch:
+                self._check(0, clock)
+                changed = self._changed
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._tick):
+                        await changed.wait()
+                continue
+            await self._flush()
+            last_flush = time.monotonic()
+            for index in batch:
+                landed[index] = True
+            remaining -= len(batch)
+            yield batch
+
+    def _take_finished(self) -> list[int]:
+        taken, self._finished = self._finished, []
+        return taken
+
+    async def _flush(self) -> None:
+        """Return once every piece finished so far is in the file."""
+        if self._failure is not None:
+            raise TorrentFailed(self._failure)
+        flushed = asyncio.get_running_loop().create_future()
+        self._flushes.append(flushed)
+        try:
+            self._handle.flush_cache()
+        except RuntimeError as exc:  # libtorrent: the handle went invalid (removed)
+            raise TorrentFailed(str(exc)) from exc
+        try:
+            async with asyncio.timeout(READ_TIMEOUT):
+                await flushed
+        except TimeoutError:
+            raise TorrentFailed("flushing the torrent's pieces to disk timed out") from None
+
+    async def stop_writing(self) -> None:
+        """Pause the torrent and return once libtorrent's disk I/O for it is over and its file
+        closed (``torrent_paused_alert``): from then on nothing of libtorrent writes to the
+        file, so another writer may fill its gaps, or it may be renamed."""
+        if self._failure is not None:
+            return
+        if self._paused is None:  # the first call asks; later ones wait for the same answer
+            self._paused = asyncio.get_running_loop().create_future()
+            try:
+                self._handle.pause()
+            except RuntimeError:  # removed already: nothing writes any more
+                return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(READ_TIMEOUT):
+                await self._paused
+        if not self._paused.done():
+            raise TorrentFailed("libtorrent did not finish its disk I/O for the torrent")
+
     def pieces_had(self) -> list[int]:
         """The pieces libtorrent has verified, in order (one call into libtorrent)."""
         if self._failure is not None:
@@ -170,7 +247,14 @@ class Download:
         """The pump's subscriber for this torrent."""
         if isinstance(alert, lt.piece_finished_alert):
             self._last_progress = time.monotonic()
+            self._finished.append(int(alert.piece_index))
             self._notify()
+        elif isinstance(alert, lt.cache_flushed_alert):
+            if self._flushes:
+                _resolve(self._flushes.pop(0))
+        elif isinstance(alert, lt.torrent_paused_alert):
+            if self._paused is not None:
+                _resolve(self._paused)
         elif isinstance(alert, lt.read_piece_alert):
             self._on_read(alert)
         elif isinstance(alert, lt.torrent_removed_alert):
@@ -194,15 +278,29 @@ class Download:
         """Make current and future reads raise :class:`TorrentFailed` (removal, shutdown)."""
         self._failure = self._failure or reason
         for pending in self._reads.values():
-            if not pending.done():
-                pending.set_exception(TorrentFailed(reason))
-                pending.exception()  # retrieved: a read nobody awaits must not warn
+            _fail(pending, reason)
+        for flushed in self._flushes:
+            _fail(flushed, reason)
         self._reads.clear()
+        self._flushes.clear()
+        if self._paused is not None:
+            _resolve(self._paused)  # removed: its disk I/O is over
         self._notify()
 
     def _notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _fail(future: asyncio.Future[Any], reason: str) -> None:
+    if not future.done():
+        future.set_exception(TorrentFailed(reason))
+        future.exception()  # retrieved: a future nobody awaits must not warn
 
 
 async def _finish_read(pending: asyncio.Future[bytes], index: int) -> bytes:

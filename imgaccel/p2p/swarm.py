@@ -241,6 +241,11 @@ class Swarm:
         """Start fetching into ``staging_dir/<name>``; the torrent's Download if already added."""
         return self._add(metainfo, staging_dir / metainfo.name, seed=False)
 
+    def download_to(self, metainfo: Metainfo, path: Path) -> Download:
+        """Start fetching into the file ``path`` (it may exist, empty: a cache fill's temp
+        file, which readers take from as pieces land; see :meth:`Download.land`)."""
+        return self._add(metainfo, path, seed=False)
+
     def _add(self, metainfo: Metainfo, path: Path, *, seed: bool) -> Download:
         if metainfo.ssl_cert != self.identity.ca_cert_pem:
             raise MetainfoInvalid(f"{metainfo.name}: torrent is not for this cluster's CA")

@@ -189,17 +189,16 @@ class BlobFetcher:
             try:
                 await peers.download_into(fill, metainfo)
             except P2PError as exc:
-                salvaged = await peers.salvage_into(fill, metainfo)
+                here = fill.size - sum(end - start for start, end in fill.missing())
                 log.info(
                     "%s: peers stopped (%s) with %d of %d bytes here (%d past the in-order "
                     "prefix); continuing from the origin",
                     location.digest,
                     exc,
-                    fill.size - sum(end - start for start, end in fill.missing()),
+                    here,
                     fill.size,
-                    salvaged,
+                    here - fill.contiguous,
                 )
-                peers.drop_download(metainfo)
                 await OriginFetch(self.client, location, fill, self.settings).run(None, True)
 
         async with self._registered(location.digest, metainfo.length, ready) as (fill, keep):
@@ -208,8 +207,6 @@ class BlobFetcher:
             except DigestMismatch:
                 peers.distrust(location.digest)
                 raise
-            finally:
-                peers.drop_download(metainfo)
             if fill.committed:
                 await peers.publish(fill.digest, metainfo, plan.public_in)
         log.info(

@@ -98,7 +98,7 @@ class PeerNetwork:
         self.node_id = settings.node_id or socket.gethostname()
         self.tracker_url = settings.tracker_url.rstrip("/")
         self.identity = NodeIdentity.load(settings.certs_dir)
-        self.staging = store.root / "p2p"
+        self._old_staging = store.root / "p2p"  # downloads went there before they shared the fill
         self.swarm: Swarm | None = None
         self.tracker: TrackerClient | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -109,8 +109,7 @@ class PeerNetwork:
         return f"{self.tracker_url}/announce"
 
     async def __aenter__(self) -> PeerNetwork:
-        shutil.rmtree(self.staging, ignore_errors=True)
-        self.staging.mkdir(parents=True)
+        shutil.rmtree(self._old_staging, ignore_errors=True)
         certs = self.settings.certs_dir
         assert certs is not None
         ssl_context = (
@@ -263,49 +262,32 @@ class PeerNetwork:
         return PieceHasher(size)
 
     async def download_into(self, fill: Fill, metainfo: Metainfo) -> None:
-        """Stream verified pieces into ``fill`` from its contiguous prefix on; raises a
-        :class:`~imgaccel.p2p.errors.P2PError` (with the offset reached) on a stall."""
-        assert self.swarm is not None
-        download = self.swarm.download(metainfo, self.staging)
-        offset, limit = fill.contiguous, _pace(download, fill, None)
-        async for chunk in download.stream(offset):
-            await fill.write_at(offset, chunk, source="peer")
-            offset += len(chunk)
-            limit = _pace(download, fill, limit)
+        """Download the blob with libtorrent writing straight into ``fill``'s file (one write
+        of every byte, no copy through Python); each verified piece lands in the fill once it
+        is on disk. On a stall, raises :class:`~imgaccel.p2p.errors.P2PError` after every
+        piece libtorrent verified has landed: the caller fetches only the gaps elsewhere.
 
-    async def salvage_into(self, fill: Fill, metainfo: Metainfo) -> int:
-        """Write the verified pieces the swarm delivered past the stream's prefix into ``fill``
-        (after a stall: pieces arrive rarest-first, so many may be here already); return how
-        many bytes that saved the origin."""
+        Whatever happens, the torrent is paused (its disk I/O over, its file closed) and removed
+        before this returns, so no late block of libtorrent's lands in a gap another writer
+        fills, and the fill may rename its file. The file itself is never deleted here.
+        """
         assert self.swarm is not None
-        download = self.swarm.get(metainfo.infohash)
-        if download is None:
-            return 0
-        saved = 0
-        for index in download.pieces_had():
-            start = index * metainfo.piece_length
-            end = start + metainfo.piece_size(index)
-            gaps = fill.missing()
-            wanted = [(max(a, start), min(b, end)) for a, b in gaps if a < end and b > start]
-            if not wanted:
-                continue
-            try:
-                data = await download.read_piece(index)
-            except P2PError:
-                break  # the torrent is gone: the origin has the rest
-            for a, b in wanted:
-                await fill.write_at(a, data[a - start : b - start], source="peer")
-                saved += b - a
-        return saved
-
-    def drop_download(self, metainfo: Metainfo) -> None:
-        """Stop a download (after a stall, or once the cache file took over) and delete its
-        staging file. A torrent that seeds from the cache is not a download: it stays."""
-        if self.swarm is None:
-            return
-        download = self.swarm.get(metainfo.infohash)
-        if download is not None and download.path.parent == self.staging:
-            self.swarm.remove(metainfo.infohash, delete_files=True)
+        if (stale := self.swarm.get(metainfo.infohash)) is not None and stale.path != fill.temp:
+            self.swarm.remove(metainfo.infohash)  # a download left by an earlier fill
+        download = self.swarm.download_to(metainfo, fill.temp)
+        landed: set[int] = set()
+        limit = _pace(download, fill, None)
+        try:
+            async for batch in download.land():
+                await _land(fill, metainfo, batch, landed)
+                limit = _pace(download, fill, limit)
+        except P2PError:
+            await download.stop_writing()  # after it, every verified piece is on disk
+            await _land(fill, metainfo, download.pieces_had(), landed)
+            raise
+        finally:
+            await download.stop_writing()
+            self.swarm.remove(metainfo.infohash)
 
     def distrust(self, digest: Digest, seconds: float = 600.0) -> None:
         """The swarm's torrent for ``digest`` produced a blob that failed its digest."""
@@ -326,6 +308,15 @@ class PeerNetwork:
         return hasher.finish(
             torrent_name(digest), ssl_cert=self.identity.ca_cert_pem, announce=self.announce_url
         )
+
+
+async def _land(fill: Fill, metainfo: Metainfo, pieces: list[int], landed: set[int]) -> None:
+    """Land ``pieces`` (verified and on disk) in ``fill``, each once."""
+    for index in pieces:
+        if index not in landed:
+            landed.add(index)
+            start = index * metainfo.piece_length
+            await fill.land(start, start + metainfo.piece_size(index), source="peer")
 
 
 def _pace(download: Download, fill: Fill, applied: int | None) -> int:

@@ -202,3 +202,21 @@ async def test_only_a_fill_with_a_budget_and_no_readers_is_paced(tmp_path: Path)
     assert fill.pacer_now() is None  # no limit configured
     fill.pacer = budget = Budget(1000)
     assert fill.pacer_now() is budget
+
+
+async def test_bytes_another_writer_put_in_the_file_land_like_written_ones(tmp_path: Path) -> None:
+    fill = new_fill(tmp_path)
+    with open(fill.temp, "r+b") as other:  # libtorrent, writing into the fill's file
+        other.write(DATA)
+    reader = fill.read()
+
+    await fill.land(1000, len(DATA), source="peer")  # past the prefix: nothing to read yet
+    waiting = asyncio.create_task(read_exactly(reader, 1000))
+    assert await still_waiting(waiting)
+    await fill.land(0, 1000, source="peer")
+    assert DATA.startswith(await waiting)  # the landed prefix, read back from the file
+    assert fill.contiguous == len(DATA) and fill.bytes_from == {"peer": len(DATA)}
+
+    await fill.verify()  # hashed from the file
+    with pytest.raises(FillFailed, match="outside"):
+        await fill.land(0, len(DATA) + 1, source="peer")

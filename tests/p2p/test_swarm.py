@@ -204,3 +204,28 @@ def test_the_session_listens_with_tls_only_where_it_is_told(
 def test_a_bad_listen_address_is_refused(listen: str) -> None:
     with pytest.raises(ValueError, match="expected HOST:PORT"):
         session_settings(listen)
+
+
+async def test_landed_pieces_are_in_the_file_when_they_are_reported(
+    make_swarm: SwarmFactory, blob: Blob, tmp_path: Path
+) -> None:
+    target = tmp_path / "fill.part"
+    target.touch()  # a cache fill's temp file: libtorrent writes into it
+    async with make_swarm() as seeder, make_swarm() as downloader:
+        seeder.seed(blob.metainfo, blob.path)
+        download = downloader.download_to(blob.metainfo, target)
+        downloader.add_peer(blob.metainfo.infohash, "127.0.0.1", seeder.port)
+        landed: list[int] = []
+        with target.open("rb") as file:
+            async for batch in download.land():
+                for index in batch:
+                    start = index * blob.metainfo.piece_length
+                    file.seek(start)
+                    piece = file.read(blob.metainfo.piece_size(index))
+                    assert piece == blob.data[start : start + len(piece)], index
+                landed += batch
+        assert sorted(landed) == list(range(blob.metainfo.num_pieces))
+        await asyncio.wait_for(download.stop_writing(), 10)
+        await asyncio.wait_for(download.stop_writing(), 1)  # once stopped, at once
+        downloader.remove(blob.metainfo.infohash)
+    assert target.read_bytes() == blob.data  # removing the torrent kept the file
