@@ -1,9 +1,11 @@
-"""One torrent in a swarm, read as an in-order stream of verified bytes.
+"""One torrent in a swarm: its verified pieces as they land in its file, or as a stream.
 
-Only bytes of pieces libtorrent has hash-checked are yielded, and they are read back through
-``handle.read_piece`` - never from the file: with the default disk back-end a piece can be
-reported finished before its bytes reach the file (measured: 18-60 of 256 pieces read wrong right
-after ``piece_finished_alert``).
+The node uses :meth:`Download.land`: libtorrent writes into the cache fill's own file, and a
+piece is reported once it has been hash-checked *and* a ``flush_cache`` round trip has put its
+bytes in the file. Without the flush, a piece can be reported finished before its bytes reach the
+file with the default disk back-end (measured: 18-60 of 256 pieces read wrong right after
+``piece_finished_alert``). :meth:`Download.stream` (the benchmarks' and tests' reader) reads
+verified pieces back through ``handle.read_piece`` instead, in order.
 
 The download itself is *not* sequential: libtorrent fetches rarest-first (within the piece
 shares of :mod:`imgaccel.p2p.shares`) and the stream waits for the next piece in order. When

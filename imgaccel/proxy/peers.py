@@ -324,6 +324,6 @@ def _pace(download: Download, fill: Fill, applied: int | None) -> int:
     background fetch), unlimited otherwise; returns the limit now applied (0: none)."""
     pacer = fill.pacer_now()
     limit = pacer.rate if pacer is not None else 0
-    if limit != applied:
+    if limit != (applied or 0):  # a torrent starts unlimited: nothing to say until paced
         download.handle.set_download_limit(limit)
     return limit
