@@ -25,12 +25,16 @@ def test_writeback_of_a_written_file_starts_and_the_data_is_intact(tmp_path: Pat
     assert path.read_bytes() == data
 
 
-def test_a_file_that_cannot_take_it_turns_early_writeback_off(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def fresh_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The system call loaded anew for one test (a test may turn it off); skip where absent."""
     monkeypatch.setattr(writeback, "_sync_file_range", writeback._load())
     if writeback._sync_file_range is None:
         pytest.skip("no sync_file_range in this libc")
+
+
+@pytest.mark.usefixtures("fresh_call")
+def test_a_file_that_cannot_take_it_turns_early_writeback_off() -> None:
     read, write = os.pipe()  # ESPIPE
     try:
         assert not writeback.start_writeback(write)
@@ -41,11 +45,7 @@ def test_a_file_that_cannot_take_it_turns_early_writeback_off(
     assert not writeback.start_writeback(0)
 
 
-def test_a_closed_descriptor_is_an_error_of_the_moment_not_of_the_system(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(writeback, "_sync_file_range", writeback._load())
-    if writeback._sync_file_range is None:
-        pytest.skip("no sync_file_range in this libc")
+@pytest.mark.usefixtures("fresh_call")
+def test_a_closed_descriptor_is_an_error_of_the_moment_not_of_the_system() -> None:
     assert not writeback.start_writeback(1 << 30)  # EBADF: no such descriptor
     assert writeback._sync_file_range is not None
