@@ -1,22 +1,19 @@
-"""One torrent in a swarm: its verified pieces as they land in its file, or as a stream.
+"""One torrent in a swarm: its verified pieces as they land in its file.
 
-The node uses :meth:`Download.land`: libtorrent writes into the cache fill's own file, and a
-piece is reported once it has been hash-checked *and* a ``flush_cache`` round trip has put its
-bytes in the file. Without the flush, a piece can be reported finished before its bytes reach the
-file with the default disk back-end (measured: 18-60 of 256 pieces read wrong right after
-``piece_finished_alert``). :meth:`Download.stream` (the benchmarks' and tests' reader) reads
-verified pieces back through ``handle.read_piece`` instead, in order.
+libtorrent writes into the cache fill's own file, and :meth:`Download.land` reports a piece once
+it has been hash-checked *and* a ``flush_cache`` round trip has put its bytes in the file.
+Without the flush, a piece can be reported finished before its bytes reach the file with the
+default disk back-end (measured: 18-60 of 256 pieces read wrong right after
+``piece_finished_alert``).
 
 The download itself is *not* sequential: libtorrent fetches rarest-first (within the piece
-shares of :mod:`imgaccel.p2p.shares`) and the stream waits for the next piece in order. When
+shares of :mod:`imgaccel.p2p.shares`) and the fill hands its contiguous prefix on in order. When
 every peer fetches in order they all want the same piece from the same seeder, and sharing
 collapses (measured: the seeder uploaded 3.98 of 4.3 GB to 4 sequential downloaders, 2.3 GB
 rarest-first). Deadlines on a window of pieces just ahead of the reader have the same flaw on a
 smaller scale: in `scripts/bench --scenarios imgaccel-warm` (4 nodes, one of them warm) pulls
 took 23-24 s with an 8 MiB window and 20.5-22 s without one.
 A blob is only useful to the runtime once all of it has arrived, so the order costs nothing.
-
-Memory per stream is bounded by two pieces (the one yielded and the one read ahead).
 """
 
 from __future__ import annotations
@@ -37,7 +34,8 @@ from imgaccel.p2p.shares import Shares
 
 log = logging.getLogger(__name__)
 
-READ_TIMEOUT = 30.0  # a read_piece of a piece we have is a local disk read
+#: How long a flush or a pause may take libtorrent's disk thread (local disk I/O).
+DISK_TIMEOUT = 30.0
 #: The least time between two flushes of a landing download: a flush also closes the torrent's
 #: file handles, so one per piece would reopen the file for every write and upload.
 FLUSH_INTERVAL = 0.1
@@ -63,7 +61,6 @@ class Download:
         self._tick = min(0.25, stall_seconds / 4)
         self._last_progress = time.monotonic()
         self._changed = asyncio.Event()
-        self._reads: dict[int, asyncio.Future[bytes]] = {}
         self._finished: list[int] = []  # pieces verified since land() last took them
         self._flushes: list[asyncio.Future[None]] = []  # flush_cache calls, oldest first
         self._paused: asyncio.Future[None] | None = None
@@ -83,58 +80,6 @@ class Download:
     def is_complete(self) -> bool:
         return bool(self._handle.status().is_seeding)
 
-    async def stream(self, offset: int = 0) -> AsyncIterator[bytes]:
-        """The blob's bytes from ``offset`` to the end, in order, each piece verified.
-
-        Raises :class:`SwarmStalled` when no new verified byte arrived for ``stall_seconds``,
-        :class:`NoPeers` when not one peer was connected for the grace period, and
-        :class:`TorrentFailed` when the torrent errs or is removed. Each carries ``delivered``,
-        the offset to continue from elsewhere.
-        """
-        if not 0 <= offset <= self.metainfo.length:
-            raise ValueError(f"offset {offset} outside 0..{self.metainfo.length}")
-        clock = _Clock(time.monotonic())
-        delivered = offset
-        # Reads are shared between streams and never cancelled: one left behind by an abandoned
-        # stream completes, drops out of ``_reads`` and is garbage.
-        ahead: asyncio.Future[bytes] | None = None
-        for index in range(offset // self.metainfo.piece_length, self.metainfo.num_pieces):
-            try:
-                data = await self._piece(index, ahead, delivered, clock)
-                ahead = self._read_ahead(index + 1)
-            except RuntimeError as exc:  # libtorrent: the handle went invalid (removed)
-                raise TorrentFailed(str(exc), delivered=delivered) from exc
-            start = delivered - index * self.metainfo.piece_length
-            delivered += len(data) - start
-            yield data[start:] if start else data
-
-    async def _piece(
-        self, index: int, ahead: asyncio.Future[bytes] | None, delivered: int, clock: _Clock
-    ) -> bytes:
-        if self._failure is not None:  # the handle may be invalid already
-            raise TorrentFailed(self._failure, delivered=delivered)
-        if ahead is None:
-            while not self._handle.have_piece(index):
-                self._check(delivered, clock)
-                changed = self._changed
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._tick):
-                        await changed.wait()
-            ahead = self._read(index)
-        try:
-            return await _finish_read(ahead, index)
-        except TorrentFailed as exc:
-            raise TorrentFailed(str(exc), delivered=delivered) from None
-
-    def _read_ahead(self, index: int) -> asyncio.Future[bytes] | None:
-        if (
-            self._failure is None
-            and index < self.metainfo.num_pieces
-            and self._handle.have_piece(index)
-        ):
-            return self._read(index)
-        return None
-
     async def land(self) -> AsyncIterator[list[int]]:
         """Batches of pieces that libtorrent has verified *and written to its file*, until every
         piece has landed: a caller may read them from :attr:`path` (a fill that shares the file).
@@ -142,8 +87,10 @@ class Download:
         A piece reported finished may still sit in the disk back-end's buffers (see the module
         docstring); each batch is yielded after a ``flush_cache`` round trip, which returns once
         the pieces finished before it are in the file (measured: 0 of 3 072 wrong, against
-        18-50 of 1 024 read right after ``piece_finished_alert``). Raises like :meth:`stream`
-        (``delivered`` is 0: the caller knows what landed).
+        18-50 of 1 024 read right after ``piece_finished_alert``). Raises
+        :class:`SwarmStalled` when no piece was verified for ``stall_seconds``, :class:`NoPeers`
+        when not one peer was connected for the grace period, and :class:`TorrentFailed` when
+        the torrent errs or is removed; what landed before stays landed.
         """
         clock = _Clock(time.monotonic())
         landed = [False] * self.metainfo.num_pieces
@@ -155,7 +102,7 @@ class Download:
                 await asyncio.sleep(wait)  # let more pieces finish: one flush for them all
             batch = [index for index in self._take_finished() if not landed[index]]
             if not batch:
-                self._check(0, clock)
+                self._check(clock)
                 changed = self._changed
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._tick):
@@ -183,7 +130,7 @@ class Download:
         except RuntimeError as exc:  # libtorrent: the handle went invalid (removed)
             raise TorrentFailed(str(exc)) from exc
         try:
-            async with asyncio.timeout(READ_TIMEOUT):
+            async with asyncio.timeout(DISK_TIMEOUT):
                 await flushed
         except TimeoutError:
             raise TorrentFailed("flushing the torrent's pieces to disk timed out") from None
@@ -201,7 +148,7 @@ class Download:
             except RuntimeError:  # removed already: nothing writes any more
                 return
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(READ_TIMEOUT):
+            async with asyncio.timeout(DISK_TIMEOUT):
                 await self._paused
         if not self._paused.done():
             raise TorrentFailed("libtorrent did not finish its disk I/O for the torrent")
@@ -216,34 +163,17 @@ class Download:
             return []
         return [index for index, had in enumerate(have) if had]
 
-    async def read_piece(self, index: int) -> bytes:
-        """The bytes of piece ``index``, which libtorrent has verified (see :meth:`pieces_had`)."""
-        try:
-            pending = self._read(index)
-        except RuntimeError as exc:  # libtorrent: the handle went invalid (removed)
-            raise TorrentFailed(str(exc)) from exc
-        return await _finish_read(pending, index)
-
-    def _read(self, index: int) -> asyncio.Future[bytes]:
-        pending = self._reads.get(index)
-        if pending is None:
-            pending = self._reads[index] = asyncio.get_running_loop().create_future()
-            self._handle.read_piece(index)
-        return pending
-
-    def _check(self, delivered: int, clock: _Clock) -> None:
+    def _check(self, clock: _Clock) -> None:
         """Raise if this reader should give up on the swarm."""
         now = time.monotonic()
         if self._failure is not None:
-            raise TorrentFailed(self._failure, delivered=delivered)
+            raise TorrentFailed(self._failure)
         if self._handle.status().num_peers > 0:
             clock.peer_seen = now
         elif now - clock.peer_seen > self._no_peers_grace:
-            raise NoPeers(f"{self.infohash}: no peers", delivered=delivered)
+            raise NoPeers(f"{self.infohash}: no peers")
         if now - max(self._last_progress, clock.started) > self._stall_seconds:
-            raise SwarmStalled(
-                f"{self.infohash}: no verified byte for {self._stall_seconds}s", delivered=delivered
-            )
+            raise SwarmStalled(f"{self.infohash}: no verified byte for {self._stall_seconds}s")
 
     def on_alert(self, alert: Any) -> None:
         """The pump's subscriber for this torrent."""
@@ -257,8 +187,6 @@ class Download:
         elif isinstance(alert, lt.torrent_paused_alert):
             if self._paused is not None:
                 _resolve(self._paused)
-        elif isinstance(alert, lt.read_piece_alert):
-            self._on_read(alert)
         elif isinstance(alert, lt.torrent_removed_alert):
             self.fail("torrent removed")
         elif isinstance(alert, lt.torrent_error_alert):
@@ -266,24 +194,11 @@ class Download:
         elif isinstance(alert, lt.hash_failed_alert):
             log.warning("%s: piece failed its hash check", self.infohash)
 
-    def _on_read(self, alert: Any) -> None:
-        pending = self._reads.pop(alert.piece, None)
-        if pending is None or pending.done():
-            return
-        if alert.error.value():
-            pending.set_exception(TorrentFailed(f"read piece {alert.piece}: {alert.message()}"))
-            pending.exception()  # retrieved: a read nobody awaits must not warn
-        else:
-            pending.set_result(bytes(alert.buffer))
-
     def fail(self, reason: str) -> None:
-        """Make current and future reads raise :class:`TorrentFailed` (removal, shutdown)."""
+        """Make the landing raise :class:`TorrentFailed` (removal, shutdown)."""
         self._failure = self._failure or reason
-        for pending in self._reads.values():
-            _fail(pending, reason)
         for flushed in self._flushes:
             _fail(flushed, reason)
-        self._reads.clear()
         self._flushes.clear()
         if self._paused is not None:
             _resolve(self._paused)  # removed: its disk I/O is over
@@ -303,15 +218,6 @@ def _fail(future: asyncio.Future[Any], reason: str) -> None:
     if not future.done():
         future.set_exception(TorrentFailed(reason))
         future.exception()  # retrieved: a future nobody awaits must not warn
-
-
-async def _finish_read(pending: asyncio.Future[bytes], index: int) -> bytes:
-    """The result of a ``read_piece`` (shared, so never cancelled), or :class:`TorrentFailed`."""
-    try:
-        async with asyncio.timeout(READ_TIMEOUT):
-            return await asyncio.shield(pending)
-    except TimeoutError:
-        raise TorrentFailed(f"reading piece {index} timed out") from None
 
 
 class _Clock:

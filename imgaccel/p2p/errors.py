@@ -7,9 +7,8 @@
         │   └── NoPeers               not one peer connected within the grace period
         └── TorrentFailed             libtorrent reported an error (disk, removal) for the torrent
 
-Every error a :class:`~imgaccel.p2p.download.Download` stream raises carries ``delivered``: the
-byte offset up to which the stream yielded verified bytes, where the caller continues from the
-origin.
+What a :class:`~imgaccel.p2p.download.Download` landed before it raised stays landed: the
+caller continues from the origin with the gaps only.
 """
 
 from __future__ import annotations
@@ -19,10 +18,6 @@ from imgaccel.errors import ImgaccelError
 
 class P2PError(ImgaccelError):
     """Peers could not deliver what was asked."""
-
-    def __init__(self, message: str, *, delivered: int = 0) -> None:
-        super().__init__(message)
-        self.delivered = delivered
 
 
 class MetainfoInvalid(P2PError, ValueError):

@@ -8,8 +8,9 @@ uTP is off: inside a cluster its congestion control only slows TCP-friendly tran
 
 Tuning: ``send_buffer_watermark`` raised and ``tick_interval=100`` (reported ~310-510 MB/s on
 loopback for one downloader). Measured with this module, seeder and downloader in one process on
-2 cores, TLS on: ~80-135 MB/s to torrent completion for a 384-512 MB blob, about 15 % less
-through ``Download.stream``; idle CPU ~0. Torrents are never queued (``active_*`` = -1).
+2 cores, TLS on: ~80-135 MB/s to torrent completion for a 384-512 MB blob (about 15 % less
+when the pieces were read back through ``read_piece``, as before ``Download.land``); idle CPU
+~0. Torrents are never queued (``active_*`` = -1).
 """
 
 from __future__ import annotations

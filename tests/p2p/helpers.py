@@ -22,5 +22,22 @@ class Blob:
 SwarmFactory = Callable[..., contextlib.AbstractAsyncContextManager[Swarm]]
 
 
-async def collect(download: Download, offset: int = 0) -> bytes:
-    return b"".join([chunk async for chunk in download.stream(offset)])
+async def collect(download: Download) -> bytes:
+    """Land every piece, then the whole file as libtorrent wrote it."""
+    async for _ in download.land():
+        pass
+    return download.path.read_bytes()
+
+
+async def land_checked(download: Download, data: bytes, landed: list[int]) -> None:
+    """Land pieces until the download ends or raises, checking each piece's bytes in the file
+    at the moment it is reported, and adding it to ``landed``."""
+    metainfo = download.metainfo
+    async for batch in download.land():
+        with download.path.open("rb") as file:
+            for index in batch:
+                start = index * metainfo.piece_length
+                file.seek(start)
+                piece = file.read(metainfo.piece_size(index))
+                assert piece == data[start : start + len(piece)], f"piece {index} is wrong"
+        landed += batch

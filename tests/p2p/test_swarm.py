@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from imgaccel.p2p import download as download_module
 from imgaccel.p2p.certs import NodeIdentity, make_ca
 from imgaccel.p2p.errors import MetainfoInvalid, NoPeers, P2PError, SwarmStalled, TorrentFailed
 from imgaccel.p2p.swarm import Swarm, session_settings
 
-from .helpers import Blob, SwarmFactory, collect
+from .helpers import Blob, SwarmFactory, collect, land_checked
 
 
 async def test_three_downloaders_get_the_blob(
@@ -35,16 +36,6 @@ async def test_three_downloaders_get_the_blob(
             assert all(result == blob.data for result in results)
             stats = await seeder.stats()
             assert stats.total_uploaded >= len(blob.data)
-
-
-async def test_stream_from_an_offset(make_swarm: SwarmFactory, blob: Blob, tmp_path: Path) -> None:
-    offset = len(blob.data) // 2 + 777
-    async with make_swarm() as seeder, make_swarm() as leecher:
-        seeder.seed(blob.metainfo, blob.path)
-        download = leecher.download(blob.metainfo, tmp_path / "dl")
-        leecher.add_peer(blob.metainfo.infohash, "127.0.0.1", seeder.port)
-        assert await collect(download, offset) == blob.data[offset:]
-        assert await collect(download, len(blob.data)) == b""
 
 
 async def test_seeding_an_arbitrary_path(
@@ -80,15 +71,14 @@ async def test_peer_from_another_cluster_gets_nothing(
         seeder.seed(blob.metainfo, blob.path)
         download = leecher.download(blob.metainfo, tmp_path / "dl")
         leecher.add_peer(blob.metainfo.infohash, "127.0.0.1", seeder.port)
-        got: list[bytes] = []
+        landed: list[int] = []
         with pytest.raises(SwarmStalled):
-            async for chunk in download.stream():
-                got.append(chunk)
-        assert got == []
+            await land_checked(download, blob.data, landed)
+        assert landed == []
         assert (await seeder.stats()).total_uploaded == 0
 
 
-async def test_corrupt_seeder_never_yields_a_bad_byte(
+async def test_a_corrupt_seeder_never_lands_a_bad_piece(
     make_swarm: SwarmFactory, blob: Blob, tmp_path: Path
 ) -> None:
     # seed_mode trusts the file, so alter it afterwards: every 7th piece is wrong on disk.
@@ -101,13 +91,11 @@ async def test_corrupt_seeder_never_yields_a_bad_byte(
         seeder.seed(blob.metainfo, blob.path)
         download = leecher.download(blob.metainfo, tmp_path / "dl")
         leecher.add_peer(blob.metainfo.infohash, "127.0.0.1", seeder.port)
-        got = bytearray()
-        with pytest.raises(P2PError) as raised:
-            async for chunk in download.stream():
-                got += chunk
-        assert bytes(got) == blob.data[: len(got)]
-        assert raised.value.delivered == len(got)
-        assert len(got) < 3 * piece + piece  # nothing past the first bad piece
+        landed: list[int] = []
+        with pytest.raises(P2PError):
+            await land_checked(download, blob.data, landed)  # each piece checked in the file
+        bad = set(range(3, blob.metainfo.num_pieces, 7))
+        assert landed and not bad & set(landed)
 
 
 async def test_seeder_gone_mid_transfer_stalls(
@@ -115,7 +103,6 @@ async def test_seeder_gone_mid_transfer_stalls(
 ) -> None:
     async with make_swarm(stall_seconds=2.0) as leecher:
         download = leecher.download(blob.metainfo, tmp_path / "dl")
-        got = bytearray()
         async with make_swarm() as seeder:
             # Slow enough that the leecher cannot have the whole blob when the seeder goes.
             seeder.seed(blob.metainfo, blob.path).handle.set_upload_limit(4 * 1024 * 1024)
@@ -124,14 +111,12 @@ async def test_seeder_gone_mid_transfer_stalls(
             async with asyncio.timeout(30):
                 while len(download.pieces_had()) < blob.metainfo.num_pieces // 8:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
-        # The seeder's session is gone; the stream must stall, not lie.
-        with pytest.raises(SwarmStalled) as raised:
-            async for chunk in download.stream():
-                got += chunk
-        assert len(got) < len(blob.data)
+        # The seeder's session is gone; the landing must stall, not lie.
+        landed: list[int] = []
+        with pytest.raises(SwarmStalled):
+            await land_checked(download, blob.data, landed)
+        assert 0 < len(landed) < blob.metainfo.num_pieces
         assert not download.is_complete()
-        assert bytes(got) == blob.data[: len(got)]
-        assert raised.value.delivered == len(got)
 
 
 async def test_no_peers_at_all_raises_promptly(
@@ -151,19 +136,16 @@ async def test_swarm_listens_on_the_port_given(make_swarm: SwarmFactory) -> None
                 pass
 
 
-async def test_removing_a_torrent_ends_its_streams(
+async def test_removing_a_torrent_ends_its_landing(
     make_swarm: SwarmFactory, blob: Blob, tmp_path: Path
 ) -> None:
     async with make_swarm() as seeder, make_swarm() as leecher:
         seeder.seed(blob.metainfo, blob.path).handle.set_upload_limit(4 * 1024 * 1024)
         download = leecher.download(blob.metainfo, tmp_path / "dl")
         leecher.add_peer(blob.metainfo.infohash, "127.0.0.1", seeder.port)
-        got = bytearray()
         with pytest.raises(TorrentFailed):
-            async for chunk in download.stream():
-                got += chunk
+            async for _ in download.land():
                 leecher.remove(blob.metainfo.infohash, delete_files=True)
-        assert bytes(got) == blob.data[: len(got)]
 
 
 async def test_a_torrent_removed_right_after_it_was_added_logs_no_error(
@@ -207,8 +189,10 @@ def test_a_bad_listen_address_is_refused(listen: str) -> None:
 
 
 async def test_landed_pieces_are_in_the_file_when_they_are_reported(
-    make_swarm: SwarmFactory, blob: Blob, tmp_path: Path
+    make_swarm: SwarmFactory, blob: Blob, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A batch right after its pieces finished, so that only the flush can have put them on disk.
+    monkeypatch.setattr(download_module, "FLUSH_INTERVAL", 0.0)
     target = tmp_path / "fill.part"
     target.touch()  # a cache fill's temp file: libtorrent writes into it
     async with make_swarm() as seeder, make_swarm() as downloader:
@@ -216,14 +200,7 @@ async def test_landed_pieces_are_in_the_file_when_they_are_reported(
         download = downloader.download_to(blob.metainfo, target)
         downloader.add_peer(blob.metainfo.infohash, "127.0.0.1", seeder.port)
         landed: list[int] = []
-        with target.open("rb") as file:
-            async for batch in download.land():
-                for index in batch:
-                    start = index * blob.metainfo.piece_length
-                    file.seek(start)
-                    piece = file.read(blob.metainfo.piece_size(index))
-                    assert piece == blob.data[start : start + len(piece)], index
-                landed += batch
+        await land_checked(download, blob.data, landed)
         assert sorted(landed) == list(range(blob.metainfo.num_pieces))
         await asyncio.wait_for(download.stop_writing(), 10)
         await asyncio.wait_for(download.stop_writing(), 1)  # once stopped, at once
