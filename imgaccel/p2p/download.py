@@ -164,7 +164,7 @@ class Download:
         return [index for index, had in enumerate(have) if had]
 
     def _check(self, clock: _Clock) -> None:
-        """Raise if this reader should give up on the swarm."""
+        """Raise if the landing should give up on the swarm."""
         now = time.monotonic()
         if self._failure is not None:
             raise TorrentFailed(self._failure)
@@ -201,7 +201,7 @@ class Download:
             _fail(flushed, reason)
         self._flushes.clear()
         if self._paused is not None:
-            _resolve(self._paused)  # removed: its disk I/O is over
+            _resolve(self._paused)  # gone: stop_writing has nothing left to wait for
         self._notify()
 
     def _notify(self) -> None:
