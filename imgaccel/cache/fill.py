@@ -86,10 +86,7 @@ class Fill:
         """Store ``chunks``, one after the other, from ``offset``: one ``pwritev`` of the buffers
         as they came off the socket, so a stream is never joined (copied) on its way to disk."""
         length = sum(len(chunk) for chunk in chunks)
-        if self.error is not None:
-            raise FillFailed(str(self.error))
-        if offset < 0 or offset + length > self.size:
-            raise FillFailed(f"write beyond the blob's {self.size} bytes")
+        self._check_range(offset, offset + length)
         async with self._hash_lock:
             if offset == self._hashed:
                 # The usual case, bytes in order: hash them on the way to disk, in one hop,
@@ -98,27 +95,37 @@ class Fill:
                 self._hashed += length
             else:
                 await asyncio.to_thread(self._store, chunks, offset)
-        self.bytes_from[source] = self.bytes_from.get(source, 0) + length
-        self._land(offset, offset + length)
-        async with self._changed:
-            self._changed.notify_all()
+        await self._arrived(offset, offset + length, source)
 
     async def land(self, start: int, end: int, source: str) -> None:
         """Bytes ``[start, end)`` were written into :attr:`temp` by another writer of the same
         file (libtorrent, which downloads straight into it) and are on disk: take them as if
         written here. The caller says each range once."""
+        self._check_range(start, end)
+        if self._writeback_due(end - start):
+            await asyncio.to_thread(writeback.start_writeback, self.fd)
+        await self._arrived(start, end, source)
+
+    def _check_range(self, start: int, end: int) -> None:
         if self.error is not None:
             raise FillFailed(str(self.error))
         if not 0 <= start <= end <= self.size:
             raise FillFailed(f"bytes {start}-{end} are outside the blob's {self.size} bytes")
+
+    async def _arrived(self, start: int, end: int, source: str) -> None:
+        """Count bytes ``[start, end)`` that are now in the file, and wake the readers."""
         self.bytes_from[source] = self.bytes_from.get(source, 0) + end - start
-        self._unsynced += end - start
-        if self._unsynced >= writeback.EVERY:
-            self._unsynced = 0
-            await asyncio.to_thread(writeback.start_writeback, self.fd)
         self._land(start, end)
         async with self._changed:
             self._changed.notify_all()
+
+    def _writeback_due(self, nbytes: int) -> bool:
+        """Count ``nbytes`` more in the file; True every :data:`writeback.EVERY` bytes."""
+        self._unsynced += nbytes
+        if self._unsynced < writeback.EVERY:
+            return False
+        self._unsynced = 0
+        return True
 
     def _land(self, start: int, end: int) -> None:
         if start > self.contiguous:
@@ -166,10 +173,8 @@ class Fill:
     def _store(self, chunks: Sequence[bytes | bytearray], offset: int) -> None:
         """Write ``chunks`` at ``offset`` and, every few MB, start their writeback to disk, so
         that the commit's fsync has little left to wait for (runs in a worker thread)."""
-        self._unsynced += _pwritev_all(self.fd, chunks, offset)
-        if self._unsynced >= writeback.EVERY:
+        if self._writeback_due(_pwritev_all(self.fd, chunks, offset)):
             writeback.start_writeback(self.fd)
-            self._unsynced = 0
 
     def _feed(self, data: bytes | bytearray) -> None:
         """Hash ``data`` and show it to the observers (runs in a worker thread)."""

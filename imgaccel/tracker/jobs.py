@@ -150,15 +150,6 @@ class JobStore:
             "UPDATE jobs SET cancelled = ? WHERE id = ? AND cancelled IS NULL", (now, job_id)
         )
 
-    def open_count(self, now: float) -> int:
-        """Jobs still handed out at ``now``: neither cancelled nor expired."""
-        row = self._db.execute(
-            "SELECT COUNT(*) FROM jobs"
-            " WHERE cancelled IS NULL AND (expires IS NULL OR expires > ?)",
-            (now,),
-        ).fetchone()
-        return int(row[0])
-
     def jobs(self) -> list[Job]:
         rows = self._db.execute(f"SELECT {_COLUMNS} FROM jobs ORDER BY created DESC").fetchall()
         return [_job(row) for row in rows]
@@ -221,10 +212,11 @@ class OpenJobs(Collector):
         self._store, self._now = store, now
 
     def collect(self) -> Iterator[Metric]:
+        now = self._now()
         yield GaugeMetricFamily(
             "imgaccel_tracker_prewarm_jobs_open",
             "Prewarm jobs still handed to nodes (neither expired nor cancelled).",
-            value=self._store.open_count(self._now()),
+            value=sum(job.open_at(now) for job in self._store.jobs()),
         )
 
 
