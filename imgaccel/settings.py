@@ -58,16 +58,10 @@ class P2PSettings(BaseModel):
         "(set by `imgaccel seeder`).",
     )
     stall_seconds: float = Field(
-        default=5.0,
-        gt=0,
-        description="Less than a block (16 KiB) of data from peers this long: continue from the "
-        "origin.",
+        default=5.0, gt=0, description="No progress this long from peers: continue from the origin."
     )
     no_peers_seconds: float = Field(
-        default=3.0,
-        gt=0,
-        description="No peer connected this long once the tracker has answered (at most 15 s "
-        "after the download started): continue from the origin.",
+        default=3.0, gt=0, description="No peer connected this long: continue from the origin."
     )
     min_blob_bytes: int = Field(
         default=0,
@@ -81,10 +75,9 @@ class P2PSettings(BaseModel):
     )
     share_pieces: bool = Field(
         default=True,
-        description="Downloaders of a blob split its pieces: each asks the nodes that hold the "
-        "blob only for its own share, and trades the rest with the other downloaders in a "
-        "second torrent, so a lone holder sends each piece once. false: one torrent and "
-        "libtorrent's own piece picking.",
+        description="Downloaders of a blob split the pieces only seeds have: each asks the seeds "
+        "for its own share and takes the others' from them, so a lone seed sends each piece "
+        "about once. false: libtorrent's own piece picking.",
     )
     wait_seconds: float = Field(
         default=600.0,

@@ -31,7 +31,6 @@ ALERT_MASK = (
     | lt.alert_category.storage
     | lt.alert_category.piece_progress
     | lt.alert_category.connect
-    | lt.alert_category.tracker
 )
 
 

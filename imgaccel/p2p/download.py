@@ -30,18 +30,12 @@ import libtorrent as lt
 
 from imgaccel.p2p.errors import NoPeers, SwarmStalled, TorrentFailed
 from imgaccel.p2p.metainfo import Metainfo
+from imgaccel.p2p.shares import Shares
 
 log = logging.getLogger(__name__)
 
 #: How long a flush or a pause may take libtorrent's disk thread (local disk I/O).
 DISK_TIMEOUT = 30.0
-#: Payload bytes (a block) that count as progress for the stall check, verified or not: a piece
-#: of a blob many others share a link with can take longer than the stall time to complete.
-PROGRESS_BYTES = 16 * 1024
-#: The longest a landing waits for the tracker's first answer before the no-peers grace runs
-#: (until the tracker has said who holds the blob, having no peer says nothing): a tracker
-#: busy with a whole cluster's announces at a scale-out answers in seconds, not milliseconds.
-ANNOUNCE_WAIT = 15.0
 #: The least time between two flushes of a landing download: a flush also closes the torrent's
 #: file handles, so one per piece would reopen the file for every write and upload.
 FLUSH_INTERVAL = 0.1
@@ -70,12 +64,9 @@ class Download:
         self._finished: list[int] = []  # pieces verified since land() last took them
         self._flushes: list[asyncio.Future[None]] = []  # flush_cache calls, oldest first
         self._paused: asyncio.Future[None] | None = None
-        self._answered = metainfo.announce is None  # no tracker: peers come from add_peer
         self._failure: str | None = None
         self.unsubscribe: Callable[[], None] = lambda: None
-        #: Another torrent downloading into the same file (an exchange's holders' torrent):
-        #: its peers count as this one's for the no-peers check.
-        self.partner: Download | None = None
+        self.shares: Shares | None = None  # set by the swarm for a torrent it downloads
 
     @property
     def infohash(self) -> str:
@@ -89,11 +80,7 @@ class Download:
     def is_complete(self) -> bool:
         return bool(self._handle.status().is_seeding)
 
-    def set_download_limit(self, limit: int) -> None:
-        """Bytes/s (0: none)."""
-        self._handle.set_download_limit(limit)
-
-    async def land(self, *, watch: bool = True) -> AsyncIterator[list[int]]:
+    async def land(self) -> AsyncIterator[list[int]]:
         """Batches of pieces that libtorrent has verified *and written to its file*, until every
         piece has landed: a caller may read them from :attr:`path` (a fill that shares the file).
 
@@ -101,11 +88,9 @@ class Download:
         docstring); each batch is yielded after a ``flush_cache`` round trip, which returns once
         the pieces finished before it are in the file (measured: 0 of 3 072 wrong, against
         18-50 of 1 024 read right after ``piece_finished_alert``). Raises
-        :class:`SwarmStalled` when less than a block (``PROGRESS_BYTES``) came from peers for
-        ``stall_seconds``, verified or not (with the partner torrent's), :class:`NoPeers`
+        :class:`SwarmStalled` when no piece was verified for ``stall_seconds``, :class:`NoPeers`
         when not one peer was connected for the grace period, and :class:`TorrentFailed` when
-        the torrent errs or is removed; what landed before stays landed. ``watch=False``:
-        no stall or no-peers check (the feed of a torrent meant to get only some pieces).
+        the torrent errs or is removed; what landed before stays landed.
         """
         clock = _Clock(time.monotonic())
         landed = [False] * self.metainfo.num_pieces
@@ -117,10 +102,7 @@ class Download:
                 await asyncio.sleep(wait)  # let more pieces finish: one flush for them all
             batch = [index for index in self._take_finished() if not landed[index]]
             if not batch:
-                if watch:
-                    self._check(clock)
-                elif self._failure is not None:
-                    raise TorrentFailed(self._failure)
+                self._check(clock)
                 changed = self._changed
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._tick):
@@ -186,33 +168,12 @@ class Download:
         now = time.monotonic()
         if self._failure is not None:
             raise TorrentFailed(self._failure)
-        peers, received = self._activity()
-        if not self._tracker_answered() and now - clock.started < ANNOUNCE_WAIT:
-            clock.peer_seen = self._last_progress = now  # who holds it is not known yet
-        elif peers > 0:
+        if self._handle.status().num_peers > 0:
             clock.peer_seen = now
         elif now - clock.peer_seen > self._no_peers_grace:
             raise NoPeers(f"{self.infohash}: no peers")
-        if received - clock.received >= PROGRESS_BYTES:
-            clock.received = received
-            self._last_progress = now
         if now - max(self._last_progress, clock.started) > self._stall_seconds:
-            raise SwarmStalled(f"{self.infohash}: no data from peers for {self._stall_seconds}s")
-
-    def _tracker_answered(self) -> bool:
-        partner = self.partner
-        return self._answered and (partner is None or partner._answered)
-
-    def _activity(self) -> tuple[int, int]:
-        """Connected peers, and payload bytes received (with the partner torrent's)."""
-        status = self._handle.status()
-        peers, received = int(status.num_peers), int(status.total_payload_download)
-        if self.partner is not None:
-            with contextlib.suppress(RuntimeError):  # the partner's torrent was removed
-                other = self.partner.handle.status()
-                peers += int(other.num_peers)
-                received += int(other.total_payload_download)
-        return peers, received
+            raise SwarmStalled(f"{self.infohash}: no verified byte for {self._stall_seconds}s")
 
     def on_alert(self, alert: Any) -> None:
         """The pump's subscriber for this torrent."""
@@ -220,8 +181,6 @@ class Download:
             self._last_progress = time.monotonic()
             self._finished.append(int(alert.piece_index))
             self._notify()
-        elif isinstance(alert, lt.tracker_reply_alert | lt.tracker_error_alert):
-            self._answered = True  # the tracker said who holds it, or that it cannot
         elif isinstance(alert, lt.cache_flushed_alert):
             if self._flushes:
                 _resolve(self._flushes.pop(0))
@@ -262,12 +221,10 @@ def _fail(future: asyncio.Future[Any], reason: str) -> None:
 
 
 class _Clock:
-    """When a landing started and last saw a peer, and the payload bytes it last counted as
-    progress."""
+    """When a stream started and last saw a peer."""
 
-    __slots__ = ("peer_seen", "received", "started")
+    __slots__ = ("peer_seen", "started")
 
     def __init__(self, now: float) -> None:
         self.started = now
         self.peer_seen = now
-        self.received = 0

@@ -32,18 +32,14 @@ from imgaccel.p2p.alerts import ALERT_MASK, AlertPump
 from imgaccel.p2p.certs import FFDHE2048_PEM, NodeIdentity
 from imgaccel.p2p.download import Download
 from imgaccel.p2p.errors import MetainfoInvalid, P2PError
-from imgaccel.p2p.exchange import Exchange
 from imgaccel.p2p.metainfo import MIB, Metainfo
-from imgaccel.p2p.shares import SKIP, Shares, trading
+from imgaccel.p2p.shares import Shares
 
 log = logging.getLogger(__name__)
 
 LISTEN_TIMEOUT = 10.0
 #: How often downloads re-split their piece shares among the peers they see.
 SHARE_TICK_SECONDS = 0.2
-#: How long a node that finished a download stays in its trading torrent, so the others still
-#: get its share of the pieces from it.
-LINGER_SECONDS = 60.0
 _COUNTERS = ("net.sent_payload_bytes", "net.recv_payload_bytes", "peer.num_peers_connected")
 
 
@@ -124,16 +120,13 @@ class Swarm:
         self._settings.update(overrides or {})
         self._stall_seconds = stall_seconds
         self._no_peers_grace = no_peers_grace
-        # Downloaders ask the holders only for their share of the pieces, and trade the rest
-        # in a torrent of their own (imgaccel.p2p.shares).
+        # Downloaders ask the seeds only for their share of the pieces (imgaccel.p2p.shares).
         self._share_pieces = share_pieces
         self._sharing: asyncio.Task[None] | None = None
         self._share_releases = 0
         self._session: Any = None
         self._pump: AlertPump | None = None
         self._torrents: dict[str, Download] = {}
-        self._exchanges: dict[str, Exchange] = {}  # by the holders' (published) infohash
-        self._lingering: dict[str, Download] = {}  # trading torrents of finished downloads
         self._port = 0
         self._stats_waiters: list[asyncio.Future[dict[str, int]]] = []
         self._last_stats: tuple[float, int, int] = (time.monotonic(), 0, 0)
@@ -173,13 +166,9 @@ class Swarm:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sharing
             self._sharing = None
-        for exchange in self._exchanges.values():
-            exchange.fail("swarm closed")
         for download in self._torrents.values():
             download.fail("swarm closed")
         self._torrents.clear()
-        self._exchanges.clear()
-        self._lingering.clear()
         pump, self._pump = self._pump, None
         assert pump is not None
         pump.stop()
@@ -191,28 +180,26 @@ class Swarm:
     async def _share_forever(self) -> None:
         while True:
             await asyncio.sleep(SHARE_TICK_SECONDS)
-            for exchange in list(self._exchanges.values()):
-                if exchange.shares is None:
+            for download in list(self._torrents.values()):
+                if download.shares is None:
                     continue
-                released = exchange.shares.released
-                holders = exchange.holders.handle
+                released = download.shares.released
                 try:
-                    exchange.shares.update(holders, exchange.traders.handle)
+                    download.shares.update(download.handle)
                 except RuntimeError:  # libtorrent: the torrent was removed meanwhile
                     continue
                 except Exception:  # a bug here must not stop every torrent's sharing
-                    log.exception("%s: piece shares failed; libtorrent picks", exchange.infohash)
-                    shares, exchange.shares = exchange.shares, None
+                    log.exception("%s: piece shares failed; libtorrent picks", download.infohash)
+                    shares, download.shares = download.shares, None
                     with contextlib.suppress(Exception):
-                        shares.release(holders)
+                        shares.release(download.handle)
                     continue
-                if exchange.shares.released and not released:
+                if download.shares.released and not released:
                     self._share_releases += 1
                     log.info(
-                        "%s: nothing came in for %.0fs while incomplete; asking the holders "
-                        "for every missing piece",
-                        exchange.infohash,
-                        exchange.shares.release_seconds,
+                        "%s: nothing to fetch for %.0fs while incomplete; piece shares dropped",
+                        download.infohash,
+                        download.shares.release_seconds,
                     )
 
     @property
@@ -251,49 +238,16 @@ class Swarm:
         """Seed ``path``, already verified against the blob digest, without re-hashing it."""
         return self._add(metainfo, path, seed=True)
 
-    def download(self, metainfo: Metainfo, staging_dir: Path) -> Download | Exchange:
-        """Start fetching into ``staging_dir/<name>``; the download if already started."""
-        return self.download_to(metainfo, staging_dir / metainfo.name)
+    def download(self, metainfo: Metainfo, staging_dir: Path) -> Download:
+        """Start fetching into ``staging_dir/<name>``; the torrent's Download if already added."""
+        return self._add(metainfo, staging_dir / metainfo.name, seed=False)
 
-    def download_to(self, metainfo: Metainfo, path: Path) -> Download | Exchange:
+    def download_to(self, metainfo: Metainfo, path: Path) -> Download:
         """Start fetching into the file ``path`` (it may exist, empty: a cache fill's temp
-        file, which readers take from as pieces land; see :meth:`Download.land`). With piece
-        shares, an :class:`Exchange` of the holders' and the trading torrent; the download of
-        ``metainfo`` if already started."""
-        if not self._share_pieces:
-            return self._add(metainfo, path, seed=False)
-        existing = self._exchanges.get(metainfo.infohash)
-        if existing is not None:
-            return existing
-        trade = trading(metainfo)
-        self._end_linger(metainfo.infohash)
-        # Nothing is asked of the holders before the shares have looked at the traders.
-        holders = self._add(_seeds_only(metainfo), path, seed=False, priority=SKIP)
-        traders = self._add(trade, path, seed=False)
-        exchange = Exchange(holders, traders, Shares(metainfo.infohash, metainfo.num_pieces))
-        self._exchanges[metainfo.infohash] = exchange
-        return exchange
+        file, which readers take from as pieces land; see :meth:`Download.land`)."""
+        return self._add(metainfo, path, seed=False)
 
-    def linger(self, metainfo: Metainfo, path: Path, seconds: float = LINGER_SECONDS) -> None:
-        """Seed the trading torrent of the just downloaded blob ``metainfo`` from ``path`` for
-        ``seconds``: the other downloaders may still lack this node's share of the pieces."""
-        if not self._share_pieces:
-            return
-        self._end_linger(metainfo.infohash)
-        seeding = self.seed(trading(metainfo), path)
-        self._lingering[metainfo.infohash] = seeding
-        asyncio.get_running_loop().call_later(seconds, self._end_linger, metainfo.infohash, seeding)
-
-    def _end_linger(self, infohash: str, only: Download | None = None) -> None:
-        seeding = self._lingering.get(infohash)
-        if seeding is None or (only is not None and seeding is not only):
-            return
-        del self._lingering[infohash]
-        self._remove(seeding.infohash)
-
-    def _add(
-        self, metainfo: Metainfo, path: Path, *, seed: bool, priority: int | None = None
-    ) -> Download:
+    def _add(self, metainfo: Metainfo, path: Path, *, seed: bool) -> Download:
         if metainfo.ssl_cert != self.identity.ca_cert_pem:
             raise MetainfoInvalid(f"{metainfo.name}: torrent is not for this cluster's CA")
         existing = self._torrents.get(metainfo.infohash)
@@ -301,7 +255,7 @@ class Swarm:
             return existing
         # Added paused: the certificate must be in place before the first announce, or the
         # HTTPS tracker refuses it and libtorrent waits a whole retry interval to try again.
-        handle = self._session.add_torrent(_params(metainfo, path, seed=seed, priority=priority))
+        handle = self._session.add_torrent(_params(metainfo, path, seed=seed))
         self._set_certificate(handle)
         handle.resume()
         download = Download(
@@ -311,25 +265,18 @@ class Swarm:
             stall_seconds=self._stall_seconds,
             no_peers_grace=self._no_peers_grace,
         )
+        if self._share_pieces and not seed:
+            download.shares = Shares(metainfo.infohash, metainfo.num_pieces)
         assert self._pump is not None
         download.unsubscribe = self._pump.subscribe(metainfo.infohash, download.on_alert)
         self._torrents[metainfo.infohash] = download
         return download
 
-    def get(self, infohash: str) -> Download | Exchange | None:
-        return self._exchanges.get(infohash) or self._torrents.get(infohash)
+    def get(self, infohash: str) -> Download | None:
+        return self._torrents.get(infohash)
 
     def remove(self, infohash: str, *, delete_files: bool = False) -> None:
-        """Stop seeding/downloading ``infohash`` (with its trading torrent); streams of it
-        raise ``TorrentFailed``."""
-        exchange = self._exchanges.pop(infohash, None)
-        if exchange is not None:
-            exchange.fail("torrent removed")
-            self._remove(exchange.traders.infohash, delete_files=delete_files)
-        self._end_linger(infohash)
-        self._remove(infohash, delete_files=delete_files)
-
-    def _remove(self, infohash: str, *, delete_files: bool = False) -> None:
+        """Stop seeding/downloading; streams of it raise ``TorrentFailed``."""
         download = self._torrents.pop(infohash, None)
         if download is None:
             return
@@ -339,11 +286,7 @@ class Swarm:
         self._session.remove_torrent(download.handle, flags)
 
     def add_peer(self, infohash: str, host: str, port: int) -> None:
-        """Connect to a peer's TLS port directly (besides whatever the tracker returns); for a
-        download with piece shares, in both its torrents."""
-        exchange = self._exchanges.get(infohash)
-        if exchange is not None:
-            exchange.traders.handle.connect_peer((host, port))
+        """Connect to a peer's TLS port directly (besides whatever the tracker returns)."""
         download = self._torrents.get(infohash)
         if download is None:
             raise KeyError(infohash)
@@ -370,21 +313,9 @@ class Swarm:
         )
 
 
-def _seeds_only(metainfo: Metainfo) -> Metainfo:
-    """``metainfo`` announcing for holders only (the tracker's ``seeds_only``; a tracker
-    that does not know the key ignores it): a downloader has nothing to ask of another in the
-    holders' torrent."""
-    if metainfo.announce is None:
-        return metainfo
-    joiner = "&" if "?" in metainfo.announce else "?"
-    return metainfo.with_announce(f"{metainfo.announce}{joiner}seeds_only=1")
-
-
-def _params(metainfo: Metainfo, path: Path, *, seed: bool, priority: int | None) -> Any:
+def _params(metainfo: Metainfo, path: Path, *, seed: bool) -> Any:
     params = lt.add_torrent_params()
     params.ti = metainfo.torrent_info()
-    if priority is not None:
-        params.piece_priorities = [priority] * metainfo.num_pieces
     params.save_path = str(path.parent)
     if path.name != metainfo.name:
         params.renamed_files = {0: path.name}

@@ -208,7 +208,7 @@ class BlobFetcher:
                 peers.distrust(location.digest)
                 raise
             if fill.committed:
-                await peers.publish(fill.digest, metainfo, plan.public_in, downloaded=True)
+                await peers.publish(fill.digest, metainfo, plan.public_in)
         log.info(
             "fetched %s (%d bytes, %d from peers) in %.2fs",
             location.digest,

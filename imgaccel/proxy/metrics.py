@@ -80,8 +80,8 @@ class NodeMetrics:
         self.p2p_peers = Gauge("imgaccel_p2p_peers", "Peers connected right now.", registry=r)
         self.p2p_share_releases = Counter(
             "imgaccel_p2p_share_releases",
-            "Downloads that dropped their piece shares: nothing came in for 2 s while incomplete "
-            "(an owner slow or gone); they then ask the holders for every missing piece.",
+            "Downloads that dropped their piece shares: nothing to fetch while incomplete (an "
+            "owner slow or gone); they then take any piece from any peer.",
             registry=r,
         )
         self.stale_served = Counter(

@@ -34,7 +34,6 @@ from imgaccel.oci.digest import Digest
 from imgaccel.p2p.certs import NodeIdentity
 from imgaccel.p2p.download import Download
 from imgaccel.p2p.errors import MetainfoInvalid, P2PError
-from imgaccel.p2p.exchange import Exchange
 from imgaccel.p2p.metainfo import Metainfo, PieceHasher
 from imgaccel.p2p.swarm import Swarm
 from imgaccel.settings import P2PSettings
@@ -294,23 +293,12 @@ class PeerNetwork:
         """The swarm's torrent for ``digest`` produced a blob that failed its digest."""
         self._bad[digest] = time.monotonic() + seconds
 
-    async def publish(
-        self,
-        digest: Digest,
-        metainfo: Metainfo,
-        public_in: frozenset[str],
-        *,
-        downloaded: bool = False,
-    ) -> None:
-        """Seed the committed blob from the cache and tell the tracker this node has it.
-        ``downloaded``: it came from the swarm, whose other downloaders may still lack this
-        node's share of it (it stays in their trading torrent a while)."""
+    async def publish(self, digest: Digest, metainfo: Metainfo, public_in: frozenset[str]) -> None:
+        """Seed the committed blob from the cache and tell the tracker this node has it."""
         assert self.swarm is not None and self.tracker is not None
         data = torrent_bytes(metainfo, public_in)
         self.meta.put_torrent(digest, data)
         self.swarm.seed(metainfo, self.store.path(digest))
-        if downloaded:
-            self.swarm.linger(metainfo, self.store.path(digest))
         try:
             await self.tracker.publish(str(digest), data)
         except TrackerError as exc:
@@ -331,11 +319,11 @@ async def _land(fill: Fill, metainfo: Metainfo, pieces: list[int], landed: set[i
             await fill.land(start, start + metainfo.piece_size(index), source="peer")
 
 
-def _pace(download: Download | Exchange, fill: Fill, applied: int | None) -> int:
+def _pace(download: Download, fill: Fill, applied: int | None) -> int:
     """Keep the torrent's download limit at the fill's budget while nobody reads the fill (a
     background fetch), unlimited otherwise; returns the limit now applied (0: none)."""
     pacer = fill.pacer_now()
     limit = pacer.rate if pacer is not None else 0
     if limit != (applied or 0):  # a torrent starts unlimited: nothing to say until paced
-        download.set_download_limit(limit)
+        download.handle.set_download_limit(limit)
     return limit

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgaccel.p2p.download import Download
-from imgaccel.p2p.exchange import Exchange
 from imgaccel.p2p.metainfo import Metainfo
 from imgaccel.p2p.swarm import Swarm
 
@@ -23,14 +22,14 @@ class Blob:
 SwarmFactory = Callable[..., contextlib.AbstractAsyncContextManager[Swarm]]
 
 
-async def collect(download: Download | Exchange) -> bytes:
+async def collect(download: Download) -> bytes:
     """Land every piece, then the whole file as libtorrent wrote it."""
     async for _ in download.land():
         pass
     return download.path.read_bytes()
 
 
-async def land_checked(download: Download | Exchange, data: bytes, landed: list[int]) -> None:
+async def land_checked(download: Download, data: bytes, landed: list[int]) -> None:
     """Land pieces until the download ends or raises, checking each piece's bytes in the file
     at the moment it is reported, and adding it to ``landed``."""
     metainfo = download.metainfo

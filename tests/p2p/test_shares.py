@@ -1,5 +1,4 @@
-"""Piece shares: the holders send each piece once, the downloaders trade the rest, and nobody
-starves on a share that does not come."""
+"""Piece shares: downloaders split what only the seeds have, and never starve on it."""
 
 from __future__ import annotations
 
@@ -9,26 +8,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import libtorrent as lt
 import pytest
 
-from imgaccel.p2p.shares import (
-    DEFAULT_PRIORITY,
-    JOIN_SECONDS,
-    SKIP,
-    TOP_PRIORITY,
-    Shares,
-    holder_priorities,
-    owners,
-    trading,
-)
+from imgaccel.p2p.shares import DEFAULT_PRIORITY, SKIP, TOP_PRIORITY, Shares, owners, priorities
 
 from .helpers import Blob, SwarmFactory, collect
 
 SEED = int(lt.peer_info.seed)
-INFOHASH = "ef" * 20
 
 
 def test_every_piece_has_one_owner_and_the_shares_are_even() -> None:
@@ -51,41 +39,18 @@ def test_small_blobs_do_not_all_start_with_the_same_member() -> None:
     assert len(firsts) > 1
 
 
-def test_the_trading_torrent_has_the_same_pieces_and_another_infohash(blob: Blob) -> None:
-    trade = trading(blob.metainfo)
-    assert (trade.pieces, trade.length, trade.piece_length, trade.ssl_cert) == (
-        blob.metainfo.pieces,
-        blob.metainfo.length,
-        blob.metainfo.piece_length,
-        blob.metainfo.ssl_cert,
-    )
-    assert trade.infohash != blob.metainfo.infohash
-    assert trade.announce == blob.metainfo.announce
-
-
-def test_holders_are_asked_only_for_own_pieces_nobody_trades() -> None:
-    have = [True, False, False, False, False]
-    offered = [0, 0, 1, 0, 0]  # a trader has piece 2
-    own = [True, True, True, False, False]
-    assert holder_priorities(have, offered, own, released=False) == [
-        SKIP,  # here already
-        TOP_PRIORITY,  # own, nobody trades it
-        SKIP,  # own, but a trader has it
-        SKIP,  # another's share
+def test_priorities_put_the_own_share_first_and_skip_what_only_seeds_have() -> None:
+    owner_of = ["me", "b", "me", "b"]
+    availability = [1, 1, 1, 2]  # one seed; piece 3 is also at a downloader
+    assert priorities(owner_of, "me", availability, seeds=1) == [
+        TOP_PRIORITY,
         SKIP,
+        TOP_PRIORITY,
+        DEFAULT_PRIORITY,
     ]
-    assert holder_priorities(have, offered, None, released=False) == [
-        SKIP,
-        TOP_PRIORITY,
-        SKIP,
-        TOP_PRIORITY,
-        TOP_PRIORITY,
-    ]
-    released = holder_priorities(have, offered, own, released=True)
-    assert released == [SKIP] + [DEFAULT_PRIORITY] * 4
 
 
-# -- Shares.update against stand-ins for libtorrent's torrent handles --------------------------
+# -- Shares.update against a stand-in for libtorrent's torrent_handle --------------------------
 
 
 @dataclass
@@ -104,23 +69,18 @@ class _Peer:
 
 @dataclass
 class _Status:
-    pieces: list[bool]
     is_seeding: bool = False
     is_finished: bool = False
-
-    @property
-    def num_pieces(self) -> int:
-        return sum(self.pieces)
 
 
 @dataclass
 class _Handle:
     peers: list[_Peer]
     availability: list[int]
-    state: _Status
+    state: _Status = field(default_factory=_Status)
     set_to: list[list[int]] = field(default_factory=list)
 
-    def status(self, flags: Any = None) -> _Status:
+    def status(self) -> _Status:
         return self.state
 
     def get_peer_info(self) -> list[_Peer]:
@@ -141,161 +101,129 @@ class _Clock:
         return self.now
 
 
-def _pair(
-    traders: list[_Peer] | None = None, offered: list[int] | None = None
-) -> tuple[_Handle, _Handle]:
-    """Me (10.0.0.1) holding nothing of four pieces; one holder; by default one other
-    downloader in the trading torrent, which has piece 3."""
-    holders = _Handle([_Peer("10.0.0.9", SEED)], [1] * 4, _Status([False] * 4))
-    trade_peers = [_Peer("10.0.0.2")] if traders is None else traders
-    trade = _Handle(trade_peers, offered or [0, 0, 0, 1], _Status([False] * 4))
-    return holders, trade
+def _sharing_handle() -> _Handle:
+    """Me (10.0.0.1), one seed and one other downloader; four pieces, piece 3 also at the other."""
+    peers = [_Peer("10.0.0.9", SEED), _Peer("10.0.0.2")]
+    return _Handle(peers, availability=[1, 1, 1, 2])
 
 
-def _late_shares(clock: _Clock | None = None, **options: Any) -> Shares:
-    """Shares whose download started longer than JOIN_SECONDS ago."""
-    clock = clock or _Clock()
-    shares = Shares(INFOHASH, 4, clock=clock, **options)
-    clock.now += JOIN_SECONDS
-    return shares
+def test_a_downloader_asks_the_seed_for_its_share_only() -> None:
+    handle = _sharing_handle()
+    shares = Shares("ef" * 20, 4)
+    shares.update(handle)
+    owner_of = owners(["10.0.0.1", "10.0.0.2"], 4, "ef" * 20)
+    assert handle.set_to == [priorities(owner_of, "10.0.0.1", [1, 1, 1, 2], 1)]
+    assert SKIP in handle.set_to[0] and TOP_PRIORITY in handle.set_to[0]
+    shares.update(handle)
+    assert len(handle.set_to) == 1  # unchanged priorities are not set again
 
 
-def test_a_downloader_asks_the_holders_for_its_share_only() -> None:
-    holders, traders = _pair()
-    shares = _late_shares()
-    shares.update(holders, traders)
-    mine = [owner == "10.0.0.1" for owner in owners(["10.0.0.1", "10.0.0.2"], 4, INFOHASH)]
-    assert holders.set_to == [holder_priorities([False] * 4, [0, 0, 0, 1], mine, False)]
-    assert SKIP in holders.set_to[0] and TOP_PRIORITY in holders.set_to[0]
-    assert holders.set_to[0][3] == SKIP  # the other downloader trades it
-    shares.update(holders, traders)
-    assert len(holders.set_to) == 1  # unchanged priorities are not set again
-
-
-def test_alone_or_with_enough_holders_every_missing_piece_is_asked_of_them() -> None:
-    alone = _pair(traders=[], offered=[0] * 4)
-    lingering = _pair(traders=[_Peer("10.0.0.2", SEED)], offered=[1, 1, 0, 0])
-    same_ip = _pair(traders=[_Peer("10.0.0.1")], offered=[0] * 4)  # every node on one host
-    two_holders = _pair()
-    two_holders[0].peers.append(_Peer("10.0.0.8", SEED))
-    for holders, traders in (alone, lingering, same_ip, two_holders):
-        _late_shares().update(holders, traders)
-    top = [TOP_PRIORITY] * 4
-    assert alone[0].set_to == same_ip[0].set_to == [top]
-    assert two_holders[0].set_to == [[TOP_PRIORITY] * 3 + [SKIP]]  # piece 3 is traded
-    assert lingering[0].set_to == [[SKIP, SKIP, TOP_PRIORITY, TOP_PRIORITY]]
-
-
-def test_a_new_download_waits_briefly_for_traders_before_asking_for_everything() -> None:
-    holders, traders = _pair(traders=[], offered=[0] * 4)
-    clock = _Clock()
-    shares = Shares(INFOHASH, 4, clock=clock)
-    shares.update(holders, traders)
-    assert holders.set_to == [[SKIP] * 4]
-    clock.now += JOIN_SECONDS
-    shares.update(holders, traders)
-    assert holders.set_to[-1] == [TOP_PRIORITY] * 4
+def test_nothing_is_shared_without_another_downloader_or_with_enough_seeds() -> None:
+    alone = _Handle([_Peer("10.0.0.9", SEED)], availability=[1, 1])
+    Shares("ef" * 20, 2).update(alone)
+    two_seeds = _Handle(
+        [_Peer("10.0.0.9", SEED), _Peer("10.0.0.8", SEED), _Peer("10.0.0.2")], [2, 2]
+    )
+    Shares("ef" * 20, 2).update(two_seeds)
+    same_ip = _Handle([_Peer("10.0.0.9", SEED), _Peer("10.0.0.1")], [1, 1])  # all on one host
+    Shares("ef" * 20, 2).update(same_ip)
+    assert alone.set_to == two_seeds.set_to == same_ip.set_to == []
 
 
 def test_a_share_nobody_delivers_is_released() -> None:
-    holders, traders = _pair()
+    handle = _sharing_handle()
     clock = _Clock()
-    shares = _late_shares(clock, release_seconds=2.0)
-    holders.state.is_finished = True  # own share here, the others' not at any downloader
-    shares.update(holders, traders)
+    shares = Shares("ef" * 20, 4, release_seconds=2.0, clock=clock)
+    shares.update(handle)
+    handle.state.is_finished = True  # own share done, the others' not at any downloader
+    shares.update(handle)
     clock.now += 1.9
-    shares.update(holders, traders)
+    shares.update(handle)
     assert not shares.released
     clock.now += 0.2
-    shares.update(holders, traders)
+    shares.update(handle)
     assert shares.released
-    assert holders.set_to[-1] == [DEFAULT_PRIORITY] * 4
-    traders.state.pieces[0] = True
-    shares.update(holders, traders)
-    assert holders.set_to[-1] == [SKIP] + [DEFAULT_PRIORITY] * 3  # still not what is here
+    assert handle.set_to[-1] == [DEFAULT_PRIORITY] * 4
+    shares.update(handle)
+    assert len(handle.set_to) == 2  # for good
 
 
-def test_waiting_restarts_when_a_piece_comes_in() -> None:
-    holders, traders = _pair()
+def test_waiting_restarts_when_a_piece_turns_up() -> None:
+    handle = _sharing_handle()
     clock = _Clock()
-    shares = _late_shares(clock, release_seconds=2.0)
-    holders.state.is_finished = True
-    shares.update(holders, traders)
+    shares = Shares("ef" * 20, 4, release_seconds=2.0, clock=clock)
+    handle.state.is_finished = True
+    shares.update(handle)
     clock.now += 1.5
-    traders.state.pieces[3] = True  # traded in
-    shares.update(holders, traders)
+    handle.state.is_finished = False  # another downloader got a piece: something to ask for
+    shares.update(handle)
+    handle.state.is_finished = True
     clock.now += 1.5
-    shares.update(holders, traders)
+    shares.update(handle)
     assert not shares.released
 
 
-def test_a_download_that_completes_between_two_calls_is_left_alone() -> None:
-    holders, traders = _pair()
-    traders.availability = []  # what libtorrent answers once the torrent is complete
-    _late_shares().update(holders, traders)
-    traders.state.is_seeding = True
-    _late_shares().update(holders, traders)
-    assert holders.set_to == []
+def test_a_torrent_that_completes_between_two_calls_is_left_alone() -> None:
+    handle = _sharing_handle()
+    handle.availability = []  # what libtorrent answers once the torrent is complete
+    Shares("ef" * 20, 4).update(handle)
+    assert handle.set_to == []
 
 
 async def test_the_swarm_counts_and_logs_a_release(
     make_swarm: SwarmFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A download whose share never comes drops it; the swarm counts that for the metrics."""
-    holders, traders = _pair()
-    holders.state.is_finished = True  # waiting on a share nobody delivers
+    handle = _sharing_handle()
+    handle.state.is_finished = True  # waiting on a share nobody delivers
     stuck = SimpleNamespace(
-        holders=SimpleNamespace(handle=holders),
-        traders=SimpleNamespace(handle=traders),
-        shares=Shares(INFOHASH, 4, release_seconds=0.3),
-        infohash=INFOHASH,
-        fail=lambda reason: None,
+        handle=handle, shares=Shares("ef" * 20, 4, release_seconds=0.3), infohash="ef" * 20
     )
     caplog.set_level(logging.INFO, logger="imgaccel.p2p.swarm")
     async with make_swarm() as swarm:
-        swarm._exchanges[INFOHASH] = stuck  # type: ignore[assignment]  # stands in
+        swarm._torrents["ef" * 20] = stuck  # type: ignore[assignment]  # stands in for a Download
         async with asyncio.timeout(5):
             while not stuck.shares.released:  # noqa: ASYNC110 (the stand-in signals nothing)
                 await asyncio.sleep(0.05)
-        del swarm._exchanges[INFOHASH]
+        del swarm._torrents["ef" * 20]
         assert (await swarm.stats()).share_releases == 1
-    assert holders.set_to[-1] == [DEFAULT_PRIORITY] * 4
-    assert "asking the holders for every missing piece" in caplog.text
+    assert handle.set_to[-1] == [DEFAULT_PRIORITY] * 4
+    assert "piece shares dropped" in caplog.text
 
 
 # -- real sessions ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("share_pieces", [True, False], ids=["shares", "libtorrent-picks"])
-async def test_the_holder_sends_each_piece_about_once(
-    make_swarm: SwarmFactory, blob: Blob, tmp_path: Path, share_pieces: bool
+async def test_downloaders_on_their_own_addresses_share_and_complete(
+    make_swarm: SwarmFactory, blob: Blob, tmp_path: Path
 ) -> None:
-    """Three downloaders on their own loopback addresses, as hosts of a cluster, and one
-    holder with a slow uplink: every downloader gets the whole verified blob, and with the
-    shares the holder sends it about once (libtorrent's own picking: more than 1.3 times,
-    measured 1.4-1.8)."""
-    limit = {"upload_rate_limit": 8_000_000, "share_pieces": share_pieces}
-    async with make_swarm(host="127.0.0.2", **limit) as holder:
-        holder.seed(blob.metainfo, blob.path)
+    """Each session on its own loopback address, as hosts of a cluster: the shares are in force
+    during the download (own pieces first, pieces only the seed has skipped) and every
+    downloader still gets the whole verified blob."""
+    limit = {"upload_rate_limit": 8_000_000}  # the download takes seconds: time to look
+    async with make_swarm(host="127.0.0.2", **limit) as seeder:
+        seeder.seed(blob.metainfo, blob.path)
         async with (
             make_swarm(host="127.0.0.3", **limit) as a,
             make_swarm(host="127.0.0.4", **limit) as b,
-            make_swarm(host="127.0.0.5", **limit) as c,
         ):
             infohash = blob.metainfo.infohash
-            downloaders = (a, b, c)
             downloads = [
-                swarm.download(blob.metainfo, tmp_path / f"dl{i}")
-                for i, swarm in enumerate(downloaders)
+                swarm.download(blob.metainfo, tmp_path / f"dl{i}") for i, swarm in enumerate((a, b))
             ]
-            for i, swarm in enumerate(downloaders):
-                swarm.add_peer(infohash, "127.0.0.2", holder.port)
-                for j, other in enumerate(downloaders[:i]):
-                    swarm.add_peer(infohash, f"127.0.0.{3 + j}", other.port)
+            for swarm in (a, b):
+                swarm.add_peer(infohash, "127.0.0.2", seeder.port)
+            b.add_peer(infohash, "127.0.0.3", a.port)
+            seen: set[int] = set()
+
+            async def watch() -> None:
+                while not all(d.is_complete() for d in downloads):
+                    for download in downloads:
+                        seen.update(download.handle.get_piece_priorities())
+                    await asyncio.sleep(0.05)
+
+            watching = asyncio.create_task(watch())
             results = await asyncio.gather(*(collect(d) for d in downloads))
+            await watching
             assert all(result == blob.data for result in results)
-            sent = (await holder.stats()).total_uploaded / len(blob.data)
-    if share_pieces:
-        assert sent < 1.1
-    else:
-        assert sent > 1.3
+            assert {TOP_PRIORITY, SKIP} <= seen

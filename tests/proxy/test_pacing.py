@@ -78,12 +78,17 @@ async def test_a_client_reading_the_blob_lifts_the_budget(
     assert len(pacer.spent) == 1  # nothing more was paced once the client read the blob
 
 
-class FakeDownload:
+class FakeHandle:
     def __init__(self) -> None:
         self.limits: list[int] = []
 
     def set_download_limit(self, limit: int) -> None:
         self.limits.append(limit)
+
+
+class FakeDownload:
+    def __init__(self) -> None:
+        self.handle = FakeHandle()
 
 
 async def test_a_paced_swarm_download_is_limited_until_a_client_reads(tmp_path: Path) -> None:
@@ -98,7 +103,7 @@ async def test_a_paced_swarm_download_is_limited_until_a_client_reads(tmp_path: 
     await until(lambda: fill.readers == 1)
     limit = _pace(download, fill, limit)
 
-    assert download.limits == [12_345, 0]  # 0: libtorrent's "unlimited"
+    assert download.handle.limits == [12_345, 0]  # 0: libtorrent's "unlimited"
     reader.cancel()
     with pytest.raises(asyncio.CancelledError):
         await reader
