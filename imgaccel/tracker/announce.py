@@ -42,11 +42,6 @@ class AnnounceRequest:
     compact: bool
     no_peer_id: bool
     ip: IPAddress | None
-    #: ``seeds_only=1`` (imgaccel's own key): only peers with nothing left to download. A node
-    #: downloading through a blob's holders' torrent wants only the holders there; it trades
-    #: with the other downloaders in the blob's trading torrent (imgaccel.p2p.shares), and
-    #: connections between downloaders in the holders' torrent would only cost TLS handshakes.
-    seeds_only: bool = False
 
 
 def parse_query(raw: str) -> dict[str, list[bytes]]:
@@ -103,7 +98,6 @@ def parse_announce(params: dict[str, list[bytes]]) -> AnnounceRequest:
         numwant=_int(params, "numwant") if "numwant" in params else None,
         compact=_one(params, "compact", b"1") != b"0",
         no_peer_id=_one(params, "no_peer_id", b"0") == b"1",
-        seeds_only=_one(params, "seeds_only", b"0") == b"1",
         ip=_parse_ip(params["ip"][0]) if params.get("ip") else None,
     )
 
@@ -133,7 +127,7 @@ def announce(state: TrackerState, req: AnnounceRequest, ip: IPAddress) -> dict[s
         settings.numwant_default if req.numwant is None else req.numwant, settings.numwant_max
     )
     wanted = 0 if req.event == "stopped" else numwant
-    peers = state.swarms.select(req.info_hash, req.peer_id, wanted, now, seeds_only=req.seeds_only)
+    peers = state.swarms.select(req.info_hash, req.peer_id, wanted, now)
     complete, incomplete, _ = state.swarms.stats(req.info_hash, now)
     reply: dict[str, object] = {
         "interval": settings.announce_interval,

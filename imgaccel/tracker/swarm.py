@@ -70,25 +70,12 @@ class Swarms:
             return 0, 0, 0
         return (*swarm.counts(now - self.ttl), swarm.downloaded)
 
-    def select(
-        self,
-        info_hash: bytes,
-        exclude: bytes,
-        numwant: int,
-        now: float,
-        *,
-        seeds_only: bool = False,
-    ) -> list[Peer]:
-        """Up to ``numwant`` live peers other than ``exclude`` (only seeds: ``seeds_only``), a
-        random choice when more."""
+    def select(self, info_hash: bytes, exclude: bytes, numwant: int, now: float) -> list[Peer]:
+        """Up to ``numwant`` live peers other than ``exclude``, a random choice when more."""
         swarm = self._swarms.get(info_hash)
         if swarm is None:
             return []
-        live = [
-            p
-            for p in swarm.peers.values()
-            if p.peer_id != exclude and self._alive(p, now) and (p.seeding or not seeds_only)
-        ]
+        live = [p for p in swarm.peers.values() if p.peer_id != exclude and self._alive(p, now)]
         return live if len(live) <= numwant else random.sample(live, numwant)
 
     def expire(self, now: float) -> list[tuple[bytes, bytes]]:

@@ -88,21 +88,6 @@ async def test_numwant_and_non_compact_lists(tracker: TrackerClient) -> None:
     assert {p[b"peer id"] for p in listed[b"peers"]} == {peer_id(n) for n in range(6)}
 
 
-async def test_seeds_only_lists_only_peers_with_nothing_left(tracker: TrackerClient) -> None:
-    """What a node downloading through a blob's holders' torrent asks for: the holders."""
-    await _announce(tracker, NASTY_HASH, 1, ip="10.0.0.1", left=0)
-    await _announce(tracker, NASTY_HASH, 2, ip="10.0.0.2")
-    holders = await _announce(tracker, NASTY_HASH, 3, ip="10.0.0.3", seeds_only=1)
-    assert _peers(holders[b"peers"]) == {("10.0.0.1", 7001)}
-    assert (holders[b"complete"], holders[b"incomplete"]) == (1, 2)
-    everyone = await _announce(tracker, NASTY_HASH, 4, ip="10.0.0.4")
-    assert _peers(everyone[b"peers"]) == {
-        ("10.0.0.1", 7001),
-        ("10.0.0.2", 7002),
-        ("10.0.0.3", 7003),
-    }
-
-
 async def test_silent_peers_expire(tracker: TrackerClient, clock: FakeClock) -> None:
     await _announce(tracker, NASTY_HASH, 1, ip="10.0.0.1")
     clock.advance(100)
