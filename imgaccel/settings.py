@@ -58,10 +58,16 @@ class P2PSettings(BaseModel):
         "(set by `imgaccel seeder`).",
     )
     stall_seconds: float = Field(
-        default=5.0, gt=0, description="No progress this long from peers: continue from the origin."
+        default=5.0,
+        gt=0,
+        description="Less than a block (16 KiB) of data from peers this long: continue from the "
+        "origin.",
     )
     no_peers_seconds: float = Field(
-        default=3.0, gt=0, description="No peer connected this long: continue from the origin."
+        default=3.0,
+        gt=0,
+        description="No peer connected this long once the tracker has answered (at most 15 s "
+        "after the download started): continue from the origin.",
     )
     min_blob_bytes: int = Field(
         default=0,

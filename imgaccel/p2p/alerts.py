@@ -31,6 +31,7 @@ ALERT_MASK = (
     | lt.alert_category.storage
     | lt.alert_category.piece_progress
     | lt.alert_category.connect
+    | lt.alert_category.tracker
 )
 
 

@@ -36,6 +36,13 @@ log = logging.getLogger(__name__)
 
 #: How long a flush or a pause may take libtorrent's disk thread (local disk I/O).
 DISK_TIMEOUT = 30.0
+#: Payload bytes (a block) that count as progress for the stall check, verified or not: a piece
+#: of a blob that shares a slow link with others can take longer than the stall time to complete.
+PROGRESS_BYTES = 16 * 1024
+#: The longest a landing waits for the tracker's first answer before the no-peers grace runs
+#: (until the tracker has said who holds the blob, having no peer says nothing): a tracker
+#: busy with a whole cluster's announces at a scale-out answers in seconds, not milliseconds.
+ANNOUNCE_WAIT = 15.0
 #: The least time between two flushes of a landing download: a flush also closes the torrent's
 #: file handles, so one per piece would reopen the file for every write and upload.
 FLUSH_INTERVAL = 0.1
@@ -64,6 +71,7 @@ class Download:
         self._finished: list[int] = []  # pieces verified since land() last took them
         self._flushes: list[asyncio.Future[None]] = []  # flush_cache calls, oldest first
         self._paused: asyncio.Future[None] | None = None
+        self._answered = metainfo.announce is None  # no tracker: peers come from add_peer
         self._failure: str | None = None
         self.unsubscribe: Callable[[], None] = lambda: None
         self.shares: Shares | None = None  # set by the swarm for a torrent it downloads
@@ -88,9 +96,11 @@ class Download:
         docstring); each batch is yielded after a ``flush_cache`` round trip, which returns once
         the pieces finished before it are in the file (measured: 0 of 3 072 wrong, against
         18-50 of 1 024 read right after ``piece_finished_alert``). Raises
-        :class:`SwarmStalled` when no piece was verified for ``stall_seconds``, :class:`NoPeers`
-        when not one peer was connected for the grace period, and :class:`TorrentFailed` when
-        the torrent errs or is removed; what landed before stays landed.
+        :class:`SwarmStalled` when less than a block (``PROGRESS_BYTES``) came from peers for
+        ``stall_seconds``, verified or not, :class:`NoPeers` when not one peer was connected
+        for the grace period once the tracker answered (``ANNOUNCE_WAIT`` at most), and
+        :class:`TorrentFailed` when the torrent errs or is removed; what landed before stays
+        landed.
         """
         clock = _Clock(time.monotonic())
         landed = [False] * self.metainfo.num_pieces
@@ -168,12 +178,18 @@ class Download:
         now = time.monotonic()
         if self._failure is not None:
             raise TorrentFailed(self._failure)
-        if self._handle.status().num_peers > 0:
+        status = self._handle.status()
+        if not self._answered and now - clock.started < ANNOUNCE_WAIT:
+            clock.peer_seen = self._last_progress = now  # who holds it is not known yet
+        elif status.num_peers > 0:
             clock.peer_seen = now
         elif now - clock.peer_seen > self._no_peers_grace:
             raise NoPeers(f"{self.infohash}: no peers")
+        if (received := int(status.total_payload_download)) - clock.received >= PROGRESS_BYTES:
+            clock.received = received
+            self._last_progress = now
         if now - max(self._last_progress, clock.started) > self._stall_seconds:
-            raise SwarmStalled(f"{self.infohash}: no verified byte for {self._stall_seconds}s")
+            raise SwarmStalled(f"{self.infohash}: no data from peers for {self._stall_seconds}s")
 
     def on_alert(self, alert: Any) -> None:
         """The pump's subscriber for this torrent."""
@@ -181,6 +197,8 @@ class Download:
             self._last_progress = time.monotonic()
             self._finished.append(int(alert.piece_index))
             self._notify()
+        elif isinstance(alert, lt.tracker_reply_alert | lt.tracker_error_alert):
+            self._answered = True  # the tracker said who holds it, or that it cannot
         elif isinstance(alert, lt.cache_flushed_alert):
             if self._flushes:
                 _resolve(self._flushes.pop(0))
@@ -221,10 +239,12 @@ def _fail(future: asyncio.Future[Any], reason: str) -> None:
 
 
 class _Clock:
-    """When a stream started and last saw a peer."""
+    """When a landing started and last saw a peer, and the payload bytes it last counted as
+    progress."""
 
-    __slots__ = ("peer_seen", "started")
+    __slots__ = ("peer_seen", "received", "started")
 
     def __init__(self, now: float) -> None:
         self.started = now
         self.peer_seen = now
+        self.received = 0

@@ -3,7 +3,7 @@
     ImgaccelError
     └── P2PError                      peers could not deliver; fetch from the origin instead
         ├── MetainfoInvalid           a .torrent or info dict that is malformed (also a ValueError)
-        ├── SwarmStalled              no new verified byte for stall_seconds
+        ├── SwarmStalled              no data from peers for stall_seconds
         │   └── NoPeers               not one peer connected within the grace period
         └── TorrentFailed             libtorrent reported an error (disk, removal) for the torrent
 
@@ -25,7 +25,7 @@ class MetainfoInvalid(P2PError, ValueError):
 
 
 class SwarmStalled(P2PError):
-    """No new verified byte arrived for ``stall_seconds``."""
+    """Less than a block of data came from peers in ``stall_seconds``."""
 
 
 class NoPeers(SwarmStalled):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,60 @@ async def test_no_peers_at_all_raises_promptly(
         async with asyncio.timeout(10):
             with pytest.raises(NoPeers):
                 await collect(download)
+
+
+async def test_a_piece_slower_than_the_stall_time_is_progress_while_its_data_comes(
+    make_swarm: SwarmFactory, blob: Blob, tmp_path: Path
+) -> None:
+    """A link shared with many other blobs can take longer than ``stall_seconds`` to bring one
+    piece: its blocks coming all along, the download has not stalled."""
+    piece = blob.metainfo.piece_length
+    async with make_swarm(stall_seconds=2.0) as leecher, make_swarm() as seeder:
+        seeder.seed(blob.metainfo, blob.path).handle.set_upload_limit(piece // 4)  # ~4 s a piece
+        download = leecher.download(blob.metainfo, tmp_path / "dl")
+        leecher.add_peer(blob.metainfo.infohash, "127.0.0.1", seeder.port)
+        started = time.monotonic()
+        async with asyncio.timeout(30):
+            async for _ in download.land():
+                break  # the first piece landed, and no SwarmStalled before it
+        assert time.monotonic() - started > 2.0  # it did take longer than the stall time
+
+
+@pytest.mark.parametrize("tracker", ["silent", "refusing"])
+async def test_no_peers_counts_from_the_trackers_first_answer(
+    make_swarm: SwarmFactory,
+    blob: Blob,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tracker: str,
+) -> None:
+    """Until the tracker has said who holds the blob (a busy tracker at a scale-out may take
+    seconds), having no peer yet says nothing; a tracker that fails has answered."""
+    monkeypatch.setattr(download_module, "ANNOUNCE_WAIT", 3.0)
+    held: list[asyncio.StreamWriter] = []
+
+    async def answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if tracker == "silent":
+            held.append(writer)  # the connection stays open, and nothing comes
+        else:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    metainfo = blob.metainfo.with_announce(f"http://127.0.0.1:{port}/announce")
+    async with server, make_swarm(stall_seconds=30.0) as leecher:  # no-peers grace: 1.5 s
+        download = leecher.download(metainfo, tmp_path / "dl")
+        started = time.monotonic()
+        with pytest.raises(NoPeers):
+            async with asyncio.timeout(15):
+                await collect(download)
+        waited = time.monotonic() - started
+        for writer in held:
+            writer.close()
+    if tracker == "silent":
+        assert waited >= 3.0
+    else:
+        assert waited < 3.0
 
 
 async def test_swarm_listens_on_the_port_given(make_swarm: SwarmFactory) -> None:
