@@ -85,6 +85,14 @@ class P2PSettings(BaseModel):
         "for its own share and takes the others' from them, so a lone seed sends each piece "
         "about once. false: libtorrent's own piece picking.",
     )
+    share_window_pieces: int = Field(
+        default=16,
+        ge=0,
+        description="With piece shares: each downloader asks the seeds for its share front to "
+        "back, this many pieces of it at a time, so the blob's in-order prefix (what the "
+        "client is sent) grows during the download instead of at its end. 0: the whole share "
+        "at once, rarest first.",
+    )
     wait_seconds: float = Field(
         default=600.0,
         gt=0,

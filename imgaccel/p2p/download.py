@@ -6,14 +6,15 @@ Without the flush, a piece can be reported finished before its bytes reach the f
 default disk back-end (measured: 18-60 of 256 pieces read wrong right after
 ``piece_finished_alert``).
 
-The download itself is *not* sequential: libtorrent fetches rarest-first (within the piece
-shares of :mod:`imgaccel.p2p.shares`) and the fill hands its contiguous prefix on in order. When
-every peer fetches in order they all want the same piece from the same seeder, and sharing
-collapses (measured: the seeder uploaded 3.98 of 4.3 GB to 4 sequential downloaders, 2.3 GB
+The download itself is *not* sequential: the fill hands its contiguous prefix on in order, and
+libtorrent fetches by the piece shares of :mod:`imgaccel.p2p.shares`, each downloader its own
+share front to back, a window at a time, everything else rarest-first. When every peer fetches
+strictly in order they all want the same piece from the same seeder, and sharing collapses
+(measured: the seeder uploaded 3.98 of 4.3 GB to 4 sequential downloaders, 2.3 GB
 rarest-first). Deadlines on a window of pieces just ahead of the reader have the same flaw on a
 smaller scale: in `scripts/bench --scenarios imgaccel-warm` (4 nodes, one of them warm) pulls
-took 23-24 s with an 8 MiB window and 20.5-22 s without one.
-A blob is only useful to the runtime once all of it has arrived, so the order costs nothing.
+took 23-24 s with an 8 MiB window and 20.5-22 s without one. The shares' window orders the
+pieces each downloader asks the *seeds* for, which no other downloader asks them for.
 """
 
 from __future__ import annotations

@@ -109,6 +109,7 @@ class Swarm:
         no_peers_grace: float = 2.0,
         upload_rate_limit: int = 0,
         share_pieces: bool = True,
+        share_window: int = 0,
         overrides: Mapping[str, Any] | None = None,
     ) -> None:
         self.identity = identity
@@ -122,6 +123,8 @@ class Swarm:
         self._no_peers_grace = no_peers_grace
         # Downloaders ask the seeds only for their share of the pieces (imgaccel.p2p.shares).
         self._share_pieces = share_pieces
+        # Pieces of its share a downloader asks for first, front to back (0: all at once).
+        self._share_window = share_window
         self._sharing: asyncio.Task[None] | None = None
         self._share_releases = 0
         self._session: Any = None
@@ -266,7 +269,9 @@ class Swarm:
             no_peers_grace=self._no_peers_grace,
         )
         if self._share_pieces and not seed:
-            download.shares = Shares(metainfo.infohash, metainfo.num_pieces)
+            download.shares = Shares(
+                metainfo.infohash, metainfo.num_pieces, window=self._share_window or None
+            )
         assert self._pump is not None
         download.unsubscribe = self._pump.subscribe(metainfo.infohash, download.on_alert)
         self._torrents[metainfo.infohash] = download

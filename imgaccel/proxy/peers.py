@@ -130,6 +130,7 @@ class PeerNetwork:
             no_peers_grace=self.settings.no_peers_seconds,
             upload_rate_limit=self.settings.upload_rate_limit,
             share_pieces=self.settings.share_pieces,
+            share_window=self.settings.share_window_pieces,
         )
         await self.swarm.__aenter__()
         log.info(
