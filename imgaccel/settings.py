@@ -90,8 +90,8 @@ class P2PSettings(BaseModel):
         ge=0,
         description="With piece shares: each downloader asks the seeds for its share front to "
         "back, this many pieces of it at a time, so the blob's in-order prefix (what the "
-        "client is sent) grows during the download instead of at its end. 0: the whole share "
-        "at once, rarest first.",
+        "client is sent) grows during the download instead of at its end; a downloader alone "
+        "with the seeds fetches in order. 0: the whole share at once, rarest first.",
     )
     wait_seconds: float = Field(
         default=600.0,

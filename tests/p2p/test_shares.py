@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import libtorrent as lt
 import pytest
 
+from imgaccel.p2p.download import Download
 from imgaccel.p2p.shares import (
     DEFAULT_PRIORITY,
     FRONT,
@@ -133,6 +134,7 @@ class _Handle:
     availability: list[int]
     state: _Status = field(default_factory=_Status)
     set_to: list[list[int]] = field(default_factory=list)
+    sequential: bool = False
 
     def status(self, flags: int = 0) -> _Status:
         return self.state
@@ -145,6 +147,14 @@ class _Handle:
 
     def prioritize_pieces(self, wanted: list[int]) -> None:
         self.set_to.append(list(wanted))
+
+    def set_flags(self, flags: int) -> None:
+        assert flags == lt.torrent_flags.sequential_download
+        self.sequential = True
+
+    def unset_flags(self, flags: int) -> None:
+        assert flags == lt.torrent_flags.sequential_download
+        self.sequential = False
 
 
 class _Clock:
@@ -183,6 +193,28 @@ def test_the_window_moves_on_as_own_pieces_land() -> None:
     handle.state.pieces = [index == mine[0] for index in range(4)]
     shares.update(handle)
     assert handle.set_to[-1][mine[1]] == TOP_PRIORITY
+
+
+def test_a_lone_downloader_fetches_in_order_until_another_turns_up() -> None:
+    """No other downloader: nothing to share, and nobody to collapse onto the seeds with:
+    libtorrent's sequential download, the window's pieces on top (several downloaders behind
+    one address keep libtorrent's own picking: in the same order they would all ask the seed
+    for the same pieces)."""
+    handle = _Handle([_Peer("10.0.0.9", SEED)], availability=[1, 1, 1, 1])
+    handle.state.pieces = [False, True, False, False]
+    shares = Shares("ef" * 20, 4, window=1)
+    shares.update(handle)
+    assert handle.sequential
+    assert handle.set_to == [[TOP_PRIORITY, TOP_PRIORITY, LATER, LATER]]
+    handle.peers.append(_Peer("10.0.0.2"))
+    shares.update(handle)
+    assert not handle.sequential and SKIP in handle.set_to[-1]  # shares from now on
+    same_ip = _Handle([_Peer("10.0.0.9", SEED), _Peer("10.0.0.1")], [1, 1])
+    Shares("ef" * 20, 2, window=1).update(same_ip)
+    no_window = _Handle([_Peer("10.0.0.9", SEED)], [1, 1])
+    Shares("ef" * 20, 2).update(no_window)
+    assert not same_ip.sequential and not no_window.sequential
+    assert same_ip.set_to == no_window.set_to == []
 
 
 def test_nothing_is_shared_without_another_downloader_or_with_enough_seeds() -> None:
@@ -306,6 +338,28 @@ def _prefix(had: list[int]) -> int:
     return count
 
 
+async def _prefix_shares(downloads: list[Download]) -> list[float]:
+    """Sample, until every download completes, each one's in-order prefix as a share of the
+    pieces it holds (from a quarter of the pieces on); every download is landed and checked."""
+    pieces = downloads[0].metainfo.num_pieces
+    shares: list[float] = []
+
+    async def watch() -> None:
+        while not all(d.is_complete() for d in downloads):
+            for download in downloads:
+                had = download.pieces_had()
+                if pieces // 4 <= len(had) < pieces:
+                    shares.append(_prefix(had) / len(had))
+            await asyncio.sleep(0.05)
+
+    watching = asyncio.create_task(watch())
+    results = await asyncio.gather(*(collect(d) for d in downloads))
+    await watching
+    assert all(result == downloads[0].path.read_bytes() for result in results)
+    assert len(shares) > 10
+    return shares
+
+
 async def test_a_window_grows_the_in_order_prefix_while_downloading(
     make_swarm: SwarmFactory, blob: Blob, tmp_path: Path
 ) -> None:
@@ -328,20 +382,21 @@ async def test_a_window_grows_the_in_order_prefix_while_downloading(
             for swarm in (a, b):
                 swarm.add_peer(infohash, "127.0.0.2", seeder.port)
             b.add_peer(infohash, "127.0.0.3", a.port)
-            pieces = blob.metainfo.num_pieces
-            ratios: list[float] = []
+            shares = await _prefix_shares(downloads)
+            assert downloads[0].path.read_bytes() == blob.data
+            assert sum(shares) / len(shares) > 0.15, shares
 
-            async def watch() -> None:
-                while not all(d.is_complete() for d in downloads):
-                    for download in downloads:
-                        had = download.pieces_had()
-                        if pieces // 4 <= len(had) < pieces:
-                            ratios.append(_prefix(had) / len(had))
-                    await asyncio.sleep(0.05)
 
-            watching = asyncio.create_task(watch())
-            results = await asyncio.gather(*(collect(d) for d in downloads))
-            await watching
-            assert all(result == blob.data for result in results)
-            assert len(ratios) > 10
-            assert sum(ratios) / len(ratios) > 0.15, ratios
+async def test_a_lone_downloader_streams_in_order(
+    make_swarm: SwarmFactory, blob: Blob, tmp_path: Path
+) -> None:
+    """One downloader and a seed: the prefix is (nearly) all it holds during the download.
+    Measured: a mean share of 0.99-1.0 in order, 0.03 rarest-first (share_window 0)."""
+    async with make_swarm(host="127.0.0.2", upload_rate_limit=8_000_000) as seeder:
+        seeder.seed(blob.metainfo, blob.path)
+        async with make_swarm(host="127.0.0.3", share_window=4) as alone:
+            download = alone.download(blob.metainfo, tmp_path / "dl")
+            alone.add_peer(blob.metainfo.infohash, "127.0.0.2", seeder.port)
+            shares = await _prefix_shares([download])
+            assert download.path.read_bytes() == blob.data
+            assert sum(shares) / len(shares) > 0.6, shares
