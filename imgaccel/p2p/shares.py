@@ -87,10 +87,12 @@ def priorities(
     With a ``window``, only the first ``window`` own pieces ``me`` does not ``have`` yet, in
     index order, get the top priority, the rest of its share :data:`LATER`: every downloader
     then fetches its share front to back, the others' pieces come free in the same order, and
-    the blob's in-order prefix (what a client can be sent) grows while it downloads.
+    the blob's in-order prefix (what a client can be sent) grows while it downloads. Others'
+    pieces before the window's end (all of them once the window reaches the share's end) get
+    :data:`FRONT`.
     """
     ahead = len(owner_of) if window is None else window
-    front = len(owner_of) if window is None else 0  # the pieces up to the window's end
+    front = 0  # the pieces before the window's end
     wanted = []
     for index, (owner, held) in enumerate(zip(owner_of, availability, strict=True)):
         if owner != me:
@@ -104,10 +106,8 @@ def priorities(
         else:
             wanted.append(LATER)
     if window is not None:
-        front = front if ahead == 0 else len(owner_of)
-        for index in range(front):
-            if wanted[index] == DEFAULT_PRIORITY:
-                wanted[index] = FRONT
+        end = front if ahead == 0 else len(wanted)
+        wanted[:end] = [FRONT if w == DEFAULT_PRIORITY else w for w in wanted[:end]]
     return wanted
 
 

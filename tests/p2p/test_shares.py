@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import libtorrent as lt
 import pytest
@@ -293,18 +296,19 @@ async def test_the_swarm_counts_and_logs_a_release(
 # -- real sessions ---------------------------------------------------------------------------
 
 
-async def test_downloaders_on_their_own_addresses_share_and_complete(
-    make_swarm: SwarmFactory, blob: Blob, tmp_path: Path
-) -> None:
-    """Each session on its own loopback address, as hosts of a cluster: the shares are in force
-    during the download (own pieces first, pieces only the seed has skipped) and every
-    downloader still gets the whole verified blob."""
-    limit = {"upload_rate_limit": 8_000_000}  # the download takes seconds: time to look
+@contextlib.asynccontextmanager
+async def _seed_and_two_downloaders(
+    make_swarm: SwarmFactory, blob: Blob, tmp_path: Path, **options: Any
+) -> AsyncIterator[list[Download]]:
+    """A seed of ``blob`` and two downloads of it, each session on its own loopback address as
+    hosts of a cluster, every upload at 8 MB/s (the download takes seconds: time to look);
+    ``options`` go to the downloaders' swarms."""
+    limit = {"upload_rate_limit": 8_000_000}
     async with make_swarm(host="127.0.0.2", **limit) as seeder:
         seeder.seed(blob.metainfo, blob.path)
         async with (
-            make_swarm(host="127.0.0.3", **limit) as a,
-            make_swarm(host="127.0.0.4", **limit) as b,
+            make_swarm(host="127.0.0.3", **limit, **options) as a,
+            make_swarm(host="127.0.0.4", **limit, **options) as b,
         ):
             infohash = blob.metainfo.infohash
             downloads = [
@@ -313,19 +317,28 @@ async def test_downloaders_on_their_own_addresses_share_and_complete(
             for swarm in (a, b):
                 swarm.add_peer(infohash, "127.0.0.2", seeder.port)
             b.add_peer(infohash, "127.0.0.3", a.port)
-            seen: set[int] = set()
+            yield downloads
 
-            async def watch() -> None:
-                while not all(d.is_complete() for d in downloads):
-                    for download in downloads:
-                        seen.update(download.handle.get_piece_priorities())
-                    await asyncio.sleep(0.05)
 
-            watching = asyncio.create_task(watch())
-            results = await asyncio.gather(*(collect(d) for d in downloads))
-            await watching
-            assert all(result == blob.data for result in results)
-            assert {TOP_PRIORITY, SKIP} <= seen
+async def test_downloaders_on_their_own_addresses_share_and_complete(
+    make_swarm: SwarmFactory, blob: Blob, tmp_path: Path
+) -> None:
+    """The shares are in force during the download (own pieces first, pieces only the seed has
+    skipped) and every downloader still gets the whole verified blob."""
+    async with _seed_and_two_downloaders(make_swarm, blob, tmp_path) as downloads:
+        seen: set[int] = set()
+
+        async def watch() -> None:
+            while not all(d.is_complete() for d in downloads):
+                for download in downloads:
+                    seen.update(download.handle.get_piece_priorities())
+                await asyncio.sleep(0.05)
+
+        watching = asyncio.create_task(watch())
+        results = await asyncio.gather(*(collect(d) for d in downloads))
+        await watching
+        assert all(result == blob.data for result in results)
+        assert {TOP_PRIORITY, SKIP} <= seen
 
 
 def _prefix(had: list[int]) -> int:
@@ -367,24 +380,13 @@ async def test_a_window_grows_the_in_order_prefix_while_downloading(
     pieces each downloader holds are in it during the download, where rarest-first order leaves
     the prefix short until the end. Measured, the prefix's mean share of the pieces held: 0.27-0.36
     with this window, 0.02-0.07 with none (share_window 0)."""
-    limit = {"upload_rate_limit": 8_000_000}
-    window = {"share_window": 4}  # pieces of 256 KiB
-    async with make_swarm(host="127.0.0.2", **limit) as seeder:
-        seeder.seed(blob.metainfo, blob.path)
-        async with (
-            make_swarm(host="127.0.0.3", **limit, **window) as a,
-            make_swarm(host="127.0.0.4", **limit, **window) as b,
-        ):
-            infohash = blob.metainfo.infohash
-            downloads = [
-                swarm.download(blob.metainfo, tmp_path / f"dl{i}") for i, swarm in enumerate((a, b))
-            ]
-            for swarm in (a, b):
-                swarm.add_peer(infohash, "127.0.0.2", seeder.port)
-            b.add_peer(infohash, "127.0.0.3", a.port)
-            shares = await _prefix_shares(downloads)
-            assert downloads[0].path.read_bytes() == blob.data
-            assert sum(shares) / len(shares) > 0.15, shares
+    window = 4  # pieces of 256 KiB
+    async with _seed_and_two_downloaders(
+        make_swarm, blob, tmp_path, share_window=window
+    ) as downloads:
+        shares = await _prefix_shares(downloads)
+        assert downloads[0].path.read_bytes() == blob.data
+        assert sum(shares) / len(shares) > 0.15, shares
 
 
 async def test_a_lone_downloader_streams_in_order(
