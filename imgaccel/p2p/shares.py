@@ -78,20 +78,20 @@ def priorities(
     availability: Sequence[int],
     seeds: int,
     have: Sequence[bool] = (),
-    window: int | None = None,
+    window: int = 0,
 ) -> list[int]:
     """Piece priorities for ``me``: its own share first; another's share only once a peer other
     than a seed has the piece (``availability`` counts the connected peers holding each piece,
     ``seeds`` of them hold every piece).
 
-    With a ``window``, only the first ``window`` own pieces ``me`` does not ``have`` yet, in
-    index order, get the top priority, the rest of its share :data:`LATER`: every downloader
-    then fetches its share front to back, the others' pieces come free in the same order, and
-    the blob's in-order prefix (what a client can be sent) grows while it downloads. Others'
-    pieces before the window's end (all of them once the window reaches the share's end) get
-    :data:`FRONT`.
+    With a ``window`` (0: none), only the first ``window`` own pieces ``me`` does not ``have``
+    yet, in index order, get the top priority, the rest of its share :data:`LATER`: every
+    downloader then fetches its share front to back, the others' pieces come free in the same
+    order, and the blob's in-order prefix (what a client can be sent) grows while it downloads.
+    Others' pieces before the window's end (all of them once the window reaches the share's
+    end) get :data:`FRONT`.
     """
-    ahead = len(owner_of) if window is None else window
+    ahead = window or len(owner_of)
     front = 0  # the pieces before the window's end
     wanted = []
     for index, (owner, held) in enumerate(zip(owner_of, availability, strict=True)):
@@ -105,7 +105,7 @@ def priorities(
             front = index + 1
         else:
             wanted.append(LATER)
-    if window is not None:
+    if window:
         end = front if ahead == 0 else len(wanted)
         wanted[:end] = [FRONT if w == DEFAULT_PRIORITY else w for w in wanted[:end]]
     return wanted
@@ -127,7 +127,7 @@ class Shares:
         pieces: int,
         release_seconds: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
-        window: int | None = None,
+        window: int = 0,
     ) -> None:
         self.infohash = infohash
         self.pieces = pieces
@@ -145,7 +145,8 @@ class Shares:
         """Set ``handle``'s piece priorities for the peers it is connected to now."""
         if self.released:
             return
-        status = handle.status(lt.status_flags_t.query_pieces)
+        # Which pieces it has: only the window needs them (a bitfield each call otherwise).
+        status = handle.status(lt.status_flags_t.query_pieces if self.window else 0)
         if status.is_seeding:
             return
         peers = [p for p in handle.get_peer_info() if not p.flags & _NOT_YET]

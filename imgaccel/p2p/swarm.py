@@ -270,7 +270,7 @@ class Swarm:
         )
         if self._share_pieces and not seed:
             download.shares = Shares(
-                metainfo.infohash, metainfo.num_pieces, window=self._share_window or None
+                metainfo.infohash, metainfo.num_pieces, window=self._share_window
             )
         assert self._pump is not None
         download.unsubscribe = self._pump.subscribe(metainfo.infohash, download.on_alert)
