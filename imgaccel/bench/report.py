@@ -35,6 +35,9 @@ def _notes(result: ScenarioResult) -> str:
     if took:
         worst = max(took)
         notes.append(f"warm-up {worst:.1f} s = {worst / result.bound_seconds:.2f} × bound")
+    most = [max(r.node_sent.values()) for r in result.repeats if r.node_sent]
+    if most and max(most) >= result.image_bytes / 10:  # below that: requests and acks only
+        notes.append(f"the busiest node sent {max(most) / result.image_bytes:.2f} × S")
     return "; ".join(notes).replace("|", "/")
 
 

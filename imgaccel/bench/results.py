@@ -55,6 +55,9 @@ class Repeat:
     #: How long the scenario's warm-up took (for imgaccel-prewarm: the cluster prewarm job on
     #: N nodes, from submitting it until every node holds the image); 0 when it has none.
     warmup_seconds: float = 0.0
+    #: Bytes each node put on its link during the timed pull (TCP/IP and TLS framing included):
+    #: in a warm run the one warm node's figure against S shows how often it sent each byte.
+    node_sent: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -155,12 +155,21 @@ async def run_repeat(
         warmup_seconds = time.monotonic() - warming if warms_up else 0.0
         await settle(cluster)
         first = len(cluster.origin.requests)
+        sent_before = await _nodes_sent(cluster, nodes)
         seconds = await pull_all(nodes, cluster.ref, hosts, progress, label, timeout, p.unpack)
         await settle(cluster)
+        sent_after = await _nodes_sent(cluster, nodes)
         sent = _sent(cluster, first, len(cluster.origin.requests))
         warmup = _sent(cluster, before_warmup, first)
         bypassed = _bypassed(cluster, first, any(m is not None for m in mirrors.values()))
-    return Repeat(seconds, sent, warmup, bypassed, warmup_seconds)
+    node_sent = {name: sent_after[name] - sent_before[name] for name in sent_after}
+    return Repeat(seconds, sent, warmup, bypassed, warmup_seconds, node_sent)
+
+
+async def _nodes_sent(cluster: Cluster, nodes: list[Node]) -> dict[str, int]:
+    """Each node's link transmit counter."""
+    counts = await asyncio.gather(*(cluster.network.tx_bytes(node.host) for node in nodes))
+    return {node.name: count for node, count in zip(nodes, counts, strict=True)}
 
 
 async def run_scenario(

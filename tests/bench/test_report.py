@@ -69,3 +69,22 @@ def test_a_timed_warm_up_is_reported_against_the_bound() -> None:
     report = Report(params, S, [ScenarioResult("imgaccel-prewarm", 4, S, bound, repeats=[job])])
     row = next(line for line in markdown(report).splitlines() if "imgaccel-prewarm" in line)
     assert "warm-up took 100.0 MB from the origin; warm-up 6.0 s = 1.20 × bound" in row
+
+
+def test_the_busiest_node_s_upload_is_reported_against_s() -> None:
+    params = Params(nodes=(4,), image_bytes=S, scenarios=("imgaccel-warm",))
+    bound = bound_seconds(S, params.origin_mbit, params.node_mbit)
+    sent = {"n1": S * 6 // 5, "n2": S // 2, "n3": S // 3, "n4": 1_000}
+    warm = Repeat({"n1": 1.0, "n2": 5.0}, 0, node_sent=sent)
+    quiet = Repeat({"n1": 1.0, "n2": 5.0}, S, node_sent={"n1": S // 20, "n2": 1_000})
+    report = Report(
+        params,
+        S,
+        [
+            ScenarioResult("imgaccel-warm", 4, S, bound, repeats=[warm]),
+            ScenarioResult("direct", 4, S, bound, repeats=[quiet]),
+        ],
+    )
+    rows = {line.split("|")[1].strip(): line for line in markdown(report).splitlines()[3:]}
+    assert "the busiest node sent 1.20 × S" in rows["imgaccel-warm"]
+    assert "busiest" not in rows["direct"]

@@ -64,6 +64,10 @@ async def test_tiny_run_reports_what_the_origin_sent(tmp_path: Path) -> None:
         assert r.repeats[0].bypassed == 0
     # Every node fetched the whole image from the origin, and nothing else.
     assert results["direct"].bytes_ratio == pytest.approx(N, rel=0.02)
+    # ... and sent only its requests and acknowledgements: each node's own link is counted.
+    sent = results["direct"].repeats[0].node_sent
+    assert sent.keys() == results["direct"].repeats[0].pull_seconds.keys()
+    assert all(0 < count < SIZE / 10 for count in sent.values()), sent
     # The proxy fetched at least one copy. Distribution's proxy fetches a missing blob twice
     # (once to serve it, once to store it) and streams every other client that asks meanwhile
     # from the origin too: at most two copies per client.
