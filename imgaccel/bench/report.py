@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from imgaccel.bench.cpu import KINDS
 from imgaccel.bench.results import Report, ScenarioResult, bound_seconds, mbit_to_bytes_per_s
 
 MB = 1_000_000
@@ -20,7 +21,7 @@ def _num(value: float | None, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 
 
-def _notes(result: ScenarioResult) -> str:
+def _notes(result: ScenarioResult, cores: int) -> str:
     notes = []
     if result.status != "ok":
         reason = result.reason or result.status
@@ -38,10 +39,30 @@ def _notes(result: ScenarioResult) -> str:
     most = [max(r.node_sent.values()) for r in result.repeats if r.node_sent]
     if most and max(most) >= result.image_bytes / 10:  # below that: requests and acks only
         notes.append(f"the busiest node sent {max(most) / result.image_bytes:.2f} × S")
+    if cpu_note := _cpu(result, cores):
+        notes.append(cpu_note)
     return "; ".join(notes).replace("|", "/")
 
 
-def _row(result: ScenarioResult) -> str:
+def _cpu(result: ScenarioResult, cores: int) -> str | None:
+    """How busy the machine's cores were during the pull, and whose CPU-seconds those were
+    (means over the repeats that recorded them)."""
+    measured = [r for r in result.repeats if r.cpu_seconds]
+    if not measured:
+        return None
+
+    def mean(name: str) -> float:
+        return sum(r.cpu_seconds.get(name, 0.0) for r in measured) / len(measured)
+
+    wall = sum(max(r.pull_seconds.values()) for r in measured) / len(measured)
+    kinds = ", ".join(f"{kind} {mean(kind):.1f}" for kind in KINDS if mean(kind) >= 0.05)
+    return (
+        f"CPU {mean('machine'):.0f} CPU-s = {mean('machine') / (cores * wall):.0%} of "
+        f"{cores} cores ({kinds})"
+    )
+
+
+def _row(result: ScenarioResult, cores: int) -> str:
     sent = result.origin_bytes
     cells = (
         result.scenario,
@@ -52,7 +73,7 @@ def _row(result: ScenarioResult) -> str:
         _num(result.max_time_ratio, ".2f"),
         _num(None if sent is None else sent / MB, ".1f"),
         _num(result.bytes_ratio, ".2f"),
-        _notes(result),
+        _notes(result, cores),
     )
     return "| " + " | ".join(cells) + " |"
 
@@ -68,7 +89,7 @@ def markdown(report: Report) -> str:
         f"bound S/B_origin + S/B_node = {bound:.1f} s (S/B_node = {node:.1f} s).",
         "",
         _HEADER,
-        *(_row(r) for r in report.results),
+        *(_row(r, report.cores) for r in report.results),
     ]
     if report.notes:
         lines += ["", *(f"- {note}" for note in report.notes)]

@@ -8,6 +8,7 @@ scheme; a scheme that pipelines (streams through a mirror) can go below 1.
 
 from __future__ import annotations
 
+import os
 import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -58,6 +59,9 @@ class Repeat:
     #: Bytes each node put on its link during the timed pull (TCP/IP and TLS framing included):
     #: in a warm run the one warm node's figure against S shows how often it sent each byte.
     node_sent: dict[str, int] = field(default_factory=dict)
+    #: CPU-seconds used during the timed pull: ``machine`` (every core, busy) and the run's
+    #: processes by kind (see :mod:`imgaccel.bench.cpu`).
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -124,11 +128,14 @@ class Report:
     image_bytes: int
     results: list[ScenarioResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: The machine's cores, which every simulated host shares.
+    cores: int = field(default_factory=lambda: os.cpu_count() or 1)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "params": asdict(self.params),
             "image_bytes": self.image_bytes,
+            "cores": self.cores,
             "bound_seconds": bound_seconds(
                 self.image_bytes, self.params.origin_mbit, self.params.node_mbit
             ),

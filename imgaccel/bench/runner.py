@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from imgaccel.bench import cpu
 from imgaccel.bench.cluster import Cluster, Node, open_cluster
 from imgaccel.bench.network import WORKDIR_PREFIX, new_run_id
 from imgaccel.bench.progress import Progress
@@ -156,14 +157,16 @@ async def run_repeat(
         await settle(cluster)
         first = len(cluster.origin.requests)
         sent_before = await _nodes_sent(cluster, nodes)
+        cpu_before = cpu.sample(cluster.workdir)
         seconds = await pull_all(nodes, cluster.ref, hosts, progress, label, timeout, p.unpack)
+        cpu_seconds = cpu.used(cpu_before, cpu.sample(cluster.workdir))
         await settle(cluster)
         sent_after = await _nodes_sent(cluster, nodes)
         sent = _sent(cluster, first, len(cluster.origin.requests))
         warmup = _sent(cluster, before_warmup, first)
         bypassed = _bypassed(cluster, first, any(m is not None for m in mirrors.values()))
     node_sent = {name: sent_after[name] - sent_before[name] for name in sent_after}
-    return Repeat(seconds, sent, warmup, bypassed, warmup_seconds, node_sent)
+    return Repeat(seconds, sent, warmup, bypassed, warmup_seconds, node_sent, cpu_seconds)
 
 
 async def _nodes_sent(cluster: Cluster, nodes: list[Node]) -> dict[str, int]:

@@ -88,3 +88,29 @@ def test_the_busiest_node_s_upload_is_reported_against_s() -> None:
     rows = {line.split("|")[1].strip(): line for line in markdown(report).splitlines()[3:]}
     assert "the busiest node sent 1.20 × S" in rows["imgaccel-warm"]
     assert "busiest" not in rows["direct"]
+
+
+def test_the_cpu_spent_during_the_pull_is_reported_by_kind() -> None:
+    params = Params(nodes=(2,), image_bytes=S, scenarios=("imgaccel-cold",))
+    bound = bound_seconds(S, params.origin_mbit, params.node_mbit)
+    used = [
+        {"machine": 30.0, "imgaccel": 9.0, "containerd": 6.0, "ctr": 3.0, "registry": 0.02},
+        {"machine": 20.0, "imgaccel": 7.0, "containerd": 4.0, "ctr": 1.0, "registry": 0.0},
+    ]
+    repeats = [Repeat({"n1": 9.0, "n2": 10.0}, S, cpu_seconds=cpu) for cpu in used]
+    report = Report(
+        params,
+        S,
+        [
+            ScenarioResult("imgaccel-cold", 2, S, bound, repeats=repeats),
+            ScenarioResult("direct", 2, S, bound, repeats=[Repeat({"n1": 9.0}, S)]),
+        ],
+        cores=2,
+    )
+    rows = {line.split("|")[1].strip(): line for line in markdown(report).splitlines()[3:]}
+    # Means over the repeats: 25 CPU-s of 2 cores x 10 s; a kind under 0.05 CPU-s is left out.
+    assert (
+        "CPU 25 CPU-s = 125% of 2 cores (imgaccel 8.0, containerd 5.0, ctr 2.0)"
+        in (rows["imgaccel-cold"])
+    )
+    assert "CPU" not in rows["direct"]  # a run from before the CPU was counted

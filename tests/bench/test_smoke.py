@@ -68,6 +68,15 @@ async def test_tiny_run_reports_what_the_origin_sent(tmp_path: Path) -> None:
     sent = results["direct"].repeats[0].node_sent
     assert sent.keys() == results["direct"].repeats[0].pull_seconds.keys()
     assert all(0 < count < SIZE / 10 for count in sent.values()), sent
+    # Whose CPU the pull used: containerd ingesting, ctr transferring, the registry serving;
+    # through imgaccel its nodes too.
+    for r in results.values():
+        used = r.repeats[0].cpu_seconds
+        assert used["machine"] > 0 and used["containerd"] > 0 and used["ctr"] > 0, used
+        assert used["machine"] >= used["containerd"] + used["ctr"], used
+    assert results["direct"].repeats[0].cpu_seconds["imgaccel"] == 0
+    if "imgaccel-cold" in results:
+        assert results["imgaccel-cold"].repeats[0].cpu_seconds["imgaccel"] > 0
     # The proxy fetched at least one copy. Distribution's proxy fetches a missing blob twice
     # (once to serve it, once to store it) and streams every other client that asks meanwhile
     # from the origin too: at most two copies per client.
