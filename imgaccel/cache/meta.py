@@ -29,8 +29,8 @@ CREATE TABLE IF NOT EXISTS repos (
     PRIMARY KEY (registry, repo));
 CREATE TABLE IF NOT EXISTS torrents (
     digest TEXT PRIMARY KEY, torrent BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS pins (
-    digest TEXT PRIMARY KEY, until REAL NOT NULL, reason TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS pin_reasons (
+    digest TEXT, reason TEXT, until REAL NOT NULL, PRIMARY KEY (digest, reason));
 """
 
 
@@ -56,9 +56,19 @@ class MetaStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._migrate_pins()
 
     def close(self) -> None:
         self._db.close()
+
+    def _migrate_pins(self) -> None:
+        """A meta.db from before pins kept one row per reason had a ``pins`` table keyed by
+        digest alone: move its rows over, once."""
+        if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'pins'").fetchone():
+            self._db.executescript(
+                "BEGIN; INSERT OR IGNORE INTO pin_reasons SELECT digest, reason, until FROM pins;"
+                " DROP TABLE pins; COMMIT;"
+            )
 
     # -- manifests ------------------------------------------------------------------------------
 
@@ -119,16 +129,37 @@ class MetaStore:
     # -- pins -----------------------------------------------------------------------------------
 
     def put_pin(self, digest: Digest, until: float, reason: str) -> None:
+        """Pin ``digest`` for ``reason`` until ``until``, or later if that reason's pin already
+        lasts longer."""
         self._db.execute(
-            "INSERT OR REPLACE INTO pins VALUES (?, ?, ?)", (str(digest), until, reason)
+            "INSERT INTO pin_reasons VALUES (?, ?, ?) ON CONFLICT (digest, reason)"
+            " DO UPDATE SET until = max(until, excluded.until)",
+            (str(digest), reason, until),
         )
 
-    def delete_pin(self, digest: Digest) -> None:
-        self._db.execute("DELETE FROM pins WHERE digest = ?", (str(digest),))
+    def delete_pin(self, digest: Digest, reason: str | None = None) -> None:
+        """Drop ``reason``'s pin of ``digest``, or every pin of it when ``reason`` is None."""
+        if reason is None:
+            self._db.execute("DELETE FROM pin_reasons WHERE digest = ?", (str(digest),))
+        else:
+            self._db.execute(
+                "DELETE FROM pin_reasons WHERE digest = ? AND reason = ?", (str(digest), reason)
+            )
 
     def pins(self) -> list[tuple[Digest, float, str]]:
-        rows = self._db.execute("SELECT digest, until, reason FROM pins").fetchall()
+        """(digest, until, reason) of every pin, a row per reason a blob is pinned for."""
+        rows = self._db.execute("SELECT digest, until, reason FROM pin_reasons").fetchall()
         return [(Digest.parse(d), until, reason) for d, until, reason in rows]
+
+    def pin_ends(self, digest: Digest) -> list[float]:
+        """When each of ``digest``'s pins ends."""
+        rows = self._db.execute("SELECT until FROM pin_reasons WHERE digest = ?", (str(digest),))
+        return [until for (until,) in rows.fetchall()]
+
+    def pinned_for(self, reason: str) -> list[Digest]:
+        """The digests pinned for ``reason``."""
+        rows = self._db.execute("SELECT digest FROM pin_reasons WHERE reason = ?", (reason,))
+        return [Digest.parse(d) for (d,) in rows.fetchall()]
 
     # -- torrents (peer-to-peer metainfo of cached blobs) -------------------------------------
 

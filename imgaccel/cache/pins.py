@@ -1,7 +1,9 @@
 """Pins: blobs kept against eviction until a time, in memory (the store) and on disk (meta.db).
 
-The store decides eviction from its in-memory pins; the metadata store keeps them across a
-restart. Every pin goes through here so the two agree.
+A blob may be pinned for several reasons at once (a prewarm job, a hot layer, an operator),
+each with its own end: dropping one reason (a cancelled job) leaves the others in force. The
+store decides eviction from its in-memory pins, the latest end of each blob's reasons; the
+metadata store keeps every reason across a restart. Every pin goes through here so the two agree.
 """
 
 from __future__ import annotations
@@ -17,46 +19,69 @@ from imgaccel.oci.digest import Digest
 @dataclass(frozen=True)
 class PinInfo:
     digest: Digest
-    until: float
-    reason: str
+    until: float  # the latest end of its reasons' pins
+    reasons: tuple[str, ...]
+
+    @property
+    def reason(self) -> str:
+        return ", ".join(self.reasons)
 
 
 def load_pins(store: BlobStore, meta: MetaStore, now: float | None = None) -> int:
-    """Give the store the pins kept in ``meta`` that have not expired (and forget the rest)."""
+    """Give the store the pins kept in ``meta`` that have not expired (and forget the rest);
+    returns how many blobs are pinned."""
     now = time.time() if now is None else now
-    loaded = 0
-    for digest, until, _ in meta.pins():
+    loaded: set[Digest] = set()
+    for digest, until, reason in meta.pins():
         if until > now:
             store.pin(digest, until)
-            loaded += 1
+            loaded.add(digest)
         else:
-            meta.delete_pin(digest)
-    return loaded
+            meta.delete_pin(digest, reason)
+    return len(loaded)
 
 
 def pin(store: BlobStore, meta: MetaStore, digest: Digest, seconds: float, reason: str) -> bool:
-    """Pin a cached blob for ``seconds`` (extending, never shortening); False if not cached."""
+    """Pin a cached blob for ``seconds`` for ``reason`` (extending that reason's pin, never
+    shortening it); False if not cached."""
     if digest not in store:
         return False
     until = time.time() + seconds
     store.pin(digest, until)
-    meta.put_pin(digest, store.pinned_until(digest) or until, reason)
+    meta.put_pin(digest, until, reason)
     return True
 
 
-def unpin(store: BlobStore, meta: MetaStore, digest: Digest) -> None:
+def unpin(store: BlobStore, meta: MetaStore, digest: Digest, reason: str | None = None) -> None:
+    """Drop ``reason``'s pin of ``digest`` (every pin of it when None); the blob stays pinned
+    as long as its other reasons say."""
+    meta.delete_pin(digest, reason)
     store.unpin(digest)
-    meta.delete_pin(digest)
+    if ends := [until for until in meta.pin_ends(digest) if until > time.time()]:
+        store.pin(digest, max(ends))
+
+
+def unpin_reason(store: BlobStore, meta: MetaStore, reason: str) -> list[Digest]:
+    """Drop every pin made for ``reason``; the digests it had pinned."""
+    digests = meta.pinned_for(reason)
+    for digest in digests:
+        unpin(store, meta, digest, reason)
+    return digests
 
 
 def pins(store: BlobStore, meta: MetaStore) -> dict[Digest, PinInfo]:
     """The pins in force, by digest."""
     now = time.time()
-    return {
-        d: PinInfo(d, until, reason)
-        for d, until, reason in meta.pins()
-        if until > now and d in store
-    }
+    found: dict[Digest, PinInfo] = {}
+    for digest, until, reason in sorted(meta.pins(), key=lambda row: row[2]):
+        if until <= now or digest not in store:
+            continue
+        known = found.get(digest)
+        if known is None:
+            found[digest] = PinInfo(digest, until, (reason,))
+        else:
+            found[digest] = PinInfo(digest, max(until, known.until), (*known.reasons, reason))
+    return found
 
 
 def collect(store: BlobStore, meta: MetaStore, target_bytes: int) -> list[Digest]:

@@ -54,6 +54,7 @@ async def cache_listing(request: web.Request) -> web.Response:
                 "last_access": entry.last_access,
                 "pinned_until": store.pinned_until(digest),
                 "reason": pin.reason if pin else None,
+                "reasons": list(pin.reasons) if pin else [],
             }
         )
     return web.json_response(
@@ -95,7 +96,9 @@ async def pin_blobs(request: web.Request) -> web.Response:
 async def unpin_blob(request: web.Request) -> web.Response:
     _require_admin(request)
     node = request.app[NODE]
-    pins.unpin(node.store, node.meta, Digest.parse(request.match_info["digest"]))
+    # ?reason=R drops that reason's pin only; without it every pin of the blob goes.
+    reason = request.query.get("reason")
+    pins.unpin(node.store, node.meta, Digest.parse(request.match_info["digest"]), reason)
     return web.Response(status=204)
 
 

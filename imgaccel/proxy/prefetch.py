@@ -152,20 +152,24 @@ class Prefetcher:
         """Warm every image of ``job``, reporting progress; a failure is reported, not raised."""
         assert self.tracker is not None
         progress = _Progress(self.tracker, str(job["id"]), self.node_id)
+        reason = job_pin_reason(str(job["id"]))
         try:
             plans = [await self._plan(image, job) for image in job["images"]]
             progress.total = sum(p.total_bytes for p in plans)
             await progress.add(0)
             for plan in plans:
-                await self._warm(plan, progress.add)
+                await self._warm(plan, progress.add, reason)
             await progress.send("done")
             log.info("prewarm job %s done: %d bytes", job["id"], progress.total)
         except JobCancelled:
+            # What the job fetched stays cached, but only pinned if something else pins it.
+            unpinned = pins.unpin_reason(self.node.store, self.node.meta, reason)
             log.info(
-                "prewarm job %s was cancelled: stopped after %d of %d bytes",
+                "prewarm job %s was cancelled: stopped after %d of %d bytes; %d blobs unpinned",
                 job["id"],
                 progress.done,
                 progress.total,
+                len(unpinned),
             )
         except (ImgaccelError, aiohttp.ClientError, ValueError) as exc:
             log.warning("prewarm job %s failed: %s", job["id"], exc)
@@ -180,13 +184,15 @@ class Prefetcher:
             bool(job.get("all_platforms")),
         )
 
-    async def _warm(self, plan: ImagePlan, progress: Callable[[int], Awaitable[None]]) -> None:
+    async def _warm(
+        self, plan: ImagePlan, progress: Callable[[int], Awaitable[None]], reason: str
+    ) -> None:
         limit = asyncio.Semaphore(_PARALLEL)
 
         async def one(digest: Digest, size: int) -> None:
             async with limit:
                 await self.fetch(plan.ref.registry, plan.ref.name, digest)
-            pins.pin(self.node.store, self.node.meta, digest, self.settings.pin_seconds, "prewarm")
+            pins.pin(self.node.store, self.node.meta, digest, self.settings.pin_seconds, reason)
             await progress(size)
 
         await _all([one(Digest.parse(b.digest), b.size) for b in plan.blobs])
@@ -222,6 +228,11 @@ class Prefetcher:
         pulls = self.recorder.take(older_than)
         if pulls and self.tracker is not None:
             await self.tracker.report_pulls(self.node_id, pulls)
+
+
+def job_pin_reason(job_id: str) -> str:
+    """What a cluster prewarm job's pins are made for (``imgaccel cache ls`` shows it)."""
+    return f"prewarm job {job_id}"
 
 
 class _Progress:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,12 @@ async def test_a_job_cancelled_while_a_node_runs_it_stops_after_the_blob_in_flig
     assert all(state == "running" for state, _ in reports)  # never "done"
     assert status["state"] == "cancelled"
     assert f"prewarm job {job['id']} was cancelled" in caplog.text
+    # What it fetched stays cached, but the cancelled job no longer pins it against eviction.
+    store = node.app[NODE].store
+    fetched = [d for d in map(Digest.parse, blobs(image)) if d in store]
+    assert fetched, "the first blob was reported, so it is cached"
+    assert [d for d in fetched if store.pinned_until(d)] == []
+    assert re.search(r"was cancelled: .*; [1-9]\d* blobs unpinned", caplog.text), caplog.text
 
 
 async def test_the_cli_sets_a_jobs_expiry_and_cancels_it(tracker: str, client_certs: Path) -> None:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from click.testing import CliRunner, Result
 
@@ -124,6 +125,32 @@ async def test_prewarmed_blobs_are_pinned(
     assert "warmed 4 blobs" in result.stdout
     store = node.app[NODE].store
     assert all(store.pinned_until(Digest.parse(d)) for d in blobs_of(small_image))
+
+
+async def test_a_pin_held_for_two_reasons_is_listed_and_dropped_one_at_a_time(
+    origin: DistributionRegistry, pushed: str, node: NodeServer, small_image: Image
+) -> None:
+    assert (await run_cli("--node", node.url, pushed)).exit_code == 0  # pinned for "prewarm"
+    digest = small_image.layers[0].digest
+    async with aiohttp.ClientSession(node.url) as http:
+        body = {"digests": [digest], "seconds": 60, "reason": "hot"}
+        async with http.post("/_imgaccel/pins", json=body) as response:
+            assert (await response.json())["pinned"] == [digest]
+
+        async def reasons() -> list[str]:
+            async with http.get("/_imgaccel/cache") as response:
+                listing = (await response.json())["blobs"]
+            return next(blob["reasons"] for blob in listing if blob["digest"] == digest)
+
+        assert await reasons() == ["hot", "prewarm"]
+        async with http.delete(f"/_imgaccel/pins/{digest}", params={"reason": "prewarm"}) as r:
+            assert r.status == 204
+        assert await reasons() == ["hot"]
+        assert node.app[NODE].store.pinned_until(Digest.parse(digest))
+        async with http.delete(f"/_imgaccel/pins/{digest}") as response:  # every reason
+            assert response.status == 204
+        assert await reasons() == []
+        assert node.app[NODE].store.pinned_until(Digest.parse(digest)) is None
 
 
 # -- private images -------------------------------------------------------------------------------
