@@ -8,6 +8,10 @@ an alert posted during the pop re-arms the reader rather than being missed.
 
 Subscribers register per infohash (torrent alerts) or for every alert (``None``). A subscriber
 must be quick and must not raise; an exception is logged and the pump goes on.
+
+Which torrent an alert is about is asked of libtorrent once per torrent: ``info_hashes()`` is a
+round trip to libtorrent's network thread (the event loop waits for it, busy with transfers or
+not), so the pump remembers each handle's infohash until the torrent's removal.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ class AlertPump:
     def __init__(self, session: Any) -> None:
         self._session = session
         self._by_hash: dict[str, set[Subscriber]] = {}
+        # libtorrent hashes and compares handles by their torrent, removed ones too.
+        self._infohash_of: dict[Any, str | None] = {}
         self._everything: set[Subscriber] = set()
         self._fds: tuple[int, int] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -107,7 +113,7 @@ class AlertPump:
 
     def _dispatch(self, alert: Any) -> None:
         targets = list(self._everything)
-        infohash = alert_infohash(alert)
+        infohash = self._infohash(alert)
         if infohash is not None:
             targets += self._by_hash.get(infohash, ())
         for fn in targets:
@@ -115,6 +121,21 @@ class AlertPump:
                 fn(alert)
             except Exception:
                 log.exception("alert subscriber failed on %s", type(alert).__name__)
+
+    def _infohash(self, alert: Any) -> str | None:
+        """:func:`alert_infohash`, asked of libtorrent once per torrent."""
+        if isinstance(alert, lt.torrent_removed_alert):
+            self._infohash_of.pop(alert.handle, None)
+            return alert_infohash(alert)
+        if not isinstance(alert, lt.torrent_alert):
+            return None
+        handle = alert.handle
+        if handle not in self._infohash_of:
+            infohash = alert_infohash(alert)
+            if infohash is None:
+                return None  # the torrent went before we asked: nobody to tell
+            self._infohash_of[handle] = infohash
+        return self._infohash_of[handle]
 
 
 def alert_infohash(alert: Any) -> str | None:

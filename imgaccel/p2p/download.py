@@ -175,10 +175,14 @@ class Download:
         return [index for index, had in enumerate(have) if had]
 
     def _check(self, clock: _Clock) -> None:
-        """Raise if the landing should give up on the swarm."""
+        """Raise if the landing should give up on the swarm (asking libtorrent at most once
+        per tick: the status is a round trip to its network thread)."""
         now = time.monotonic()
         if self._failure is not None:
             raise TorrentFailed(self._failure)
+        if now - clock.checked < self._tick:
+            return
+        clock.checked = now
         status = self._handle.status()
         if not self._answered and now - clock.started < ANNOUNCE_WAIT:
             clock.peer_seen = self._last_progress = now  # who holds it is not known yet
@@ -240,12 +244,13 @@ def _fail(future: asyncio.Future[Any], reason: str) -> None:
 
 
 class _Clock:
-    """When a landing started and last saw a peer, and the payload bytes it last counted as
-    progress."""
+    """When a landing started, last saw a peer and last asked libtorrent, and the payload
+    bytes it last counted as progress."""
 
-    __slots__ = ("peer_seen", "received", "started")
+    __slots__ = ("checked", "peer_seen", "received", "started")
 
     def __init__(self, now: float) -> None:
         self.started = now
         self.peer_seen = now
+        self.checked = float("-inf")
         self.received = 0

@@ -9,6 +9,7 @@ from typing import Any
 import libtorrent as lt
 import pytest
 
+from imgaccel.p2p import alerts
 from imgaccel.p2p.alerts import ALERT_MASK, AlertPump
 from imgaccel.p2p.metainfo import PieceHasher
 
@@ -69,3 +70,34 @@ async def test_nothing_arrives_after_stop(pumped: tuple[AlertPump, Any]) -> None
     session.post_session_stats()
     await asyncio.sleep(0.2)
     assert seen == []
+
+
+async def test_a_torrent_added_again_after_removal_gets_its_alerts(
+    pumped: tuple[AlertPump, Any], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pump asks libtorrent a torrent's infohash once and forgets it on removal, so two
+    torrents one after the other (same handle slot or not) each reach their own subscriber."""
+    pump, session = pumped
+    asked: list[Any] = []
+    real = alerts.alert_infohash
+    monkeypatch.setattr(alerts, "alert_infohash", lambda alert: asked.append(alert) or real(alert))
+    queues: list[asyncio.Queue[Any]] = []
+    for n, data in enumerate((b"first", b"second")):
+        hasher = PieceHasher(len(data), 16384)
+        hasher.update(data)
+        meta = hasher.finish(f"blob{n}")
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        queues.append(queue)
+        pump.subscribe(meta.infohash, queue.put_nowait)
+        params = lt.add_torrent_params()
+        params.ti = meta.torrent_info()
+        params.save_path = str(tmp_path / str(n))
+        handle = session.add_torrent(params)
+        await _next(queue, lt.add_torrent_alert)
+        asked_before = len(asked)
+        handle.save_resume_data()
+        await _next(queue, lt.save_resume_data_alert)
+        assert len(asked) == asked_before  # remembered: libtorrent was not asked again
+        session.remove_torrent(handle)
+        await _next(queue, lt.torrent_removed_alert)
+    assert queues[0].empty()  # nothing of the second torrent reached the first's subscriber
