@@ -46,7 +46,7 @@ class AlertPump:
         self._session = session
         self._by_hash: dict[str, set[Subscriber]] = {}
         # libtorrent hashes and compares handles by their torrent, removed ones too.
-        self._infohash_of: dict[Any, str | None] = {}
+        self._infohash_of: dict[Any, str] = {}
         self._everything: set[Subscriber] = set()
         self._fds: tuple[int, int] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
