@@ -93,7 +93,12 @@ def pin(digests: tuple[str, ...], node_url: str, seconds: float) -> None:
 @cache.command()
 @click.argument("digests", nargs=-1, required=True)
 @_NODE
-def unpin(digests: tuple[str, ...], node_url: str) -> None:
+@click.option(
+    "--reason",
+    help="Drop only the pin made for this reason (as `cache ls` shows it: manual, hot, "
+    "prewarm, prewarm job ID); the blob stays pinned for its others. Default: every pin.",
+)
+def unpin(digests: tuple[str, ...], node_url: str, reason: str | None) -> None:
     """Let DIGEST... be evicted again."""
     from imgaccel.errors import DigestInvalid
     from imgaccel.oci.digest import Digest
@@ -102,8 +107,9 @@ def unpin(digests: tuple[str, ...], node_url: str) -> None:
         parsed = [Digest.parse(d) for d in digests]
     except DigestInvalid as exc:
         raise click.BadParameter(f"not a digest: {exc}") from exc
+    params = {"reason": reason} if reason else {}
     for digest in parsed:
-        _call(node_url, "DELETE", f"/_imgaccel/pins/{digest}")
+        _call(node_url, "DELETE", f"/_imgaccel/pins/{digest}", params=params)
 
 
 @cache.command()

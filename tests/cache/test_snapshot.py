@@ -178,7 +178,15 @@ async def test_cache_cli_lists_pins_unpins_and_collects(
     assert "removed 0 blobs" in gc.stdout  # everything is pinned
 
     layer = small_image.layers[0].digest
-    assert (await invoke(cache, "unpin", layer, "--node", node.url)).exit_code == 0
+    # Pinned for a second reason, then one reason dropped: still pinned, so gc keeps it.
+    assert (await invoke(cache, "pin", layer, "--node", node.url)).exit_code == 0  # manual
+    unpinned = await invoke(cache, "unpin", layer, "--reason", "prewarm", "--node", node.url)
+    assert unpinned.exit_code == 0, unpinned.output
+    listing = json.loads((await invoke(cache, "ls", "--node", node.url, "--json")).stdout)
+    assert next(b for b in listing["blobs"] if b["digest"] == layer)["reasons"] == ["manual"]
+    gc = await invoke(cache, "gc", "--node", node.url, "--target", "0")
+    assert "removed 0 blobs" in gc.stdout
+    assert (await invoke(cache, "unpin", layer, "--node", node.url)).exit_code == 0  # all
     gc = await invoke(cache, "gc", "--node", node.url, "--target", "0")
     assert "removed 1 blobs" in gc.stdout
     listing = json.loads((await invoke(cache, "ls", "--node", node.url, "--json")).stdout)
