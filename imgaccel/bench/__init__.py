@@ -3,11 +3,12 @@
 Nouns: ``network`` (bridge, namespaces, tbf limits), ``cluster`` (origin, nodes, service hosts),
 ``daemons`` (imgaccel commands as subprocesses), ``deployment`` (cluster CA, tracker, seeder and
 node daemons for one repeat), ``scenarios`` (direct, proxy, imgaccel-*), ``runner`` (repeats,
-timing, counting), ``results`` (data and the physical bound), ``report`` (JSON, Markdown, PNG),
-``cleanup`` (leftovers of killed runs), ``cli``.
+timing, counting), ``cpu`` (whose CPU-seconds a timed pull used), ``results`` (data and the
+physical bound), ``report`` (JSON, Markdown, PNG), ``cleanup`` (leftovers of killed runs), ``cli``.
 
 Layering: ``cli`` → ``runner`` → ``scenarios`` → ``deployment`` → ``cluster``/``daemons`` →
-``network`` and :mod:`imgaccel.testing`; ``results`` and ``report`` touch nothing on the system.
+``network`` and :mod:`imgaccel.testing`; ``runner`` reads ``cpu`` (``/proc``, read only);
+``results`` and ``report`` touch nothing on the system.
 The benchmark drives imgaccel only through its command line, never by importing its services.
 """
 

@@ -2,5 +2,7 @@
 skopeo driven as subprocesses, and a generator of images shaped like real GPU images.
 
 Nouns: ``registry`` (DistributionRegistry), ``containerd`` (Containerd), ``images`` (build and push
-test images), ``procs`` (subprocess helpers). Imports nothing from the services.
+test images), ``tokenserver`` (a registry token service), ``relay`` (a TCP relay that hashes and
+stores what it relays: the floor of a caching mirror's work, for ``scripts/bench-node``),
+``procs`` (subprocess helpers). Imports nothing from the services.
 """
