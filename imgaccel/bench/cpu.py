@@ -31,11 +31,16 @@ def _ticks() -> float:
     return float(os.sysconf("SC_CLK_TCK"))
 
 
-def machine_busy_seconds(stat: str | None = None) -> float:
-    """Busy CPU-seconds of every core since boot (all but idle and iowait)."""
+def machine_ticks(stat: str | None = None) -> tuple[int, int]:
+    """(busy, total) clock ticks of every core since boot; busy is all but idle and iowait."""
     stat = Path("/proc/stat").read_text() if stat is None else stat
     ticks = [int(field) for field in stat.split("\n", 1)[0].split()[1:]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / _ticks()
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
+def machine_busy_seconds(stat: str | None = None) -> float:
+    """Busy CPU-seconds of every core since boot (all but idle and iowait)."""
+    return machine_ticks(stat)[0] / _ticks()
 
 
 def kind_of(argv: list[str]) -> str | None:
@@ -52,9 +57,11 @@ def kind_of(argv: list[str]) -> str | None:
     return None
 
 
-def _process_seconds(pid: str) -> float:
+def process_seconds(pid: int | str, children: bool = False) -> float:
+    """User + system CPU-seconds process ``pid`` has used so far; with ``children``, also those
+    of its children that ended and were waited for (socat's forks, say)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _ticks()
+    return sum(int(field) for field in fields[11 : 15 if children else 13]) / _ticks()
 
 
 def sample(workdir: Path) -> CpuSample:
@@ -68,7 +75,7 @@ def sample(workdir: Path) -> CpuSample:
                 continue
             kind = kind_of([arg.decode(errors="replace") for arg in raw.split(b"\0") if arg])
             if kind is not None:
-                processes[int(pid)] = (kind, _process_seconds(pid))
+                processes[int(pid)] = (kind, process_seconds(pid))
         except (FileNotFoundError, ProcessLookupError):
             continue  # ended while we looked
     times = os.times()

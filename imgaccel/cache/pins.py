@@ -57,7 +57,8 @@ def unpin(store: BlobStore, meta: MetaStore, digest: Digest, reason: str | None 
     as long as its other reasons say."""
     meta.delete_pin(digest, reason)
     store.unpin(digest)
-    if ends := [until for until in meta.pin_ends(digest) if until > time.time()]:
+    now = time.time()
+    if ends := [until for until in meta.pin_ends(digest) if until > now]:
         store.pin(digest, max(ends))
 
 
