@@ -5,6 +5,10 @@ or a peer-to-peer download) put bytes at offsets with :meth:`Fill.write_at`; the
 contiguous prefix that has landed and a hashing loop reads that prefix back in order, feeding the
 blob's hash and any observers (the P2P piece hasher). Readers stream the prefix as it grows.
 
+Writers may be threads (:meth:`Fill.store`, then :meth:`Fill.arrived` on the loop): the hash
+state is guarded by a thread lock, so a writer thread hashes the bytes it writes in order in the
+same pass, and the hashing loop reads back only what landed out of order.
+
 The last byte of the blob is withheld from every reader until the whole blob has been verified
 against its digest. On a mismatch nothing enters the cache and every reader's stream is aborted,
 so the runtime never completes a blob that failed verification.
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -28,6 +33,9 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 IOV_MAX = 1024  # buffers per pwritev (Linux's UIO_MAXIOV)
+
+#: What writers hand over: the buffers as they came off a socket.
+Buffer = bytes | bytearray | memoryview
 
 #: Sees every byte of the blob once, in order, during the hashing pass (attach it before the
 #: first write; the view is only valid during the call).
@@ -62,9 +70,10 @@ class Fill:
         self.bytes_from: dict[str, int] = {}  # bytes written by source ("origin", "peer")
         self._extents: list[tuple[int, int]] = []  # landed ranges beyond the prefix, sorted
         self._changed = asyncio.Condition()
+        # Guards _hashed, _hasher and _unsynced, used by writer and hashing threads.
+        self._hash_guard = threading.Lock()
         self._hashed = 0
         self._hasher = digest.hasher()
-        self._hash_lock = asyncio.Lock()  # also serialises writes (see _store)
         self._unsynced = 0  # bytes written since writeback was last started
         self._users = 1  # the writer side; readers add themselves
         self.readers = 0  # streams reading the fill now
@@ -76,35 +85,30 @@ class Fill:
 
     # -- writer side ----------------------------------------------------------------------------
 
-    async def write_at(self, offset: int, data: bytes | bytearray, source: str = "origin") -> None:
+    async def write_at(self, offset: int, data: Buffer, source: str = "origin") -> None:
         """Store ``data`` at ``offset`` (in a thread) and wake readers if the prefix grew."""
         await self.write_chunks_at(offset, [data], source)
 
     async def write_chunks_at(
-        self, offset: int, chunks: Sequence[bytes | bytearray], source: str = "origin"
+        self, offset: int, chunks: Sequence[Buffer], source: str = "origin"
     ) -> None:
-        """Store ``chunks``, one after the other, from ``offset``: one ``pwritev`` of the buffers
-        as they came off the socket, so a stream is never joined (copied) on its way to disk."""
+        """Store ``chunks``, one after the other, from ``offset`` (in a thread; see :meth:`store`)
+        and wake readers if the prefix grew."""
         length = sum(len(chunk) for chunk in chunks)
         self._check_range(offset, offset + length)
-        async with self._hash_lock:
-            if offset == self._hashed:
-                # The usual case, bytes in order: hash them on the way to disk, in one hop,
-                # instead of reading them back.
-                await asyncio.to_thread(self._write_and_feed, chunks, offset)
-                self._hashed += length
-            else:
-                await asyncio.to_thread(self._store, chunks, offset)
-        await self._arrived(offset, offset + length, source)
+        await asyncio.to_thread(self.store, chunks, offset)
+        await self.arrived(offset, offset + length, source)
 
     async def land(self, start: int, end: int, source: str) -> None:
         """Bytes ``[start, end)`` were written into :attr:`temp` by another writer of the same
         file (libtorrent, which downloads straight into it) and are on disk: take them as if
         written here. The caller says each range once."""
         self._check_range(start, end)
-        if self._writeback_due(end - start):
+        with self._hash_guard:
+            due = self._writeback_due(end - start)
+        if due:
             await asyncio.to_thread(writeback.start_writeback, self.fd)
-        await self._arrived(start, end, source)
+        await self.arrived(start, end, source)
 
     def _check_range(self, start: int, end: int) -> None:
         if self.error is not None:
@@ -112,15 +116,18 @@ class Fill:
         if not 0 <= start <= end <= self.size:
             raise FillFailed(f"bytes {start}-{end} are outside the blob's {self.size} bytes")
 
-    async def _arrived(self, start: int, end: int, source: str) -> None:
-        """Count bytes ``[start, end)`` that are now in the file, and wake the readers."""
+    async def arrived(self, start: int, end: int, source: str) -> None:
+        """Count bytes ``[start, end)`` that are now in the file (written with :meth:`store`),
+        and wake the readers."""
+        self._check_range(start, end)
         self.bytes_from[source] = self.bytes_from.get(source, 0) + end - start
         self._land(start, end)
         async with self._changed:
             self._changed.notify_all()
 
     def _writeback_due(self, nbytes: int) -> bool:
-        """Count ``nbytes`` more in the file; True every :data:`writeback.EVERY` bytes."""
+        """Count ``nbytes`` more in the file; True every :data:`writeback.EVERY` bytes
+        (called with the hash guard held)."""
         self._unsynced += nbytes
         if self._unsynced < writeback.EVERY:
             return False
@@ -158,26 +165,44 @@ class Fill:
 
     async def hash_prefix(self) -> None:
         """Hash what has landed so far, so that :meth:`verify` has little left to do at the end."""
-        async with self._hash_lock:
+        await asyncio.to_thread(self._hash_landed)
+
+    def _hash_landed(self) -> None:
+        """Read back and hash the landed prefix past what the writers hashed (a worker thread;
+        :attr:`contiguous` only grows, and what it covers is in the file)."""
+        with self._hash_guard:
             while self._hashed < self.contiguous:
                 n = min(CHUNK, self.contiguous - self._hashed)
-                data = await asyncio.to_thread(os.pread, self.fd, n, self._hashed)
-                await asyncio.to_thread(self._feed, data)
+                data = os.pread(self.fd, n, self._hashed)
+                if not data:
+                    raise FillFailed("blob file shrank while being hashed")
+                self._feed(data)
                 self._hashed += len(data)
 
-    def _write_and_feed(self, chunks: Sequence[bytes | bytearray], offset: int) -> None:
-        self._store(chunks, offset)
-        for chunk in chunks:
-            self._feed(chunk)
-
-    def _store(self, chunks: Sequence[bytes | bytearray], offset: int) -> None:
-        """Write ``chunks`` at ``offset`` and, every few MB, start their writeback to disk, so
-        that the commit's fsync has little left to wait for (runs in a worker thread)."""
-        if self._writeback_due(_pwritev_all(self.fd, chunks, offset)):
+    def store(self, chunks: Sequence[Buffer], offset: int) -> None:
+        """Write ``chunks`` at ``offset`` with one ``pwritev`` (buffers as they came off the
+        socket, never joined: a copy of every byte costs CPU the runtime needs too). Bytes that
+        continue the hashed prefix, the usual in-order stream, are hashed in the same pass instead
+        of being read back. Every few MB their writeback to disk starts, so that the commit's
+        fsync has little left to wait for. Blocking, for any thread; the caller then tells the
+        loop with :meth:`arrived`."""
+        with self._hash_guard:
+            in_order = offset == self._hashed
+            if in_order:
+                length = _pwritev_all(self.fd, chunks, offset)
+                for chunk in chunks:
+                    self._feed(chunk)
+                self._hashed += length
+                due = self._writeback_due(length)
+        if not in_order:
+            length = _pwritev_all(self.fd, chunks, offset)
+            with self._hash_guard:
+                due = self._writeback_due(length)
+        if due:
             writeback.start_writeback(self.fd)
 
-    def _feed(self, data: bytes | bytearray) -> None:
-        """Hash ``data`` and show it to the observers (runs in a worker thread)."""
+    def _feed(self, data: Buffer) -> None:
+        """Hash ``data`` and show it to the observers (a worker thread, with the guard held)."""
         self._hasher.update(data)
         view = memoryview(data)
         for observe in self.observers:
@@ -296,7 +321,7 @@ class Fill:
                 self.temp.unlink(missing_ok=True)
 
 
-def _pwritev_all(fd: int, chunks: Sequence[bytes | bytearray], offset: int) -> int:
+def _pwritev_all(fd: int, chunks: Sequence[Buffer], offset: int) -> int:
     """``pwritev`` every byte of ``chunks`` at ``offset``, continuing after a short write;
     returns how many bytes that was."""
     views = [memoryview(chunk) for chunk in chunks if chunk]
