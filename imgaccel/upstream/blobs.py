@@ -17,6 +17,7 @@ import aiohttp
 from imgaccel.cache.fill import CHUNK, Fill
 from imgaccel.errors import UpstreamError, UpstreamStatus
 from imgaccel.oci.digest import Digest
+from imgaccel.upstream import socketbody
 from imgaccel.upstream.client import UpstreamClient
 from imgaccel.upstream.config import UpstreamClientSettings
 
@@ -25,6 +26,10 @@ log = logging.getLogger(__name__)
 #: The share of a widening period the blob's readers must have spent waiting for bytes for the
 #: fetch to count as what holds them up (see :meth:`OriginFetch._widen`).
 READERS_WAITING = 0.5
+
+
+#: Read bodies off the socket (see :func:`copy_body`): the read timeout, the least body size.
+OffSocket = tuple[float, int]
 
 
 @dataclass(frozen=True)
@@ -50,16 +55,30 @@ def split(start: int, end: int, parts: int) -> list[tuple[int, int]]:
 
 
 async def copy_body(
-    response: aiohttp.ClientResponse, fill: Fill, offset: int, end: int, *, head: bool = False
+    response: aiohttp.ClientResponse,
+    fill: Fill,
+    offset: int,
+    end: int,
+    *,
+    head: bool = False,
+    off_socket: OffSocket | None = None,
 ) -> int:
     """Write the body into ``fill`` from ``offset`` until ``end``; return where it stopped.
 
-    One write is kept in flight while the next MiB is read from the socket, so the network,
-    the disk and the hash overlap. When the connection breaks, the bytes that did arrive are
-    written before the error is raised, so the caller can resume after them (see
+    With ``off_socket``, a big plain-HTTP body of a fill that keeps no bandwidth budget is read
+    by a thread off the socket (see :mod:`imgaccel.upstream.socketbody`). Otherwise aiohttp
+    reads it: one write is kept in flight while the next MiB is read from the socket, so the
+    network, the disk and the hash overlap. When the connection breaks, the bytes that did
+    arrive are written before the error is raised, so the caller can resume after them (see
     :func:`landed_until`). The ``head`` of a widened fetch stops (returning ``end``) once it
     runs into bytes another range already landed: from there on the other ranges own the rest.
     """
+    if (
+        off_socket is not None
+        and fill.pacer is None
+        and (taken := socketbody.take_over(response, *off_socket)) is not None
+    ):
+        return await socketbody.copy(response, taken, fill, offset, end, head=head)
     # The buffers as aiohttp received them, read but not yet written: written together with
     # one pwritev once they add up to CHUNK, never joined (a copy of every byte, measured on the
     # cold pull: copies of the stream cost CPU that the runtime and the registry need too).
@@ -215,7 +234,9 @@ class OriginFetch:
             try:
                 if opened is not None:
                     response, opened = opened, None
-                    offset = await copy_body(response, self.fill, offset, end, head=head)
+                    offset = await copy_body(
+                        response, self.fill, offset, end, head=head, off_socket=self._off_socket
+                    )
                     response.release()
                 else:
                     reached = await self._range(offset, end, head=head)
@@ -253,4 +274,12 @@ class OriginFetch:
         ) as answer:
             if answer.status != 206:
                 raise UpstreamStatus(answer.status, "range request not honoured")
-            return await copy_body(answer.response, self.fill, offset, end, head=head)
+            return await copy_body(
+                answer.response, self.fill, offset, end, head=head, off_socket=self._off_socket
+            )
+
+    @property
+    def _off_socket(self) -> OffSocket | None:
+        if not self.settings.socket_bodies:
+            return None
+        return self.settings.read_timeout_seconds, self.settings.socket_body_min_bytes

@@ -216,17 +216,34 @@ async def fake_server() -> AsyncIterator[tuple[FakeRegistry, TestServer]]:
     await server.close()
 
 
-@pytest.fixture
+#: Every fault twice: with the bodies aiohttp reads on the event loop, and with every body read
+#: by a thread off the socket (see imgaccel.upstream.socketbody).
+READERS = {
+    "loop": {"socket_bodies": False},
+    "socket": {"socket_bodies": True, "socket_body_min_bytes": 0},
+}
+
+
+@pytest.fixture(params=sorted(READERS))
 async def rig_factory(
-    fake_server: tuple[FakeRegistry, TestServer], node_factory: Start, tmp_path: Path
+    request: pytest.FixtureRequest,
+    fake_server: tuple[FakeRegistry, TestServer],
+    node_factory: Start,
+    tmp_path: Path,
 ) -> AsyncIterator[Start]:
     fake, server = fake_server
     sessions: list[aiohttp.ClientSession] = []
+    reader = READERS[request.param]
 
     async def start(upstream: dict[str, Any] | None = None, **overrides: Any) -> Rig:
         address = f"127.0.0.1:{server.port}"
         cache = tmp_path / f"cache{len(sessions)}"
-        client = {"retries": 3, "backoff_seconds": 0.01, **overrides.pop("upstream_client", {})}
+        client = {
+            "retries": 3,
+            "backoff_seconds": 0.01,
+            **reader,
+            **overrides.pop("upstream_client", {}),
+        }
         node = await node_factory(
             None,
             cache_dir=cache,
