@@ -1,7 +1,9 @@
 """Talking to origin registries.
 
 Nouns: ``client`` (UpstreamClient: auth, redirects, retries), ``auth`` (challenges, tokens),
-``blobs`` (fetching a blob into a cache fill, with parallel ranges and resume), ``config``.
+``blobs`` (fetching a blob into a cache fill, with parallel ranges and resume), ``socketbody``
+(a big plain-HTTP body read by a thread off the socket, once aiohttp parsed its head),
+``config``.
 Core package: imports ``imgaccel.cache``, ``imgaccel.oci`` and ``imgaccel.errors`` only.
 """
 
