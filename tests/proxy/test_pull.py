@@ -7,6 +7,7 @@ the bytes took from the origin's own request log (or by stopping the origin).
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +26,41 @@ def blob_digests(image: Image) -> list[str]:
     return [image.config.digest, *(layer.digest for layer in image.layers)]
 
 
+#: The origin's bodies read by aiohttp on the event loop, and (the 6 MB layer) by a thread off
+#: the socket (see imgaccel.upstream.socketbody).
+READERS = {
+    "loop": {"socket_bodies": False},
+    "socket": {"socket_bodies": True, "socket_body_min_bytes": 1_000_000},
+}
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
 async def test_cold_pull_goes_through_the_node_and_warm_pull_never_touches_the_origin(
     origin: DistributionRegistry,
     pushed: str,
-    node: NodeServer,
+    node_factory: Any,
     containerd: Containerd,
     small_image: Image,
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    reader: str,
 ) -> None:
+    node = await node_factory(origin, upstream_client=READERS[reader])
     hosts = write_hosts(tmp_path / "hosts", origin.address, node.url)
 
-    await containerd.pull(pushed, hosts_dir=hosts)
+    with caplog.at_level(logging.DEBUG, logger="imgaccel.upstream.socketbody"):
+        await containerd.pull(pushed, hosts_dir=hosts)
 
     for digest in blob_digests(small_image):
         assert len(origin.blob_gets(digest)) == 1, digest
         blob = Path(node.settings.cache.dir) / "blobs" / "sha256" / digest.split(":")[1]
         assert blob.is_file()
+    off_socket = [r.getMessage() for r in caplog.records if "off the socket" in r.getMessage()]
+    big = next(layer for layer in small_image.layers if layer.size > 1_000_000)
+    if reader == "socket":
+        assert len(off_socket) == 1 and big.digest in off_socket[0], off_socket
+    else:
+        assert off_socket == []
     origin.requests.clear()
     await containerd.remove_all_images()
 
