@@ -225,7 +225,9 @@ class Fill:
         while not self.done.done():
             await self.hash_prefix()
             async with self._changed:
-                if self.contiguous == self._hashed and self.error is None and not self.verified:
+                # A writer thread hashes what it writes before the loop hears it landed, so
+                # the hash may be ahead of the prefix: nothing to do then either.
+                if self.contiguous <= self._hashed and self.error is None and not self.verified:
                     await self._changed.wait()
 
     async def finish(self, error: BaseException | None = None) -> None:

@@ -220,3 +220,29 @@ async def test_bytes_another_writer_put_in_the_file_land_like_written_ones(tmp_p
     await fill.verify()  # hashed from the file
     with pytest.raises(FillFailed, match="outside"):
         await fill.land(0, len(DATA) + 1, source="peer")
+
+
+async def test_the_hashing_task_waits_while_a_writer_thread_hashed_ahead(tmp_path: Path) -> None:
+    # A writer thread (Fill.store) hashes bytes in order before the loop hears that they landed
+    # (Fill.arrived): the hashing task must then wait for the next landing, not spin.
+    fill = new_fill(tmp_path)
+    passes = 0
+    hash_landed = fill._hash_landed
+
+    def counted() -> None:
+        nonlocal passes
+        passes += 1
+        hash_landed()
+
+    fill._hash_landed = counted  # type: ignore[method-assign]
+    hashing = asyncio.create_task(fill.hash_while_filling())
+    await asyncio.to_thread(fill.store, [DATA[:1000]], 0)
+    await asyncio.to_thread(fill.store, [DATA[1000:]], 1000)  # hashed to the end, landed: none
+    await fill.arrived(0, 1000, "origin")
+    await asyncio.sleep(0.1)
+
+    assert passes <= 3, f"the hashing task ran {passes} passes with nothing to hash"
+    await fill.arrived(1000, len(DATA), "origin")
+    await fill.verify()
+    await fill.finish()
+    await hashing  # ends with the fill
