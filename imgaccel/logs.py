@@ -7,6 +7,8 @@ import logging
 import sys
 import time
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
@@ -27,6 +29,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class ClientErrors(logging.Filter):
+    """aiohttp logs a request it could not parse (a client's malformed HTTP: a bad header, a line
+    over its limits, a port scanner) as an ERROR with the parser's traceback, though the client
+    got its 400 and the daemon is fine. This filter, on the ``aiohttp.server`` logger, makes such
+    a record one WARNING line saying who sent what; any other error stays as it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError) and 400 <= error.code < 500:
+            lines = str(error.message).strip().splitlines() or [type(error).__name__]
+            record.msg = "bad HTTP request from %s (%d): %s"
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.args = (remote, error.code, lines[0][:200])
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def setup_logging(level: str = "INFO", json_format: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if json_format:
@@ -37,3 +57,6 @@ def setup_logging(level: str = "INFO", json_format: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ClientErrors) for f in server.filters):
+        server.addFilter(ClientErrors())

@@ -1,4 +1,5 @@
-"""``imgaccel node --log-json``: one JSON object per log line, one line per blob served.
+"""``imgaccel node --log-json``: one JSON object per log line, one line per blob served, one
+warning line (no traceback) per request that is not valid HTTP.
 
 The node runs as the real command in a subprocess, so the flag, the logging set-up and the
 serving path are the ones an operator's log collector sees.
@@ -87,3 +88,41 @@ async def test_each_blob_served_is_one_json_line_with_source_and_timing(
         assert record["logger"] == "imgaccel.serve" and record["level"] == "info"
         assert isinstance(record["seconds"], float) and record["seconds"] >= 0
         assert record["ts"].endswith("Z")
+
+
+#: Requests aiohttp's parser refuses before any handler runs.
+MALFORMED = [
+    b"GET /v2/ HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 9000 + b"\r\n\r\n",
+    b"GET /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+]
+
+
+async def send_raw(url: str, request: bytes) -> bytes:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(request)
+    await writer.drain()
+    answer = await reader.read()  # the server closes after a parse error
+    writer.close()
+    await writer.wait_closed()
+    return answer
+
+
+async def test_a_malformed_request_is_a_400_and_one_warning_line_without_a_traceback(
+    json_node: NodeProcess,
+) -> None:
+    for request in MALFORMED:
+        answer = await send_raw(json_node.url, request)
+        assert answer.startswith(b"HTTP/1.0 400 "), answer[:100]
+    assert (await get(f"{json_node.url}/v2/"))[0] == 200  # still serving
+
+    logged = records(await json_node.stop())
+
+    bad = [r for r in logged if r["logger"] == "aiohttp.server"]
+    assert len(bad) == len(MALFORMED), bad
+    for record in bad:
+        assert record["level"] == "warning" and "exc" not in record, record
+        assert record["msg"].startswith("bad HTTP request from 127.0.0.1 (400): "), record
+    assert "Invalid header token" in bad[0]["msg"]
+    assert all(r["level"] != "error" for r in logged)
