@@ -165,7 +165,10 @@ class Fill:
 
     async def hash_prefix(self) -> None:
         """Hash what has landed so far, so that :meth:`verify` has little left to do at the end."""
-        await asyncio.to_thread(self._hash_landed)
+        # Bytes written in order were hashed on their way to disk: then there is nothing to read
+        # back, and no thread hop to make for every MiB that lands (_hash_landed checks again).
+        if self.contiguous > self._hashed:
+            await asyncio.to_thread(self._hash_landed)
 
     def _hash_landed(self) -> None:
         """Read back and hash the landed prefix past what the writers hashed (a worker thread;

@@ -246,3 +246,24 @@ async def test_the_hashing_task_waits_while_a_writer_thread_hashed_ahead(tmp_pat
     await fill.verify()
     await fill.finish()
     await hashing  # ends with the fill
+
+
+async def test_bytes_written_in_order_are_never_read_back(tmp_path: Path) -> None:
+    fill = new_fill(tmp_path)
+    read_back = 0
+    hash_landed = fill._hash_landed
+
+    def counted() -> None:
+        nonlocal read_back
+        read_back += 1
+        hash_landed()
+
+    fill._hash_landed = counted  # type: ignore[method-assign]
+    hashing = asyncio.create_task(fill.hash_while_filling())
+    for start in range(0, len(DATA), 500):
+        await fill.write_at(start, DATA[start : start + 500])
+    await fill.verify()
+
+    assert read_back == 0  # hashed on the way to disk, so no hop to a thread to read it back
+    await fill.finish()
+    await hashing
