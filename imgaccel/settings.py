@@ -21,7 +21,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from imgaccel.address import split_listen
 from imgaccel.cache.config import CacheSettings
@@ -118,6 +124,8 @@ class P2PSettings(BaseModel):
 
 class PrefetchSettings(BaseModel):
     """The node's background prefetch (cluster prewarm jobs and hot layers; needs a tracker)."""
+
+    model_config = ConfigDict(extra="forbid")  # a typo in a config file is an error
 
     enabled: bool = Field(
         default=True, description="Run prewarm jobs and prefetch hot layers (with a tracker)."
@@ -242,8 +250,12 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
             data = tomllib.loads(path.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-    # pydantic tracks which fields a source set: only those override the file.
-    from_env = Settings().model_dump(exclude_unset=True)
+    # The variables' raw values, validated once with the rest: a variable may need a setting
+    # that the file or a flag gives (p2p.tracker_url needs p2p.certs_dir).
+    try:
+        from_env = EnvSettingsSource(Settings, case_sensitive=False)()
+    except SettingsError as exc:
+        raise ConfigError(f"invalid IMGACCEL_* environment variable: {exc}") from exc
     try:
         return Settings.model_validate(_deep_merge(data, from_env, overrides))
     except ValueError as exc:

@@ -74,12 +74,18 @@ def _table(title: str, prefix: str, fields: dict[str, FieldInfo], model: Any) ->
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             continue
         if name == "upstreams":
+            upstreams = field.default_factory() if field.default_factory else {}  # type: ignore[call-arg]
+            hosts = ", ".join(f"{host} = {up.url}" for host, up in upstreams.items())
+            meaning = f"{field.description} One table per host, below."
+            rows.append(f"| `{prefix}{name}` | `{hosts}` | {meaning} |")
             continue
         rows.append(f"| `{prefix}{name}` | {_default(field)} | {field.description or ''} |")
     return [*rows, ""]
 
 
 def _default(field: FieldInfo) -> str:
+    if field.is_required():
+        return "required"
     if field.default_factory is not None:
         try:
             value = field.default_factory()  # type: ignore[call-arg]

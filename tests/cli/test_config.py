@@ -52,3 +52,47 @@ def test_a_misspelled_setting_is_a_clear_error(tmp_path: Path) -> None:
 
     assert result.exit_code == 2
     assert "quota" in result.output and "Traceback" not in result.output
+
+
+def test_a_variable_may_rely_on_a_setting_from_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The variables are validated with the file, not alone: a tracker URL from the
+    environment needs the certificates directory the file names."""
+    config = tmp_path / "imgaccel.toml"
+    config.write_text(f'[p2p]\ncerts_dir = "{tmp_path}"\n')
+    monkeypatch.setenv("IMGACCEL_P2P__TRACKER_URL", "https://tracker:6970")
+
+    result = CliRunner().invoke(main, ["config", "show", "--config", str(config)])
+
+    assert result.exit_code == 0, result.output
+    shown = tomllib.loads(result.output)
+    assert shown["p2p"] == {**shown["p2p"], "tracker_url": "https://tracker:6970"}
+    assert shown["p2p"]["certs_dir"] == str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("IMGACCEL_LISTEN", "bogus"), ("IMGACCEL_UPSTREAMS", "not json")],
+)
+def test_a_bad_variable_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+
+    result = CliRunner().invoke(main, ["config", "show"])
+
+    assert result.exit_code == 2
+    assert isinstance(result.exception, SystemExit)  # click's exit, not an exception raised
+    assert "Traceback" not in result.output
+    assert ("listen" if name == "IMGACCEL_LISTEN" else "upstreams") in result.output
+
+
+@pytest.mark.parametrize("section", ["cache", "p2p", "prefetch", "log", "upstream_client"])
+def test_a_misspelled_key_is_an_error_in_every_section(tmp_path: Path, section: str) -> None:
+    config = tmp_path / "imgaccel.toml"
+    config.write_text(f"[{section}]\nbandwith = 5\n")
+
+    result = CliRunner().invoke(main, ["config", "show", "--config", str(config)])
+
+    assert result.exit_code == 2 and "bandwith" in result.output, result.output
