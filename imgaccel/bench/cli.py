@@ -127,7 +127,7 @@ def main() -> None:
     "--unpack/--no-unpack",
     default=True,
     show_default=True,
-    help="--no-unpack: `ctr pull --no-unpack`, transfer time only.",
+    help="--no-unpack: `ctr content fetch`, the transfer only (no unpacking).",
 )
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def run_command(

@@ -1,7 +1,7 @@
 """deploy/kubernetes: manifests Kubernetes accepts, and an init container that does its job.
 
 Rendering: pip has no kustomize, so these tests read each ``kustomization.yaml`` themselves
-(the manifests use only ``resources``, ``namespace``, ``labels`` and ``images``), check that
+(the manifests use only ``resources``, ``namespace`` and ``images``), check that
 every listed file exists and that no manifest is left out, and validate every document
 against the Kubernetes 1.29 OpenAPI schemas that ``kubernetes-validate`` ships (offline, strict:
 an unknown field is an error). When ``kubectl`` is installed, ``kubectl kustomize`` renders
@@ -73,6 +73,23 @@ def test_manifest_is_valid_kubernetes(path: Path, doc: Doc) -> None:
         assert doc["metadata"]["name"] and doc["spec"]
         return
     assert kubernetes_validate.validate(doc, K8S_VERSION, strict=True) == K8S_VERSION
+
+
+#: What kustomize v2 (kubectl 1.14-1.20; Debian 12's kubernetes-client is 1.20) knows of a
+#: kustomization; ``labels:`` came with kustomize v4.1 and v2 rejects it ("unknown field").
+KUSTOMIZE_V2_FIELDS = {"apiVersion", "kind", "namespace", "resources", "images"}
+
+
+@pytest.mark.parametrize("path", kustomizations(), ids=lambda p: str(p.relative_to(KUBERNETES)))
+def test_kustomization_uses_only_what_old_kubectl_knows(path: Path) -> None:
+    assert set(yaml.safe_load(path.read_text())) <= KUSTOMIZE_V2_FIELDS
+
+
+def test_every_resource_of_the_main_kustomization_is_labelled_part_of_imgaccel() -> None:
+    for manifest in resources(KUBERNETES / KUSTOMIZATION):
+        for doc in documents(manifest):
+            labels = doc["metadata"].get("labels", {})
+            assert labels.get("app.kubernetes.io/part-of") == "imgaccel", manifest
 
 
 def test_a_typo_fails_validation() -> None:
