@@ -173,8 +173,10 @@ class Fill:
     def _hash_landed(self) -> None:
         """Read back and hash the landed prefix past what the writers hashed (a worker thread;
         :attr:`contiguous` only grows, and what it covers is in the file)."""
-        with self._hash_guard:
-            while self._hashed < self.contiguous:
+        while True:
+            with self._hash_guard:  # per chunk: writers wait for one MiB at most
+                if self._hashed >= self.contiguous:
+                    return
                 n = min(CHUNK, self.contiguous - self._hashed)
                 data = os.pread(self.fd, n, self._hashed)
                 if not data:
@@ -188,19 +190,21 @@ class Fill:
         continue the hashed prefix, the usual in-order stream, are hashed in the same pass instead
         of being read back. Every few MB their writeback to disk starts, so that the commit's
         fsync has little left to wait for. Blocking, for any thread; the caller then tells the
-        loop with :meth:`arrived`."""
+        loop with :meth:`arrived`.
+
+        Bytes the hash already covers are never written again: a second writer of the same range
+        (a widened fetch's range request meeting the head, a peer) would otherwise put bytes in
+        the file that the digest was not checked against. The write happens under the hash
+        guard, so no writer can hash a range while another is overwriting it."""
         with self._hash_guard:
-            in_order = offset == self._hashed
-            if in_order:
-                length = _pwritev_all(self.fd, chunks, offset)
+            if (covered := self._hashed - offset) > 0:
+                chunks, offset = _drop_front(chunks, covered), self._hashed
+            length = _pwritev_all(self.fd, chunks, offset)
+            if offset == self._hashed:
                 for chunk in chunks:
                     self._feed(chunk)
                 self._hashed += length
-                due = self._writeback_due(length)
-        if not in_order:
-            length = _pwritev_all(self.fd, chunks, offset)
-            with self._hash_guard:
-                due = self._writeback_due(length)
+            due = self._writeback_due(length)
         if due:
             writeback.start_writeback(self.fd)
 
@@ -255,6 +259,17 @@ class Fill:
     def closed(self) -> bool:
         """The fill ended and every reader left: its file is closed and :meth:`read` fails."""
         return self.fd < 0
+
+    def hold(self) -> None:
+        """Keep the file open until :meth:`release`: for a response that will read the fill
+        after awaits of its own (the fill may end and its last reader leave meanwhile). Raises
+        :class:`FillFailed` if the file is closed already."""
+        if self.closed:
+            raise FillFailed("the fill is over and its file closed; read the blob from the store")
+        self._users += 1
+
+    def release(self) -> None:
+        self._drop_user()
 
     async def read(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """Yield bytes ``[start, end)`` as they land; the blob's last byte only once verified."""
@@ -324,6 +339,19 @@ class Fill:
             self.fd = -1
             if not self.committed:
                 self.temp.unlink(missing_ok=True)
+
+
+def _drop_front(chunks: Sequence[Buffer], nbytes: int) -> list[memoryview]:
+    """``chunks`` without their first ``nbytes`` bytes (views, no copy)."""
+    out: list[memoryview] = []
+    for chunk in chunks:
+        view = memoryview(chunk)
+        if nbytes >= len(view):
+            nbytes -= len(view)
+            continue
+        out.append(view[nbytes:])
+        nbytes = 0
+    return out
 
 
 def _pwritev_all(fd: int, chunks: Sequence[Buffer], offset: int) -> int:

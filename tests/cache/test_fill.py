@@ -267,3 +267,53 @@ async def test_bytes_written_in_order_are_never_read_back(tmp_path: Path) -> Non
     assert read_back == 0  # hashed on the way to disk, so no hop to a thread to read it back
     await fill.finish()
     await hashing
+
+
+@pytest.mark.parametrize("hashed_by", ["the writer", "the read-back"])
+async def test_hashed_bytes_are_never_overwritten(tmp_path: Path, hashed_by: str) -> None:
+    """A second writer of a range the hash already covers (a widened fetch's range request
+    meeting the head, an origin answering two requests differently) must not change the file
+    under the digest: the hash would pass on the first bytes and the store keep the second."""
+    fill = new_fill(tmp_path)
+    if hashed_by == "the writer":
+        await fill.write_at(0, DATA)  # in order: hashed on the way to disk
+    else:
+        await fill.write_at(1000, DATA[1000:])  # out of order: read back once the gap fills
+        await fill.write_at(0, DATA[:1000])
+        await fill.hash_prefix()
+    # Overlapping the hashed bytes, and running past them: only the part past them is written.
+    await fill.write_at(500, bytes(1000))
+    await fill.write_at(2000, bytes(len(DATA) - 2000))
+
+    await fill.verify()
+    assert fill.temp.read_bytes() == DATA
+
+
+async def test_a_write_that_straddles_the_hash_writes_only_the_new_bytes(tmp_path: Path) -> None:
+    fill = new_fill(tmp_path)
+    await fill.write_at(0, DATA[:1000])
+    # The first 1000 bytes are hashed; of this write only [1000, 1500) is new: in order.
+    await fill.write_chunks_at(600, [b"x" * 300, DATA[900:1500]])
+    await fill.write_at(1500, DATA[1500:])
+
+    await fill.verify()
+    assert fill.temp.read_bytes() == DATA
+
+
+async def test_a_held_fill_keeps_its_file_open_after_it_ends(tmp_path: Path) -> None:
+    """A response holds the fill before its first await; the writer finishing and the last
+    reader leaving meanwhile must not close the file it is about to send from."""
+    data = b"x" * 1000
+    fill = new_fill(tmp_path, data)
+    fill.hold()
+    await fill.write_at(0, data)
+    await fill.verify()
+    await fill.finish()
+
+    assert not fill.closed
+    chunks = [chunk async for chunk in fill.read()]
+    assert b"".join(chunks) == data
+    fill.release()
+    assert fill.closed
+    with pytest.raises(FillFailed, match="closed"):
+        fill.hold()
