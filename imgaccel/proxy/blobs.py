@@ -55,9 +55,10 @@ async def blob(request: web.Request) -> web.StreamResponse:
         fill = await node.fetcher.fill(BlobLocation(target.registry, target.repo, digest, auth))
         if fill is None:
             continue  # committed since the lookup: serve it from the store
-        if fill.closed and (entry := node.store.lookup(digest)) is not None:
-            # The fill was committed and closed before this request got to read from it.
-            return _cached(request, node, digest, entry.size)
+        if fill.closed:
+            # It ended before this request got to read from it: committed (the store has it),
+            # or failed or not kept (fetch it again).
+            continue
         return await _from_fill(request, node, fill)
     raise UpstreamUnavailable("the blob was evicted from the cache while being requested")
 
@@ -121,7 +122,21 @@ async def _head_origin(
 
 
 async def _from_fill(request: web.Request, node: Node, fill: Fill) -> web.StreamResponse:
+    fill.hold()  # before the first await: the fill may end, and close its file, meanwhile
+    try:
+        return await _send_fill(request, node, fill)
+    finally:
+        fill.release()
+
+
+async def _send_fill(request: web.Request, node: Node, fill: Fill) -> web.StreamResponse:
     started = time.monotonic()
+    if fill.size == 0 and request.method == "GET":
+        # No last byte to withhold: the whole (empty) answer waits for the verification.
+        try:
+            await asyncio.shield(fill.done)
+        except FillFailed as exc:
+            raise UpstreamUnavailable(f"blob {fill.digest} did not verify: {exc}") from exc
     byte_range = parse_range(request.headers.get("Range"), fill.size)
     start, end = byte_range or (0, fill.size)
     response = web.StreamResponse(status=206 if byte_range else 200, headers=_headers(fill.digest))

@@ -17,9 +17,16 @@ class SingleFlight(Generic[K, V]):
         self._running: dict[K, asyncio.Future[V]] = {}
 
     async def run(self, key: K, call: Callable[[], Awaitable[V]]) -> V:
-        running = self._running.get(key)
-        if running is not None:
-            return await asyncio.shield(running)
+        """``call()``'s outcome, shared with every caller of the same key meanwhile. A caller
+        whose leader was cancelled (its client went away) does not inherit the cancellation: it
+        runs the call again, as the new leader or a waiter of one."""
+        while (running := self._running.get(key)) is not None:
+            try:
+                return await asyncio.shield(running)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not running.cancelled() or (task is not None and task.cancelling()):
+                    raise  # this caller was cancelled, not (only) the one it waited for
         future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
         self._running[key] = future
         try:

@@ -535,3 +535,28 @@ async def test_the_gaps_peers_left_are_fetched_exactly_a_few_at_a_time(rig: Rig)
     wanted = sorted(f"bytes={i * piece}-{(i + 1) * piece - 1}" for i in range(0, pieces, 2))
     assert asked == wanted
     assert 1 < rig.fake.most_sending <= node.fetcher.settings.parallel_ranges
+
+
+# -- (j) an empty answer ------------------------------------------------------------------------
+
+
+async def test_an_empty_answer_for_a_blob_that_is_not_empty_is_refused(rig: Rig) -> None:
+    """No last byte to withhold: the answer waits for the verification, which fails, so the
+    client gets an error, not a complete empty 200 that the runtime would have to catch."""
+    digest = digest_of(b"not empty")
+    rig.fake.blobs[digest] = b""
+
+    status, _, body = await rig.get(digest)
+
+    assert status == 503 and b"UNAVAILABLE" in body
+    assert not rig.cached(digest).exists()
+
+
+async def test_the_empty_blob_is_served_and_cached(rig: Rig) -> None:
+    digest = rig.fake.add(b"")
+
+    status, headers, body = await rig.get(digest)  # from the fill, once verified
+
+    assert (status, headers["Content-Length"], body) == (200, "0", b"")
+    assert rig.cached(digest).exists()
+    assert (await rig.get(digest))[0] == 200  # and from the store
