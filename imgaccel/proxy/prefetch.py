@@ -8,8 +8,10 @@ With a tracker, the node runs three owned tasks:
   tracker's claims let one node fetch each cold blob from the origin), pins them for
   ``prefetch.pin_seconds`` and reports progress. A job cancelled on the tracker stops after the
   blob in flight (the reply to the progress report says so); what it fetched stays pinned.
-- **hot**: reads the tracker's hot list and fetches hot layers it lacks, within the bandwidth
-  budget (a token bucket) and a share of the cache quota, and pins them.
+- **hot**: reads the tracker's hot list every ``prefetch.hot_interval_seconds`` and fetches
+  hot layers it lacks, within the bandwidth budget (a token bucket), a share of the cache quota
+  and the room pins leave in it, and pins them. A layer that fails (a repository this node may
+  not read, a blob the origin lacks) is skipped for some passes; the others go on.
 - **reports**: sends the pulls workloads made (:mod:`imgaccel.proxy.pulls`) in batches.
 
 Background fetches always yield to foreground pulls: before each blob the worker waits while a
@@ -23,6 +25,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
@@ -51,6 +54,8 @@ log = logging.getLogger(__name__)
 _PARALLEL = 4
 _YIELD_POLL_SECONDS = 0.1
 _RETRY_SECONDS = 2.0
+_HOT_BACKOFF_PASSES = 10  # a hot layer that failed is skipped for this many intervals
+_ERRORS = (ImgaccelError, aiohttp.ClientError, ValueError, KeyError, TypeError)
 
 
 class NodeManifests:
@@ -74,6 +79,8 @@ class Prefetcher:
         self.node_id = node.settings.p2p.node_id or _hostname()
         self.bucket = TokenBucket(self.settings.bandwidth_bytes_per_second)
         self.hot_bytes = 0
+        self._hot_failed: dict[Digest, float] = {}  # hot layers that failed: skipped until
+        self._hot_stopped: str | None = None  # why the last pass stopped early (logged once)
         self._own: set[Digest] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._http: aiohttp.ClientSession | None = None
@@ -200,23 +207,72 @@ class Prefetcher:
     # -- hot layers -----------------------------------------------------------------------------
 
     async def _hot_forever(self) -> None:
-        assert self.tracker is not None
-        layers = await self.tracker.hot(self.settings.hot_min_score)
-        for layer in layers:
-            digest = Digest.parse(layer["digest"])
-            if digest in self.node.store:
-                continue
-            if not self._hot_room():
-                log.info("hot-layer prefetch stopped: its share of the cache quota is used")
-                break
-            size = await self.fetch(layer["registry"], layer["repository"], digest, self.bucket)
-            pins.pin(self.node.store, self.node.meta, digest, self.settings.pin_seconds, "hot")
-            self.hot_bytes += size
-        await asyncio.sleep(self.settings.hot_interval_seconds)
+        # The interval follows every pass, failed or not: the hot list is the tracker's costliest
+        # answer, and a layer that fails is retried on its own schedule (see hot_pass).
+        interval = self.settings.hot_interval_seconds
+        try:
+            await self.hot_pass()
+        except _ERRORS as exc:
+            log.warning("hot-layer prefetch: %s; next pass in %.0fs", exc, interval)
+        await asyncio.sleep(interval)
 
-    def _hot_room(self) -> bool:
-        quota = self.node.store.quota_bytes
-        return not quota or self.hot_bytes < self.settings.cache_share * quota
+    async def hot_pass(self) -> None:
+        """Fetch and pin the hot layers this node lacks, hottest first. A layer that fails is
+        logged and skipped for ``_HOT_BACKOFF_PASSES`` intervals while the pass goes on."""
+        assert self.tracker is not None
+        hot = await self.tracker.hot(self.settings.hot_min_score)
+        layers = [(Digest.parse(layer["digest"]), layer) for layer in hot]
+        listed = {digest for digest, _ in layers}
+        self._hot_failed = {d: t for d, t in self._hot_failed.items() if d in listed}
+        for digest, layer in layers:
+            if digest in self.node.store or self._hot_failed.get(digest, 0.0) > time.monotonic():
+                continue
+            if not await self._hot_layer(digest, layer):
+                return
+        self._hot_stopped = None
+
+    async def _hot_layer(self, digest: Digest, layer: dict[str, Any]) -> bool:
+        """Fetch and pin one hot layer; False when the pass should stop."""
+        if (full := self._hot_full()) is not None:
+            if full != self._hot_stopped:
+                log.info("hot-layer prefetch stopped: %s", full)
+            self._hot_stopped = full
+            return False
+        try:
+            size = await self.fetch(layer["registry"], layer["repository"], digest, self.bucket)
+        except ImgaccelError as exc:
+            self._hot_failure(digest, layer, exc)
+            return not isinstance(exc, CacheFull)  # the layers after it would not fit either
+        pins.pin(self.node.store, self.node.meta, digest, self.settings.pin_seconds, "hot")
+        self.hot_bytes += size
+        return True
+
+    def _hot_full(self) -> str | None:
+        """Why no hot layer may be fetched now, or None. A cache whose quota pins fill would
+        drop the blob after the whole download."""
+        store = self.node.store
+        quota = store.quota_bytes
+        if not quota:
+            return None
+        if self.hot_bytes >= self.settings.cache_share * quota:
+            return "its share of the cache quota is used"
+        if sum(e.size for d, e in store.entries() if store.pinned_until(d)) >= quota:
+            return "the cache quota is full of pinned blobs"
+        return None
+
+    def _hot_failure(self, digest: Digest, layer: dict[str, Any], exc: ImgaccelError) -> None:
+        backoff = _HOT_BACKOFF_PASSES * self.settings.hot_interval_seconds
+        again = digest in self._hot_failed  # still listed since it last failed: say it once
+        self._hot_failed[digest] = time.monotonic() + backoff
+        log.log(
+            logging.DEBUG if again else logging.WARNING,
+            "hot layer %s of %s/%s not prefetched: %s; skipping it for %.0fs",
+            digest,
+            layer["registry"],
+            layer["repository"],
+            exc,
+            backoff,
+        )
 
     # -- pull reports ---------------------------------------------------------------------------
 
@@ -269,7 +325,7 @@ async def _forever(name: str, step: Callable[[], Awaitable[None]]) -> None:
     while True:
         try:
             await step()
-        except (ImgaccelError, aiohttp.ClientError, ValueError, KeyError, TypeError) as exc:
+        except _ERRORS as exc:
             log.warning("%s: %s; retrying in %.0fs", name, exc, _RETRY_SECONDS)
             await asyncio.sleep(_RETRY_SECONDS)
 
