@@ -18,12 +18,17 @@ How a node uses it on a cache miss for ``digest``::
 
 After a restart, a node calls ``holdings(all digests it has)`` and re-publishes the ones the
 answer names, because a tracker that lost its state would not know them.
+
+Every call is bounded by the client's ``timeout`` (a long poll by its wait plus that). After a
+call found the tracker unreachable or silent, the first ``get_metainfo`` of a cache miss fails at
+once for ``down_seconds`` instead of waiting out the timeout again on every miss.
 """
 
 from __future__ import annotations
 
 import json
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,10 +69,15 @@ class Publication:
 
 
 _OUTCOMES = {201: "created", 200: "same", 409: "conflict"}
+_DEFAULT_TIMEOUT = 30.0
 
 
 class TrackerClient:
-    """Calls of one node (or seeder) ``node`` to the tracker at ``base_url``."""
+    """Calls of one node (or seeder) ``node`` to the tracker at ``base_url``.
+
+    ``timeout`` bounds each call (None: the total timeout of ``http``, else 30 s); a long poll
+    gets its wait on top. ``down_seconds`` is how long a tracker that failed to answer is not
+    asked on a cache miss (see the module docstring)."""
 
     def __init__(
         self,
@@ -76,16 +86,24 @@ class TrackerClient:
         *,
         node: str,
         ssl_context: ssl.SSLContext | None = None,
+        timeout: float | None = None,
+        down_seconds: float = 5.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.node = node
+        self.timeout = timeout if timeout is not None else (http.timeout.total or _DEFAULT_TIMEOUT)
+        self.down_seconds = down_seconds
         self._http = http
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+        self._down_until = 0.0  # monotonic: no cache-miss lookups before this
 
     async def get_metainfo(self, digest: str, *, wait: float = 0.0) -> bytes | None:
-        """The .torrent published for ``digest``; None when unknown (after ``wait`` seconds)."""
+        """The .torrent published for ``digest``; None when unknown (after ``wait`` seconds).
+        Without a wait, fails at once while the tracker is known to be down."""
+        if wait <= 0 and time.monotonic() < self._down_until:
+            raise TrackerError(f"tracker {self.base_url} did not answer just now; not asked")
         params = {"wait": str(wait)} if wait > 0 else {}
-        timeout = aiohttp.ClientTimeout(total=wait + 30)
+        timeout = aiohttp.ClientTimeout(total=wait + self.timeout)
         status, body = await self._call(
             "GET", f"/v1/metainfo/{digest}", params=params, timeout=timeout, ok=(200, 404)
         )
@@ -148,7 +166,10 @@ class TrackerClient:
         """A seeder's queued blobs to fetch, long-polling up to ``wait`` seconds."""
         params = {"node": self.node, "wait": str(wait)}
         _, body = await self._call(
-            "GET", "/v1/seeders/work", params=params, timeout=aiohttp.ClientTimeout(total=wait + 30)
+            "GET",
+            "/v1/seeders/work",
+            params=params,
+            timeout=aiohttp.ClientTimeout(total=wait + self.timeout),
         )
         return [Work(**item) for item in _json(body)["work"]]
 
@@ -156,11 +177,14 @@ class TrackerClient:
         self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kwargs: Any
     ) -> tuple[int, bytes]:
         url = f"{self.base_url}{path}"
+        kwargs.setdefault("timeout", aiohttp.ClientTimeout(total=self.timeout))
         try:
             async with self._http.request(method, url, ssl=self._ssl, **kwargs) as response:
                 body = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
+            self._down_until = time.monotonic() + self.down_seconds
             raise TrackerError(f"tracker {method} {path}: {exc!r}") from exc
+        self._down_until = 0.0
         if response.status not in ok:
             raise TrackerError(f"tracker {method} {path}: {response.status} {body[:300]!r}")
         return response.status, body

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -74,3 +76,38 @@ async def test_errors_are_tracker_errors() -> None:
 async def test_bad_digest_is_a_tracker_error(tracker: Live) -> None:
     with pytest.raises(TrackerError, match="400"):
         await _client(tracker, "a").claim("sha256:short")
+
+
+@contextlib.asynccontextmanager
+async def hung_tracker() -> AsyncIterator[tuple[str, list[asyncio.StreamWriter]]]:
+    """A tracker that accepts connections and never answers; its URL and the connections."""
+    connections: list[asyncio.StreamWriter] = []
+
+    async def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", connections
+    finally:
+        for writer in connections:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_hung_tracker_costs_a_miss_its_timeout_then_is_not_asked() -> None:
+    session_timeout = aiohttp.ClientTimeout(total=1.0)  # as the node sets tracker_timeout_seconds
+    async with (
+        hung_tracker() as (url, connections),
+        aiohttp.ClientSession(timeout=session_timeout) as http,
+    ):
+        client = TrackerClient(url, http, node="a")
+        # A correctness bound, generous against a slow machine: not the 30 s it once was.
+        async with asyncio.timeout(15):
+            with pytest.raises(TrackerError):
+                await client.get_metainfo(DIGEST)
+        with pytest.raises(TrackerError, match="not asked"):
+            await client.get_metainfo(DIGEST)  # the next miss goes to the origin at once
+        assert len(connections) == 1
