@@ -9,6 +9,8 @@ each weighted by how recent its last pull was (exponential decay with a half-lif
 so ten nodes pulling a layer in the last minutes make it hot, and one node pulling it every
 second does not. ``GET /v1/hot`` publishes the list, hottest first. Reports live in SQLite
 (``hot.sqlite3``) and survive a restart; rows older than the window are dropped as reports come.
+Ranking reads the whole window, and every node polls the list: the ranking is kept for
+``HOT_CACHE_SECONDS``, so a report shows in the list within that time.
 
 ====== ============ ==========================================================================
 POST   /v1/pulls    ``{node, pulls: [{image, registry, repository, digests}]}`` -> ``{accepted}``
@@ -34,6 +36,7 @@ from imgaccel.tracker.state import STATE
 DB_NAME = "hot.sqlite3"
 WINDOW_SECONDS = 6 * 3600.0
 HALF_LIFE_SECONDS = 1800.0
+HOT_CACHE_SECONDS = 5.0
 _MAX_REPORT = 1000
 
 _SCHEMA = """
@@ -99,6 +102,7 @@ class PullLog:
         self._db = sqlite3.connect(data_dir / DB_NAME, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        self._ranked: tuple[float, list[HotLayer]] | None = None  # when ranked, the ranking
 
     def close(self) -> None:
         self._db.close()
@@ -115,6 +119,13 @@ class PullLog:
 
     def prune(self, before: float) -> None:
         self._db.execute("DELETE FROM pulls WHERE seen <= ?", (before,))
+
+    def hot(self, now: float) -> list[HotLayer]:
+        """Every blob pulled within the window, hottest first (see :func:`rank`): ranked at
+        ``now`` or at most ``HOT_CACHE_SECONDS`` before it."""
+        if self._ranked is None or not 0 <= now - self._ranked[0] < HOT_CACHE_SECONDS:
+            self._ranked = (now, rank(self.since(now - WINDOW_SECONDS), now))
+        return self._ranked[1]
 
 
 PULLS = web.AppKey("pulls", PullLog)
@@ -151,10 +162,7 @@ async def handle_hot(request: web.Request) -> web.Response:
     state, log = request.app[STATE], request.app[PULLS]
     limit = _number(request, "limit", 100.0)
     min_score = _number(request, "min_score", 0.0)
-    now = state.now()
-    layers = [
-        layer for layer in rank(log.since(now - WINDOW_SECONDS), now) if layer.score >= min_score
-    ]
+    layers = [layer for layer in log.hot(state.now()) if layer.score >= min_score]
     return web.json_response(
         {
             "window_seconds": WINDOW_SECONDS,

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from imgaccel.tracker.hot import HALF_LIFE_SECONDS, WINDOW_SECONDS, Pull, rank
+import pytest
+
+from imgaccel.tracker.hot import (
+    HALF_LIFE_SECONDS,
+    HOT_CACHE_SECONDS,
+    PULLS,
+    WINDOW_SECONDS,
+    Pull,
+    PullLog,
+    rank,
+)
 
 from .conftest import FakeClock, TrackerClient, digest_of
 
@@ -55,6 +65,31 @@ async def test_reports_make_layers_hot(tracker: TrackerClient, clock: FakeClock)
     clock.advance(WINDOW_SECONDS + 1)
     await _report(tracker, "n3", [C])
     assert await _hot(tracker) == [(C, 1)]
+
+
+async def test_the_ranking_is_reused_for_a_few_seconds(
+    tracker: TrackerClient, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pulls = tracker.app[PULLS]
+    scans: list[float] = []
+
+    def since(when: float) -> list[Pull]:
+        scans.append(when)
+        return PullLog.since(pulls, when)
+
+    monkeypatch.setattr(pulls, "since", since)
+    await _report(tracker, "n1", [A])
+    await _report(tracker, "n2", [A])
+    assert await _hot(tracker) == [(A, 2)]
+    await _report(tracker, "n3", [B])
+    clock.advance(HOT_CACHE_SECONDS / 2)
+    assert await _hot(tracker, min_score="1.5") == [(A, 2)]
+    assert await _hot(tracker) == [(A, 2)]  # B not yet: the ranking is kept
+    assert len(scans) == 1
+
+    clock.advance(HOT_CACHE_SECONDS / 2)
+    assert await _hot(tracker) == [(A, 2), (B, 1)]
+    assert len(scans) == 2
 
 
 async def test_bad_reports_are_rejected(tracker: TrackerClient) -> None:
