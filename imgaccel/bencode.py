@@ -7,7 +7,7 @@ or raises untyped ``RuntimeError`` depending on the input), types are checked by
 :func:`raw_value` gives the exact bytes of the ``info`` dictionary, which an info-hash needs.
 
 Decoding rejects non-canonical input (leading zeros, ``-0``, unsorted or repeated keys, trailing
-bytes) so that re-encoding a decoded value gives back the same bytes.
+bytes) so that re-encoding a decoded value gives back the same bytes, and integers beyond 64 bits.
 """
 
 from __future__ import annotations
@@ -17,6 +17,10 @@ from typing import TypeAlias
 Value: TypeAlias = int | bytes | list["Value"] | dict[bytes, "Value"]
 
 _MAX_DEPTH = 64
+#: Integers are signed 64-bit, as in libtorrent (and SQLite). Capping the digits first also keeps
+#: ``int()`` away from Python's limit on int-string conversion (4300 digits: a plain ValueError).
+_MAX_DIGITS = 19
+_INT64 = range(-(2**63), 2**63)
 
 
 class BencodeError(ValueError):
@@ -100,14 +104,20 @@ class _Decoder:
         text = self.data[pos + 1 : end] if end > 0 else b""
         digits = text.removeprefix(b"-")
         canonical = digits.isdigit() and (digits == b"0" or not digits.startswith(b"0"))
-        if not canonical or text == b"-0":
+        if not canonical or text == b"-0" or len(digits) > _MAX_DIGITS:
             raise BencodeError(f"bad integer at offset {pos}")
+        if int(text) not in _INT64:
+            raise BencodeError(f"integer out of 64-bit range at offset {pos}")
         return int(text), end + 1
 
     def string(self, pos: int) -> tuple[bytes, int]:
         colon = self.data.find(b":", pos)
         length = self.data[pos:colon] if colon > 0 else b""
-        if not length.isdigit() or (length.startswith(b"0") and length != b"0"):
+        if (
+            not length.isdigit()
+            or (length.startswith(b"0") and length != b"0")
+            or len(length) > _MAX_DIGITS
+        ):
             raise BencodeError(f"bad string length at offset {pos}")
         start, end = colon + 1, colon + 1 + int(length)
         if end > len(self.data):

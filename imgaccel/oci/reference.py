@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -11,7 +12,9 @@ from imgaccel.oci.digest import Digest
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 _NAME_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 _TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
-_HOST_RE = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]{1,5})?$")
+_HOST_RE = re.compile(r"(?P<name>\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9.-]+)(?::(?P<port>[0-9]{1,5}))?")
+_LABEL_RE = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
+MAX_HOST_NAME_LENGTH = 253
 MAX_NAME_LENGTH = 255
 
 DOCKER_HUB = "docker.io"
@@ -38,10 +41,40 @@ def validate_reference(reference: str) -> str | Digest:
 
 
 def validate_host(host: str) -> str:
-    """A registry host (``name[:port]``), as containerd's ``ns`` query gives it."""
-    if len(host) > 255 or not _HOST_RE.fullmatch(host):
+    """A registry host (``name[:port]``), as containerd's ``ns`` query gives it, lowercased.
+
+    ``name`` is a DNS name (labels of 1-63 letters, digits and inner hyphens; 253 characters at
+    most), an IPv4 address or a bracketed IPv6 address; ``port`` is 1-65535. Anything else is
+    :class:`NameInvalid` here, not an error deep in the HTTP client (yarl refuses a port out of
+    range, the IDNA codec an empty or 64-character label) when the origin is asked.
+    """
+    match = _HOST_RE.fullmatch(host)
+    if match is None or not _valid_name(match["name"]) or not _valid_port(match["port"]):
         raise NameInvalid("invalid registry host", detail={"ns": host[:300]})
     return host.lower()
+
+
+def _valid_name(name: str) -> bool:
+    if name.startswith("["):
+        return _is_ip(name[1:-1], ipaddress.IPv6Address)
+    labels = name.split(".")
+    if len(name) > MAX_HOST_NAME_LENGTH or not all(_LABEL_RE.fullmatch(x) for x in labels):
+        return False
+    # No top-level domain is numeric: a name ending in one is an IPv4 address (or is invalid,
+    # like 999.1.1.1 or 1.2.3, which aiohttp refuses as "not a canonical IPv4 address").
+    return not labels[-1].isdigit() or _is_ip(name, ipaddress.IPv4Address)
+
+
+def _is_ip(text: str, kind: type[ipaddress.IPv4Address | ipaddress.IPv6Address]) -> bool:
+    try:
+        kind(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _valid_port(port: str | None) -> bool:
+    return port is None or 1 <= int(port) <= 65535
 
 
 def docker_hub_name(name: str) -> str:

@@ -18,7 +18,7 @@ from imgaccel.proxy.access import refusal
 from imgaccel.proxy.ranges import parse_range
 from imgaccel.proxy.state import NODE, Node
 from imgaccel.proxy.target import Target, client_auth, target_of
-from imgaccel.upstream.blobs import BlobLocation
+from imgaccel.upstream.blobs import BlobLocation, parse_content_length
 
 log = logging.getLogger("imgaccel.serve")
 
@@ -116,8 +116,11 @@ async def _head_origin(
     ) as answer:
         if answer.status != 200:
             raise refusal(answer.status, "blobs", answer.challenge)
+        size = parse_content_length(answer.headers.get("Content-Length"))
+        if size is None:  # not "0": that would tell the client the blob is empty
+            raise UpstreamUnavailable(f"the origin answered HEAD {digest} without a length")
         headers = _headers(digest)
-        headers["Content-Length"] = answer.headers.get("Content-Length", "0")
+        headers["Content-Length"] = str(size)
         return web.Response(status=200, headers=headers)
 
 

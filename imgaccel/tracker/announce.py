@@ -18,6 +18,7 @@ from aiohttp import web
 
 from imgaccel import bencode
 from imgaccel.tracker.state import STATE, TrackerState
+from imgaccel.tracker.store import MAX_INT64
 from imgaccel.tracker.swarm import IPAddress, Peer, compact, normalize_ip
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,10 @@ def _one(params: dict[str, list[bytes]], name: str, default: bytes | None = None
 
 
 def _int(params: dict[str, list[bytes]], name: str, default: int | None = None) -> int:
+    """A non-negative integer below 2**63: SQLite cannot store a bigger one (OverflowError)."""
     raw = _one(params, name, None if default is None else str(default).encode())
-    if not raw.isdigit() or len(raw) > 20:
-        raise AnnounceError(f"{name} must be a non-negative integer")
+    if not raw.isdigit() or len(raw) > 19 or int(raw) > MAX_INT64:
+        raise AnnounceError(f"{name} must be a non-negative integer below 2**63")
     return int(raw)
 
 
@@ -117,8 +119,8 @@ def announce(state: TrackerState, req: AnnounceRequest, ip: IPAddress) -> dict[s
         state.store.delete_peers([(req.info_hash, req.peer_id)])
     else:
         peer = Peer(req.peer_id, ip, req.port, req.left, now)
+        state.store.save_peer(req.info_hash, peer)  # first: if it fails, memory is untouched
         state.swarms.update(req.info_hash, peer)
-        state.store.save_peer(req.info_hash, peer)
     if req.event == "completed":
         state.swarms.completed(req.info_hash)
         state.store.add_downloaded(req.info_hash)

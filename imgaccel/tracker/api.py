@@ -15,6 +15,7 @@ from aiohttp import web
 
 from imgaccel.errors import RegistryError
 from imgaccel.oci.digest import Digest
+from imgaccel.tracker.store import MAX_INT64
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,9 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     """The request's JSON object, or a 400."""
     try:
         body = await request.json(loads=json.loads)
-    except (ValueError, UnicodeDecodeError):
+    # ValueError: not JSON (or not UTF-8, or an integer of over 4300 digits); LookupError: an
+    # unknown charset in the Content-Type; RecursionError: arrays nested thousands deep.
+    except (ValueError, LookupError, RecursionError):
         raise ApiError(400, "the body is not JSON") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object")
@@ -59,8 +62,26 @@ def text_field(body: dict[str, Any], name: str, *, required: bool = True) -> str
     value = body.get(name)
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not value or len(value) > _MAX_NODE_ID:
+    if not isinstance(value, str) or not value or len(value) > _MAX_NODE_ID or not utf8(value):
         raise ApiError(400, f"{name!r} must be a non-empty string of at most 256 characters")
+    return value
+
+
+def utf8(text: str) -> bool:
+    """Whether ``text`` can be stored: JSON's ``"\\ud800"`` decodes to a lone surrogate, which
+    SQLite refuses (UnicodeEncodeError)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def count_field(body: dict[str, Any], name: str) -> int:
+    """A non-negative integer field (default 0) that SQLite can hold (below 2**63), or a 400."""
+    value = body.get(name, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT64:
+        raise ApiError(400, f"{name!r} must be a non-negative integer below 2**63")
     return value
 
 

@@ -117,7 +117,7 @@ def expire_claims(state: TrackerState) -> int:
 async def handle_claim(request: web.Request) -> web.Response:
     body = await json_body(request)
     role = body.get("role", "node")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:  # a list or dict is not hashable
         raise ApiError(400, "'role' must be 'node' or 'seeder'")
     req = ClaimRequest(
         digest=digest_param(request),

@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -46,9 +45,11 @@ from prometheus_client.registry import Collector
 from imgaccel.tracker.api import (
     ApiError,
     close_at_cleanup,
+    count_field,
     json_body,
     node_field,
     text_field,
+    utf8,
     wait_param,
 )
 from imgaccel.tracker.state import STATE
@@ -61,6 +62,8 @@ NODE_STATES = ("running", "done", "failed")
 #: A node not heard from for this long no longer counts towards a job's targets.
 NODE_GONE_SECONDS = 600.0
 _MAX_IMAGES = 100
+#: The longest ``expires_seconds`` a job may ask for: a century (0 is the way to say never).
+_MAX_TTL = 100 * 365.25 * 86400
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -268,12 +271,10 @@ def _parse_job(body: dict[str, Any], now: float, default_ttl: float) -> Job:
     ):
         raise ApiError(400, "'nodes' must map label names to values")
     percent = body.get("percent", 100)
-    if not isinstance(percent, int) or not 1 <= percent <= 100:
+    if isinstance(percent, bool) or not isinstance(percent, int) or not 1 <= percent <= 100:
         raise ApiError(400, "'percent' must be an integer from 1 to 100")
     platform = text_field(body, "platform", required=False)
-    ttl = body.get("expires_seconds", default_ttl)
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 <= ttl < math.inf:
-        raise ApiError(400, "'expires_seconds' must be a number of seconds (0: never)")
+    ttl = _ttl(body["expires_seconds"]) if "expires_seconds" in body else default_ttl
     return Job(
         secrets.token_hex(8),
         images,
@@ -284,6 +285,16 @@ def _parse_job(body: dict[str, Any], now: float, default_ttl: float) -> Job:
         now,
         now + ttl if ttl else None,
     )
+
+
+def _ttl(value: object) -> float:
+    """``expires_seconds``: 0 (never) up to a century. A bigger int (``10**400``) could not
+    even be added to a float time."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= _MAX_TTL:
+        raise ApiError(
+            400, f"'expires_seconds' must be a number of seconds up to {_MAX_TTL:.0f} (0: never)"
+        )
+    return float(value)
 
 
 async def handle_list(request: web.Request) -> web.Response:
@@ -357,9 +368,9 @@ async def handle_progress(request: web.Request) -> web.Response:
     report = NodeProgress(
         node_field(body),
         _choice(body.get("state"), NODE_STATES, "state"),
-        _count(body, "bytes_done"),
-        _count(body, "bytes_total"),
-        str(body["error"])[:1000] if body.get("error") else None,
+        count_field(body, "bytes_done"),
+        count_field(body, "bytes_total"),
+        _error(body.get("error")),
     )
     store.report(job.id, report, state.now())
     return web.json_response({"ok": True, "cancelled": job.cancelled is not None})
@@ -371,11 +382,13 @@ def _choice(value: object, allowed: tuple[str, ...], name: str) -> str:
     return str(value)
 
 
-def _count(body: dict[str, Any], name: str) -> int:
-    value = body.get(name, 0)
-    if not isinstance(value, int) or value < 0:
-        raise ApiError(400, f"{name!r} must be a non-negative integer")
-    return value
+def _error(value: object) -> str | None:
+    if not value:
+        return None
+    text = str(value)[:1000]
+    if not utf8(text):
+        raise ApiError(400, "'error' must be text")
+    return text
 
 
 def add_routes(app: web.Application) -> None:

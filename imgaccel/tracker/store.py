@@ -22,6 +22,9 @@ from pathlib import Path
 from imgaccel.tracker.swarm import Peer
 
 DB_NAME = "tracker.sqlite3"
+#: The largest integer SQLite stores (a signed 64-bit INTEGER); binding a bigger one raises
+#: OverflowError, so request handlers check integers against this before they reach a store.
+MAX_INT64 = 2**63 - 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS metainfo (

@@ -46,6 +46,21 @@ class BlobLocation:
         return f"blobs/{self.digest}"
 
 
+#: The most digits a ``Content-Length`` may have: any 18-digit size fits a file offset (int64).
+_MAX_LENGTH_DIGITS = 18
+
+
+def parse_content_length(text: str | None) -> int | None:
+    """An origin's ``Content-Length`` as a size; None when absent or not a size.
+
+    Only ASCII digits count: ``"²".isdigit()`` is true but ``int("²")`` raises, while ``int()``
+    reads Arabic-Indic digits, signs, spaces and underscores, none of which HTTP allows.
+    """
+    if text is None or len(text) > _MAX_LENGTH_DIGITS or not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)
+
+
 def split(start: int, end: int, parts: int) -> list[tuple[int, int]]:
     """``[start, end)`` in ``parts`` nearly equal ranges (CHUNK-aligned where possible)."""
     length = end - start

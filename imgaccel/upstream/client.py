@@ -272,6 +272,8 @@ class UpstreamClient:
             last = attempt == self._settings.retries
             try:
                 response = await self._follow(method, url, upstream, headers, authorization)
+            except aiohttp.InvalidURL as exc:  # sending it again would not make it valid
+                raise UpstreamError(f"{method} {url} failed: {exc}") from exc
             except (aiohttp.ClientError, TimeoutError) as exc:
                 if last:
                     if isinstance(exc, TimeoutError):
@@ -284,7 +286,7 @@ class UpstreamClient:
                 retry_after = response.headers.get("Retry-After", "")
                 response.release()
                 log.info("retrying %s %s after status %d", method, url, response.status)
-                if retry_after.isdigit():
+                if retry_after.isascii() and retry_after.isdigit():  # "²".isdigit() too
                     delay = max(delay, min(float(retry_after), 30.0))
             await asyncio.sleep(delay)
             delay *= 2
@@ -298,6 +300,25 @@ class UpstreamClient:
         headers: Mapping[str, str],
         authorization: str | None,
     ) -> aiohttp.ClientResponse:
+        try:
+            return await self._hops(method, url, upstream, headers, authorization)
+        except aiohttp.ClientError:
+            raise
+        except ValueError as exc:
+            # yarl and aiohttp refuse some URLs with a bare ValueError rather than InvalidURL: a
+            # port out of range, a host the IDNA codec rejects (an empty or 64-character label:
+            # UnicodeError), in the URL asked for or in a redirect's Location.
+            raise aiohttp.InvalidUrlClientError(url, f"{exc.__class__.__name__}: {exc}") from exc
+
+    async def _hops(
+        self,
+        method: str,
+        url: str,
+        upstream: UpstreamSettings,
+        headers: Mapping[str, str],
+        authorization: str | None,
+    ) -> aiohttp.ClientResponse:
+        """Send, following up to ``_MAX_REDIRECTS`` redirects by hand."""
         origin = URL(url).origin()
         target = URL(url, encoded=False)
         for _ in range(_MAX_REDIRECTS + 1):

@@ -36,11 +36,24 @@ def test_round_trip_keeps_raw_bytes_and_sorts_keys() -> None:
         b"i1ei2e",
         b"d3:keye",
         b"l" * 100 + b"e" * 100,
+        # more digits than int() reads from a string (a plain ValueError, not BencodeError)
+        pytest.param(b"i" + b"7" * 5000 + b"e", id="int-5000-digits"),
+        pytest.param(b"i-" + b"7" * 5000 + b"e", id="negative-int-5000-digits"),
+        pytest.param(b"9" * 5000 + b":x", id="length-5000-digits"),
+        pytest.param(b"i" + b"1" * 20 + b"e", id="int-20-digits"),
     ],
 )
 def test_rejects_non_canonical_or_broken_input(bad: bytes) -> None:
     with pytest.raises(bencode.BencodeError):
         bencode.decode(bad)
+
+
+def test_integers_are_64_bit_signed() -> None:
+    assert bencode.decode(b"i9223372036854775807e") == 2**63 - 1
+    assert bencode.decode(b"i-9223372036854775808e") == -(2**63)
+    for bad in (b"i9223372036854775808e", b"i-9223372036854775809e"):
+        with pytest.raises(bencode.BencodeError):
+            bencode.decode(bad)
 
 
 def test_raw_value_is_the_exact_encoded_bytes() -> None:
