@@ -67,7 +67,6 @@ def _cert_der(pem: object) -> bytes | None:
 def publish(state: TrackerState, digest: str, published: Published) -> tuple[int, Published]:
     """Record metainfo; (201 new | 200 same | 409 a different torrent won, the stored one)."""
     existing = state.store.put_metainfo(digest, published, state.now())
-    state.store.add_holdings(published.publisher, [digest], state.now())
     if existing is not None:
         return (200 if existing.info_hash == published.info_hash else 409), existing
     state.store.delete_claim(digest)
@@ -120,12 +119,11 @@ async def handle_holdings(request: web.Request) -> web.Response:
     """``{node, digests}`` -> ``{unknown: [...]}``: the digests the node should re-publish."""
     state = request.app[STATE]
     body = await json_body(request)
-    node = node_field(body)
+    node_field(body)  # checked, as on every call, though the answer does not depend on it
     raw = body.get("digests")
     if not isinstance(raw, list) or not all(isinstance(d, str) for d in raw):
         raise ApiError(400, "'digests' must be a list of digests")
     digests = [str(Digest.parse(d)) for d in raw]
-    state.store.add_holdings(node, digests, state.now())
     known = state.store.known_digests(digests)
     return web.json_response({"unknown": [d for d in digests if d not in known]})
 

@@ -1,9 +1,9 @@
 """The tracker's durable state: one SQLite database (WAL) under the data directory.
 
 Tables: ``metainfo`` (published torrents by blob digest), ``claims`` (who fetches a cold blob, until
-when), ``seeders`` (heartbeats), ``work`` (digests a seeder should fetch), ``holdings`` (which node
-says it holds which blob), ``peers`` and ``swarm_stats`` (a copy of the in-memory swarms, so a
-restarted tracker answers its first announces with the peers it knew).
+when), ``seeders`` (heartbeats), ``work`` (digests a seeder should fetch), ``peers`` and
+``swarm_stats`` (a copy of the in-memory swarms, so a restarted tracker answers its first
+announces with the peers it knew).
 
 Calls are synchronous on the event loop, on purpose: each is a sub-millisecond indexed statement
 on a local file, and keeping read-decide-write sequences free of ``await`` is what makes the claim
@@ -38,8 +38,8 @@ CREATE TABLE IF NOT EXISTS work (
     digest TEXT PRIMARY KEY, seeder TEXT NOT NULL, registry TEXT NOT NULL,
     repository TEXT NOT NULL, created REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS work_by_seeder ON work (seeder);
-CREATE TABLE IF NOT EXISTS holdings (
-    node TEXT NOT NULL, digest TEXT NOT NULL, seen REAL NOT NULL, PRIMARY KEY (node, digest));
+-- Written by earlier versions and never read; it grew by a row per node and blob.
+DROP TABLE IF EXISTS holdings;
 CREATE TABLE IF NOT EXISTS peers (
     info_hash BLOB NOT NULL, peer_id BLOB NOT NULL, ip TEXT NOT NULL, port INTEGER NOT NULL,
     left_bytes INTEGER NOT NULL, last_seen REAL NOT NULL, PRIMARY KEY (info_hash, peer_id));
@@ -174,13 +174,6 @@ class Store:
             (seeder,),
         ).fetchall()
         return [WorkItem(*row[:3]) for row in sorted(rows, key=lambda row: row[3])]
-
-    # holdings
-
-    def add_holdings(self, node: str, digests: Iterable[str], now: float) -> None:
-        self._db.executemany(
-            "INSERT OR REPLACE INTO holdings VALUES (?, ?, ?)", ((node, d, now) for d in digests)
-        )
 
     # peers
 

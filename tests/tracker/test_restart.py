@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 import aiohttp
 
 from imgaccel.tracker import TrackerSettings, running
+from imgaccel.tracker.store import DB_NAME, Store
 
 from .conftest import FakeClock, TrackerClient, digest_of, info_hash, peer_id, torrent_for
 
@@ -45,3 +49,20 @@ async def test_metainfo_claims_seeders_and_peers_survive(
         assert reply[b"peers"] == bytes([10, 0, 0, 1]) + (7001).to_bytes(2, "big")
         scrape = await tracker.bget("/scrape", {"info_hash": IH})
         assert scrape[b"files"][IH][b"downloaded"] == 1
+
+
+def test_an_older_database_loses_the_holdings_table_it_never_read(tmp_path: Path) -> None:
+    """Earlier trackers wrote a row per node and blob there on every publish and restart."""
+    old = sqlite3.connect(tmp_path / DB_NAME)
+    old.execute("CREATE TABLE holdings (node TEXT, digest TEXT, seen REAL)")
+    old.execute("INSERT INTO holdings VALUES ('n1', 'sha256:' || hex(randomblob(32)), 0)")
+    old.commit()
+    old.close()
+
+    Store.open(tmp_path).close()
+
+    tables = sqlite3.connect(tmp_path / DB_NAME).execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'"
+    )
+    names = {row[0] for row in tables}
+    assert "holdings" not in names and "metainfo" in names
