@@ -54,8 +54,10 @@ class Metainfo:
     announce: str | None = None
 
     def __post_init__(self) -> None:
-        expected = -(-self.length // self.piece_length) if self.length else 0
-        if self.length < 0 or self.piece_length <= 0 or len(self.pieces) != 20 * expected:
+        if self.length <= 0:  # libtorrent refuses a torrent of no bytes ("invalid length")
+            raise MetainfoInvalid(f"{self.name}: a torrent needs at least one byte")
+        pieces = -(-self.length // self.piece_length) if self.piece_length > 0 else 0
+        if self.piece_length <= 0 or len(self.pieces) != 20 * pieces:
             raise MetainfoInvalid(f"{self.name}: pieces do not match length and piece length")
         if not self.name or "/" in self.name or self.name in (".", ".."):
             raise MetainfoInvalid(f"unsafe torrent name {self.name!r}")
@@ -123,8 +125,12 @@ class Metainfo:
         return replace(self, announce=url)
 
     def torrent_info(self) -> Any:
-        """A fresh ``lt.torrent_info`` for adding this torrent to a session."""
-        return lt.torrent_info(self.to_bytes())
+        """A fresh ``lt.torrent_info`` for adding this torrent to a session
+        (``MetainfoInvalid`` if libtorrent refuses it, e.g. for its piece length)."""
+        try:
+            return lt.torrent_info(self.to_bytes())
+        except RuntimeError as exc:
+            raise MetainfoInvalid(f"{self.name}: libtorrent refuses the torrent: {exc}") from exc
 
 
 def _field(info: dict[bytes, bencode.Value], key: bytes, kind: type[_T]) -> _T:
@@ -166,7 +172,8 @@ class PieceHasher:
     def finish(
         self, name: str, *, ssl_cert: bytes | None = None, announce: str | None = None
     ) -> Metainfo:
-        """The metainfo, once exactly ``total_size`` bytes were fed."""
+        """The metainfo, once exactly ``total_size`` bytes were fed (``MetainfoInvalid`` for
+        an empty blob: there is no torrent of no bytes, and nothing to share)."""
         if self._seen != self.total_size:
             raise MetainfoInvalid(f"fed {self._seen} of {self.total_size} bytes")
         if self._in_piece:

@@ -31,7 +31,7 @@ from imgaccel.address import split_listen
 from imgaccel.p2p.alerts import ALERT_MASK, AlertPump
 from imgaccel.p2p.certs import FFDHE2048_PEM, NodeIdentity
 from imgaccel.p2p.download import Download
-from imgaccel.p2p.errors import MetainfoInvalid, P2PError
+from imgaccel.p2p.errors import MetainfoInvalid, P2PError, TorrentFailed
 from imgaccel.p2p.metainfo import MIB, Metainfo
 from imgaccel.p2p.shares import Shares
 
@@ -238,7 +238,10 @@ class Swarm:
         )
 
     def seed(self, metainfo: Metainfo, path: Path) -> Download:
-        """Seed ``path``, already verified against the blob digest, without re-hashing it."""
+        """Seed ``path``, already verified against the blob digest, without re-hashing it.
+
+        Like every way of adding a torrent, raises a :class:`P2PError` (``MetainfoInvalid``,
+        ``TorrentFailed``) when the torrent is not for this cluster or libtorrent refuses it."""
         return self._add(metainfo, path, seed=True)
 
     def download(self, metainfo: Metainfo, staging_dir: Path) -> Download:
@@ -258,7 +261,11 @@ class Swarm:
             return existing
         # Added paused: the certificate must be in place before the first announce, or the
         # HTTPS tracker refuses it and libtorrent waits a whole retry interval to try again.
-        handle = self._session.add_torrent(_params(metainfo, path, seed=seed))
+        params = _params(metainfo, path, seed=seed)  # MetainfoInvalid if libtorrent refuses it
+        try:
+            handle = self._session.add_torrent(params)
+        except RuntimeError as exc:  # libtorrent: the session would not take it
+            raise TorrentFailed(f"{metainfo.name}: libtorrent cannot add it: {exc}") from exc
         self._set_certificate(handle)
         handle.resume()
         download = Download(
@@ -289,6 +296,15 @@ class Swarm:
         download.unsubscribe()
         flags = lt.session.delete_files if delete_files else 0
         self._session.remove_torrent(download.handle, flags)
+
+    def reannounce(self, infohash: str) -> None:
+        """Announce the torrent to its tracker now: one that restarted does not know this peer
+        until the next periodic announce (minutes, or longer after failed announces)."""
+        download = self._torrents.get(infohash)
+        if download is not None:
+            with contextlib.suppress(RuntimeError):  # libtorrent: removed meanwhile
+                # The tracker's min interval is for a tracker that remembers this peer.
+                download.handle.force_reannounce(0, -1, lt.reannounce_flags_t.ignore_min_interval)
 
     def add_peer(self, infohash: str, host: str, port: int) -> None:
         """Connect to a peer's TLS port directly (besides whatever the tracker returns)."""

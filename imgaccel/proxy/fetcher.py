@@ -130,7 +130,7 @@ class BlobFetcher:
         elif plan.metainfo is not None:
             await self._from_peers(location, plan, plan.metainfo, ready)
         elif plan.elected and self.peers is not None:
-            async with self.peers.holding(location.digest):
+            async with self.peers.holding(location.digest, plan.lease_seconds):
                 await self._from_origin(location, ready)
         else:
             await self._from_origin(location, ready)
@@ -199,16 +199,28 @@ class BlobFetcher:
                     fill.size,
                     here - fill.contiguous,
                 )
-                await OriginFetch(self.client, location, fill, self.settings).run(None, True)
+                await self._rest_from_origin(location, fill)
 
+        again: asyncio.Future[Fill] | None = None
         async with self._registered(location.digest, metainfo.length, ready) as (fill, keep):
             try:
                 await self._complete(fill, keep, download())
             except DigestMismatch:
+                # libtorrent checked every piece against the torrent: the torrent is not of
+                # this blob. Its readers abort (none got the last byte; nothing was cached);
+                # whoever asks next waits for the origin fill of this same fetch.
                 peers.distrust(location.digest)
-                raise
+                again = asyncio.get_running_loop().create_future()
+                self._starting[location.digest] = again
             if fill.committed:
                 await peers.publish(fill.digest, metainfo, plan.public_in)
+        if again is not None:
+            log.warning(
+                "%s: the swarm's torrent is not of this blob; fetching it from the origin",
+                location.digest,
+            )
+            await self._origin_instead(location, again)
+            return
         log.info(
             "fetched %s (%d bytes, %d from peers) in %.2fs",
             location.digest,
@@ -216,6 +228,41 @@ class BlobFetcher:
             fill.bytes_from.get("peer", 0),
             time.monotonic() - started,
         )
+
+    async def _rest_from_origin(self, location: BlobLocation, fill: Fill) -> None:
+        """The bytes peers did not deliver, from the origin: the gaps with Range requests or,
+        when nothing landed, the whole blob with a plain GET (an origin may ignore Range)."""
+        fetch = OriginFetch(self.client, location, fill, self.settings)
+        if fill.missing() != [(0, fill.size)]:
+            await fetch.run(None, True)
+            return
+        async with self.client.open(
+            "GET",
+            location.registry,
+            location.repo,
+            location.path,
+            client_auth=location.client_auth,
+            kind="blob",
+        ) as answer:
+            if answer.status != 200:
+                raise refusal(answer.status, "blobs", answer.challenge)
+            ranges_ok = answer.headers.get("Accept-Ranges", "").lower() == "bytes"
+            await fetch.run(answer.response, ranges_ok)
+
+    async def _origin_instead(self, location: BlobLocation, ready: asyncio.Future[Fill]) -> None:
+        """Fetch from the origin for the requests waiting on ``ready`` (in ``_starting``)."""
+        try:
+            await self._from_origin(location, ready)
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(
+                    exc if isinstance(exc, Exception) else UpstreamUnavailable("fetch cancelled")
+                )
+                ready.exception()  # retrieved: nobody may be waiting
+            raise
+        finally:
+            if self._starting.get(location.digest) is ready:
+                del self._starting[location.digest]
 
     async def _check_peer_access(self, location: BlobLocation, plan: Plan) -> None:
         """A blob the cluster saw public in this repository needs no origin round trip;

@@ -8,7 +8,8 @@ it stalls); otherwise the tracker's election says whether this node fetches from
 
 Every blob this node commits is seeded from the cache file itself (``seed_mode``: no re-hash);
 its torrent is kept in the metadata store so a restarted node seeds everything again and
-re-publishes what a restarted tracker forgot.
+re-publishes what a restarted tracker forgot. The empty blob is never shared (libtorrent has no
+torrent of no bytes), and a torrent libtorrent refuses is dropped, never a reason to fail.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ from imgaccel.upstream.blobs import BlobLocation
 
 log = logging.getLogger(__name__)
 
+#: The fetch lease assumed when the tracker names none.
+DEFAULT_LEASE_SECONDS = 60.0
+
 #: A top-level .torrent key (outside the info dict, so the infohash is unchanged): the
 #: ``registry/repository`` names the publisher saw serve this blob without credentials.
 PUBLIC_KEY = b"imgaccel-public"
@@ -55,6 +59,7 @@ class Plan:
     metainfo: Metainfo | None = None  # from peers
     public_in: frozenset[str] = frozenset()  # repositories a peer saw it public in
     elected: bool = False  # this node fetches from the origin for the cluster
+    lease_seconds: float = DEFAULT_LEASE_SECONDS  # the tracker's lease on that claim
 
 
 def torrent_name(digest: Digest) -> str:
@@ -103,6 +108,7 @@ class PeerNetwork:
         self.tracker: TrackerClient | None = None
         self._http: aiohttp.ClientSession | None = None
         self._bad: dict[Digest, float] = {}  # torrents that failed verification, until
+        self._claims: dict[Digest, bool] = {}  # claims held now: published yet?
 
     @property
     def announce_url(self) -> str:
@@ -163,7 +169,7 @@ class PeerNetwork:
             try:
                 metainfo, _ = parse_torrent(data)
                 self.swarm.seed(metainfo, self.store.path(digest))
-            except MetainfoInvalid as exc:
+            except P2PError as exc:  # malformed, or refused by libtorrent: serve, don't share
                 log.warning("dropping the torrent of %s: %s", digest, exc)
                 self.meta.delete_torrent(digest)
                 continue
@@ -192,6 +198,8 @@ class PeerNetwork:
         """Ask the tracker (see the module docstring); never raises for tracker trouble."""
         assert self.tracker is not None
         digest = location.digest
+        if digest.hex == digest.hasher().hexdigest():
+            return Plan()  # the empty blob: never shared (see the module docstring)
         if self._bad.get(digest, 0) > time.monotonic():
             return Plan()
         deadline = time.monotonic() + self.settings.wait_seconds
@@ -207,7 +215,7 @@ class PeerNetwork:
                     repository=location.repo,
                 )
                 if claim.fetch:
-                    return Plan(elected=True)
+                    return Plan(elected=True, lease_seconds=claim.lease_seconds)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     log.warning(
@@ -236,31 +244,44 @@ class PeerNetwork:
         return Plan(metainfo=metainfo, public_in=public)
 
     @contextlib.asynccontextmanager
-    async def holding(self, digest: Digest, lease_seconds: float = 60.0) -> AsyncIterator[None]:
-        """Renew this node's fetch lease while the body runs; release it if the body fails."""
+    async def holding(
+        self, digest: Digest, lease_seconds: float = DEFAULT_LEASE_SECONDS
+    ) -> AsyncIterator[None]:
+        """Renew this node's fetch claim, at a third of the tracker's lease, while the body
+        runs; then release it unless the body published the blob (see :meth:`publish`). A
+        claim left to lapse (a failed fetch, a blob not kept or not shared, a publish the
+        tracker missed) would keep the nodes waiting for it idle for the rest of the lease."""
         assert self.tracker is not None
         tracker = self.tracker
+        period = (lease_seconds if lease_seconds > 0 else DEFAULT_LEASE_SECONDS) / 3
 
         async def renew() -> None:
             while True:
-                await asyncio.sleep(lease_seconds / 3)
+                await asyncio.sleep(period)
                 with contextlib.suppress(TrackerError):
                     await tracker.renew(str(digest))
 
         task = asyncio.create_task(renew(), name=f"renew-{digest}")
+        self._claims[digest] = False
         try:
             yield
-        except BaseException:
-            with contextlib.suppress(TrackerError):
-                await tracker.release(str(digest))
-            raise
         finally:
             task.cancel()
+            if not self._claims.pop(digest, False):
+                await self._release(digest)
+
+    async def _release(self, digest: Digest) -> None:
+        assert self.tracker is not None
+        try:
+            await self.tracker.release(str(digest))
+        except TrackerError as exc:  # the lease lapses on its own
+            log.warning("could not release the claim on %s: %s", digest, exc)
 
     # -- moving bytes --------------------------------------------------------------------------
 
-    def hasher(self, size: int) -> PieceHasher:
-        return PieceHasher(size)
+    def hasher(self, size: int) -> PieceHasher | None:
+        """The piece hasher for a blob of ``size`` bytes; None for the empty blob (not shared)."""
+        return PieceHasher(size) if size > 0 else None
 
     async def download_into(self, fill: Fill, metainfo: Metainfo) -> None:
         """Download the blob with libtorrent writing straight into ``fill``'s file (one write
@@ -294,16 +315,51 @@ class PeerNetwork:
         """The swarm's torrent for ``digest`` produced a blob that failed its digest."""
         self._bad[digest] = time.monotonic() + seconds
 
-    async def publish(self, digest: Digest, metainfo: Metainfo, public_in: frozenset[str]) -> None:
-        """Seed the committed blob from the cache and tell the tracker this node has it."""
-        assert self.swarm is not None and self.tracker is not None
+    async def publish(self, digest: Digest, metainfo: Metainfo, public_in: frozenset[str]) -> bool:
+        """Seed the committed blob from the cache and tell the tracker this node has it;
+        whether the tracker took it. A torrent libtorrent refuses is neither stored nor
+        published: the blob is served from the cache all the same."""
+        assert self.swarm is not None
+        try:
+            self.swarm.seed(metainfo, self.store.path(digest))
+        except P2PError as exc:
+            log.warning("not sharing %s: %s", digest, exc)
+            return False
         data = torrent_bytes(metainfo, public_in)
         self.meta.put_torrent(digest, data)
-        self.swarm.seed(metainfo, self.store.path(digest))
+        return await self._tell_tracker(digest, data)
+
+    async def republish(self, digest: Digest) -> bool:
+        """Seed and publish the stored torrent of a cached blob (the tracker asked for a blob
+        this node holds: it lost the torrent, or the publish failed); whether the tracker took
+        it. Without a torrent to publish, release this node's claim: the nodes waiting for it
+        then fetch at once instead of when the lease lapses."""
+        assert self.swarm is not None
+        data = self.meta.torrent(digest)
+        if data is not None:
+            try:
+                metainfo = parse_torrent(data)[0]
+                self.swarm.seed(metainfo, self.store.path(digest))
+                self.swarm.reannounce(metainfo.infohash)  # a seeding torrent announces rarely
+            except P2PError as exc:
+                log.warning("dropping the torrent of %s: %s", digest, exc)
+                self.meta.delete_torrent(digest)
+                data = None
+        if data is not None and await self._tell_tracker(digest, data):
+            return True
+        await self._release(digest)
+        return False
+
+    async def _tell_tracker(self, digest: Digest, data: bytes) -> bool:
+        assert self.tracker is not None
         try:
             await self.tracker.publish(str(digest), data)
         except TrackerError as exc:
             log.warning("could not publish %s to the tracker: %s", digest, exc)
+            return False
+        if digest in self._claims:
+            self._claims[digest] = True  # the publish ended the claim
+        return True
 
     def metainfo_of(self, hasher: PieceHasher, digest: Digest) -> Metainfo:
         return hasher.finish(

@@ -57,7 +57,7 @@ class SeederWorker:
                 location = BlobLocation(item.registry, item.repository, Digest.parse(item.digest))
                 fill = await self.fetcher.fill(location)
                 if fill is None:
-                    log.info("seeder: %s is in the cache already", item.digest)
+                    await self._republish(location.digest)
                     return
                 await fill.done
             except (ImgaccelError, FillFailed, ValueError) as exc:
@@ -71,3 +71,13 @@ class SeederWorker:
                 return
             self.fetched += 1
             log.info("seeder: %s is in the cache and the swarm", item.digest)
+
+    async def _republish(self, digest: Digest) -> None:
+        """The tracker elected this seeder for a blob it holds (the tracker lost its torrent,
+        or a publish failed): publish it again, or release the claim, so the nodes waiting for
+        it do not wait out the lease."""
+        peers = self.fetcher.peers
+        if peers is not None and await peers.republish(digest):
+            log.info("seeder: %s is in the cache already; published it again", digest)
+        else:
+            log.info("seeder: %s is in the cache already, with no torrent; claim released", digest)

@@ -66,6 +66,23 @@ def test_hasher_refuses_wrong_length() -> None:
         hasher.update(b"123456")
 
 
+def test_there_is_no_torrent_of_the_empty_blob() -> None:
+    # libtorrent refuses one ("invalid length of torrent"): it could be neither seeded nor
+    # fetched, and a stored one would stop the node seeding its cache at the next start.
+    with pytest.raises(MetainfoInvalid):
+        PieceHasher(0).finish("sha256-empty")
+    with pytest.raises(MetainfoInvalid):
+        info = {b"name": b"x", b"length": 0, b"piece length": 16384, b"pieces": b""}
+        Metainfo.from_bytes(bencode.encode({b"info": info}))
+
+
+def test_a_torrent_libtorrent_refuses_is_invalid() -> None:
+    meta = _hash(os.urandom(5000), [], 16384)
+    huge = replace(meta, piece_length=1 << 30)  # consistent, but over libtorrent's limit
+    with pytest.raises(MetainfoInvalid):
+        huge.torrent_info()
+
+
 def test_round_trip_keeps_infohash() -> None:
     meta = _hash(os.urandom(70000), [], 16384)
     meta = replace(meta, ssl_cert=make_ca().cert_pem)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +15,18 @@ import pytest
 
 from imgaccel.oci.digest import Digest
 from imgaccel.p2p.certs import make_ca
+from imgaccel.p2p.metainfo import Metainfo
 from imgaccel.proxy.state import NODE
 from imgaccel.testing.images import Image
 from imgaccel.testing.registry import DistributionRegistry
 from imgaccel.upstream.blobs import BlobLocation
 from tests.conftest import needs_registry
+from tests.p2p.helpers import push_blob
 from tests.p2p_fixtures import get_blob, metric, sha256
 
 pytestmark = [pytest.mark.system, needs_registry]
+
+EMPTY = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
 async def test_a_blob_pulled_on_one_node_comes_from_peers_on_the_others(
@@ -212,3 +217,53 @@ async def test_a_fetch_of_a_blob_the_node_already_seeds_keeps_the_cache_file(
     assert sha256(await get_blob(later, origin, repo, str(layer))) == str(layer)
     await origin.settle()
     assert origin.blob_gets(str(layer)) == []
+
+
+async def test_a_node_that_served_the_empty_blob_starts_again_and_serves_it(
+    origin: DistributionRegistry, p2p_node: Callable[..., Any]
+) -> None:
+    """libtorrent refuses a torrent of no bytes: the empty blob is served, never shared."""
+    repo = "test/empty"
+    assert await push_blob(origin.url, repo, b"") == EMPTY
+    node = await p2p_node("e1")
+    assert await get_blob(node, origin, repo, EMPTY) == b""
+    await node.close()
+    origin.requests.clear()
+
+    again = await p2p_node("e1")  # the same cache and metadata
+
+    assert await get_blob(again, origin, repo, EMPTY) == b""
+    await origin.settle()
+    assert origin.blob_gets(EMPTY) == []  # from the cache
+    other = await p2p_node("e2")  # a node without it gets it from the origin, not the swarm
+    assert await get_blob(other, origin, repo, EMPTY) == b""
+    await origin.settle()
+    assert len(origin.blob_gets(EMPTY)) == 1
+
+
+async def test_a_stored_torrent_libtorrent_refuses_is_dropped_at_start(
+    origin: DistributionRegistry,
+    repo: str,
+    big_image: Image,
+    p2p_node: Callable[..., Any],
+) -> None:
+    small = big_image.layers[1]
+    node = await p2p_node("r1")
+    await get_blob(node, origin, repo, small.digest)
+    peers = node.app[NODE].fetcher.peers
+    assert peers is not None
+    digest = Digest.parse(small.digest)
+    stored = peers.meta.torrent(digest)
+    assert stored is not None
+    good = Metainfo.from_bytes(stored)
+    # Valid bencoding and a consistent info dict, but a piece length libtorrent refuses.
+    refused = replace(good, piece_length=1 << 30, pieces=bytes(20))
+    peers.meta.put_torrent(digest, refused.to_bytes())
+    await node.close()
+
+    again = await p2p_node("r1")
+
+    assert sha256(await get_blob(again, origin, repo, small.digest)) == small.digest
+    peers = again.app[NODE].fetcher.peers
+    assert peers is not None
+    assert peers.meta.torrent(digest) is None

@@ -7,18 +7,38 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from yarl import URL
 
 from imgaccel.p2p.certs import KeyPair
 from imgaccel.seeder import make_app
-from imgaccel.settings import load_settings
+from imgaccel.settings import Settings, load_settings
 from imgaccel.testing.images import Image
 from imgaccel.testing.registry import DistributionRegistry
-from tests.conftest import needs_registry
+from imgaccel.tracker.state import STATE
+from tests.conftest import needs_registry, until
+from tests.p2p.helpers import cluster_tracker
 from tests.p2p_fixtures import certs_dir, get_blob, metric, sha256
 
 pytestmark = [pytest.mark.system, needs_registry]
+
+
+def seeder_settings(
+    origin: DistributionRegistry, tracker: str, ca: KeyPair, tmp_path: Path
+) -> Settings:
+    return load_settings(
+        None,
+        upstreams={origin.address: {"url": origin.url}},
+        cache={"dir": str(tmp_path / "seeder-cache")},
+        p2p={
+            "tracker_url": tracker,
+            "listen": "127.0.0.1:0",
+            "node_id": "seeder-0",
+            "certs_dir": str(certs_dir(tmp_path / "certs-seeder", ca)),
+        },
+    )
 
 
 async def test_nodes_missing_a_cold_blob_get_it_through_the_seeder(
@@ -30,17 +50,7 @@ async def test_nodes_missing_a_cold_blob_get_it_through_the_seeder(
     p2p_node: Callable[..., Any],
     tmp_path: Path,
 ) -> None:
-    settings = load_settings(
-        None,
-        upstreams={origin.address: {"url": origin.url}},
-        cache={"dir": str(tmp_path / "seeder-cache")},
-        p2p={
-            "tracker_url": tracker,
-            "listen": "127.0.0.1:0",
-            "node_id": "seeder-0",
-            "certs_dir": str(certs_dir(tmp_path / "certs-seeder", cluster_ca)),
-        },
-    )
+    settings = seeder_settings(origin, tracker, cluster_ca, tmp_path)
     seeder = TestServer(make_app(settings), host="127.0.0.1", port=0)
     await seeder.start_server()
     try:
@@ -58,3 +68,49 @@ async def test_nodes_missing_a_cold_blob_get_it_through_the_seeder(
             assert await metric(node, 'imgaccel_bytes_served_total{source="origin"}') == 0
     finally:
         await seeder.close()
+
+
+async def test_a_seeder_asked_for_a_blob_it_holds_publishes_it_again(
+    origin: DistributionRegistry,
+    repo: str,
+    big_image: Image,
+    cluster_ca: KeyPair,
+    node_factory: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    """The tracker restarted without its state: a node's claim elects the seeder for a blob the
+    seeder holds. It publishes its torrent again, and the node gets the blob from it."""
+    layer = big_image.layers[0]
+    certs = certs_dir(tmp_path / "certs-tracker", cluster_ca)
+    lease = 5.0  # without a publish, the node would go to the origin after one lease
+    seeder: TestServer | None = None
+    try:
+        async with cluster_tracker(tmp_path / "tracker-1", certs, lease_seconds=lease) as first:
+            seeder = TestServer(make_app(seeder_settings(origin, first.url, cluster_ca, tmp_path)))
+            await seeder.start_server()
+            url = seeder.make_url(f"/v2/{repo}/blobs/{layer.digest}?ns={origin.address}")
+            async with aiohttp.ClientSession() as http, http.get(url) as resp:
+                assert sha256(await resp.read()) == layer.digest
+            port = URL(first.url).port
+        assert port is not None
+        async with cluster_tracker(
+            tmp_path / "tracker-2", certs, port=port, lease_seconds=lease
+        ) as second:
+            store = second.app[STATE].store
+            await until(lambda: store.alive_seeders(0.0) == ["seeder-0"], seconds=30)
+            p2p = {
+                "tracker_url": second.url,
+                "listen": "127.0.0.1:0",
+                "node_id": "n1",
+                "certs_dir": str(certs_dir(tmp_path / "certs-n1", cluster_ca)),
+            }
+            node = await node_factory(origin, cache_dir=tmp_path / "cache-n1", p2p=p2p)
+
+            assert sha256(await get_blob(node, origin, repo, layer.digest)) == layer.digest
+
+            await origin.settle()
+            assert len(origin.blob_gets(layer.digest)) == 1  # the seeder's, before the restart
+            assert await metric(node, 'imgaccel_bytes_served_total{source="peer"}') == layer.size
+    finally:
+        if seeder is not None:
+            await seeder.close()
