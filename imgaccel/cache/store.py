@@ -177,8 +177,12 @@ class BlobStore:
             os.close(dir_fd)
         return final
 
-    def add(self, digest: Digest, size: int) -> None:
-        """Index a committed blob (on the event loop, after :meth:`commit`)."""
+    def add(self, digest: Digest, size: int, *, reserved: bool = False) -> None:
+        """Index a committed blob (on the event loop, after :meth:`commit`). ``reserved``: its
+        room was taken with :meth:`reserve`, and that reservation becomes the entry (counted
+        twice, it evicted other blobs, and a blob of over half the quota itself)."""
+        if reserved:
+            self.unreserve(size)
         self._entries[digest] = Entry(size, self._clock())
         self._entries.move_to_end(digest)
         try:

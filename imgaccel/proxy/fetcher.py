@@ -305,7 +305,7 @@ class BlobFetcher:
         finally:
             self.metrics.fills_active.dec()
             del self.fills[digest]
-            if keep:
+            if keep and not fill.committed:  # a committed fill's reservation is its entry
                 self.store.unreserve(size)
 
     def _reserve(self, digest: Digest, size: int) -> bool:
@@ -327,7 +327,7 @@ class BlobFetcher:
                 await asyncio.to_thread(self.store.commit, fill.temp, fill.digest, fill.size)
                 fill.committed = True
                 log.debug("committed %s in %.2fs", fill.digest, time.monotonic() - started)
-                self.store.add(fill.digest, fill.size)
+                self.store.add(fill.digest, fill.size, reserved=True)
         except BaseException as exc:
             if isinstance(exc, DigestMismatch):
                 self.metrics.verify_failures.labels(fill.source).inc()

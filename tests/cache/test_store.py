@@ -148,3 +148,20 @@ def test_start_up_indexes_blobs_in_lru_order_and_empties_tmp(tmp_path: Path, clo
     assert second.used_bytes == 200
     put(second, blob(3))
     assert old not in second and new in second  # the older mtime went first
+
+
+def test_a_reserved_blob_is_counted_once_when_it_is_added(store: BlobStore) -> None:
+    """The fill's reservation becomes the entry: counted twice, a blob of over half the quota
+    evicted everything else and then itself."""
+    a = put(store, blob(1))
+    data = blob(2, size=150)
+    store.reserve(len(data))  # quota 250: a (100) and the reservation (150) fit
+    digest = Digest.of(data)
+    temp = store.temp_path()
+    temp.write_bytes(data)
+    store.commit(temp, digest, len(data))
+
+    store.add(digest, len(data), reserved=True)
+
+    assert digest in store and a in store
+    assert store.used_bytes == 250
