@@ -2,7 +2,9 @@
 
 Nouns: manifests by digest (kept for good, with their media type), tag -> digest answers (with the
 time they were fetched, for the TTL and for serving stale), which repository holds which digest,
-and whether a repository is public (the origin served it without the client's credentials).
+which registries a digest was fetched from and verified against (its provenance, and whether it
+came anonymously), and whether a repository is public (the origin served it with no credentials)
+or readable with the node's own credentials.
 Writes are small and synchronous; WAL mode keeps them cheap and crash-safe.
 """
 
@@ -31,7 +33,12 @@ CREATE TABLE IF NOT EXISTS torrents (
     digest TEXT PRIMARY KEY, torrent BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS pin_reasons (
     digest TEXT, reason TEXT, until REAL NOT NULL, PRIMARY KEY (digest, reason));
+CREATE TABLE IF NOT EXISTS origins (
+    digest TEXT, registry TEXT, anonymous INTEGER NOT NULL, PRIMARY KEY (digest, registry));
 """
+
+# repos.public: what the origin last served the repository to.
+_CLIENT_ONLY, _PUBLIC, _NODE = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -55,11 +62,27 @@ class MetaStore:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        had_origins = self._has_table("origins")
         self._db.executescript(_SCHEMA)
         self._migrate_pins()
+        if not had_origins:
+            self._migrate_origins()
 
     def close(self) -> None:
         self._db.close()
+
+    def _has_table(self, name: str) -> bool:
+        found = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,))
+        return found.fetchone() is not None
+
+    def _migrate_origins(self) -> None:
+        """A meta.db from before provenance was kept: a tag's digest was always computed from the
+        body its registry sent, so ``tags`` is provenance for manifests. ``repo_content`` is not
+        (an origin's unverified ``HEAD`` answer added rows to it): blobs cached then earn their
+        provenance on their next request through each registry."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO origins SELECT DISTINCT digest, registry, 0 FROM tags"
+        )
 
     def _migrate_pins(self) -> None:
         """A meta.db from before pins kept one row per reason had a ``pins`` table keyed by
@@ -101,10 +124,17 @@ class MetaStore:
 
     # -- which repository holds what, and who may see it --------------------------------------
 
-    def add_content(self, registry: str, repo: str, digest: Digest) -> None:
+    def add_content(
+        self, registry: str, repo: str, digest: Digest, *, verified: bool = True
+    ) -> None:
+        """``repo`` holds ``digest``. ``verified``: and its bytes were checked, so ``registry``
+        is provenance too (see :meth:`add_origin`; not known anonymous). The default suits a
+        snapshot: verified, and named by the operator; an origin's word alone is not."""
         self._db.execute(
             "INSERT OR IGNORE INTO repo_content VALUES (?, ?, ?)", (registry, repo, str(digest))
         )
+        if verified:
+            self.add_origin(registry, digest, anonymous=False)
 
     def has_content(self, registry: str, repo: str, digest: Digest) -> bool:
         row = self._db.execute(
@@ -113,10 +143,15 @@ class MetaStore:
         ).fetchone()
         return row is not None
 
-    def set_public(self, registry: str, repo: str, public: bool) -> None:
+    def set_public(
+        self, registry: str, repo: str, public: bool, *, node_credentials: bool = False
+    ) -> None:
+        """``public``: served with no credentials. Else ``node_credentials``: served to the node's
+        own configured credentials (every client of this node may read it, nobody else)."""
+        seen = _PUBLIC if public else _NODE if node_credentials else _CLIENT_ONLY
         self._db.execute(
             "INSERT OR REPLACE INTO repos VALUES (?, ?, ?, ?)",
-            (registry, repo, int(public), self._clock()),
+            (registry, repo, seen, self._clock()),
         )
 
     def is_public(self, registry: str, repo: str) -> bool | None:
@@ -124,7 +159,43 @@ class MetaStore:
         row = self._db.execute(
             "SELECT public FROM repos WHERE registry = ? AND repo = ?", (registry, repo)
         ).fetchone()
-        return bool(row[0]) if row else None
+        return row[0] == _PUBLIC if row else None
+
+    def open_to_node(self, registry: str, repo: str) -> bool:
+        """Whether the origin last served ``repo`` without the client's credentials: with none
+        (public) or with the node's own."""
+        row = self._db.execute(
+            "SELECT public FROM repos WHERE registry = ? AND repo = ?", (registry, repo)
+        ).fetchone()
+        return row is not None and row[0] in (_PUBLIC, _NODE)
+
+    # -- provenance: which registries are known to hold a digest's bytes ------------------------
+
+    def add_origin(self, registry: str, digest: Digest, anonymous: bool) -> None:
+        """``registry`` served bytes that verified as ``digest`` (``anonymous``: to no
+        credentials). Once seen anonymous, a digest stays public: its bytes are out."""
+        self._db.execute(
+            "INSERT INTO origins VALUES (?, ?, ?) ON CONFLICT (digest, registry)"
+            " DO UPDATE SET anonymous = max(anonymous, excluded.anonymous)",
+            (str(digest), registry, int(anonymous)),
+        )
+
+    def fetched_from(self, registry: str, digest: Digest) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM origins WHERE digest = ? AND registry = ?", (str(digest), registry)
+        ).fetchone()
+        return row is not None
+
+    def origins_of(self, digest: Digest) -> frozenset[str]:
+        rows = self._db.execute("SELECT registry FROM origins WHERE digest = ?", (str(digest),))
+        return frozenset(row[0] for row in rows)
+
+    def known_public(self, digest: Digest) -> bool:
+        """Whether some registry served ``digest`` verified and with no credentials."""
+        row = self._db.execute(
+            "SELECT 1 FROM origins WHERE digest = ? AND anonymous = 1", (str(digest),)
+        ).fetchone()
+        return row is not None
 
     # -- pins -----------------------------------------------------------------------------------
 

@@ -9,14 +9,36 @@ stops being served to everyone; while the origin cannot be reached, content last
 still served (the mirror works offline) and private content is not. A digest that was never seen
 in the requested repository is always checked with the origin, so knowing a private layer's
 digest is not enough to read it through a public repository.
+
+The cache is keyed by digest alone, so an origin's answer about a digest counts only from a
+registry known to hold its bytes: one the digest was fetched from and verified against (its
+provenance, kept in the metadata store), or the one a fill of it is streaming from right now
+(whose bytes are verified before the last one is released). Anyone can run a registry that answers
+``HEAD`` with 200 for every digest; believing it would hand a layer someone pulled from a private
+registry to whoever names it through ``?ns=``. For a registry outside the provenance the request
+is a cache miss for that registry: the node GETs the digest from it, with the client's
+credentials, and hashes the body. Only when the bytes are the digest is the registry added to the
+provenance and the cached copy served; else the client gets that origin's refusal, or
+``BLOB_UNKNOWN`` / ``MANIFEST_UNKNOWN``. That never refuses a pull the origin would serve, never
+serves bytes the origin does not have, and costs one download per new (registry, digest) pair.
+The one shortcut: a digest known public (verified from a registry that served it with no
+credentials) is anyone's already, so any registry's ``HEAD`` is enough for it.
+
+"Public" means served with no credentials at all. The node's own configured credentials make a
+repository readable by every client of this node (online and, as last seen, offline), but not
+public: that word travels to other nodes (the torrent's ``imgaccel-public`` list) and snapshots.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 
+import aiohttp
+
+from imgaccel.cache.fill import Fill
 from imgaccel.cache.meta import MetaStore
 from imgaccel.errors import (
     BlobUnknown,
@@ -28,6 +50,8 @@ from imgaccel.errors import (
     UpstreamUnavailable,
 )
 from imgaccel.oci.digest import Digest
+from imgaccel.oci.media import MANIFEST_ACCEPT
+from imgaccel.proxy.singleflight import SingleFlight
 from imgaccel.upstream.auth import identity
 from imgaccel.upstream.client import UpstreamClient
 
@@ -65,7 +89,11 @@ class AccessGuard:
         self._ttl = ttl_seconds
         self._clock = clock
         self._granted: dict[tuple[str, str, str], float] = {}
-        self._public: dict[tuple[str, str], float] = {}
+        # Repositories any client of this node may read (public, or the node's credentials do).
+        self._open: dict[tuple[str, str], float] = {}
+        # Digest -> the registry its fill in progress streams from, and that fill (once started).
+        self._filling: dict[Digest, tuple[str, asyncio.Future[Fill]]] = {}
+        self._verifying: SingleFlight[tuple[str, str, str, str, str], None] = SingleFlight()
 
     def record(
         self,
@@ -73,18 +101,70 @@ class AccessGuard:
         repo: str,
         digest: Digest,
         *,
+        anonymous: bool,
         used_client_auth: bool,
         client_auth: str | None,
+        verified: bool = False,
+        filling: asyncio.Future[Fill] | None = None,
     ) -> None:
-        """The origin just served ``digest`` from ``repo``; remember what that tells us."""
-        self._meta.add_content(registry, repo, digest)
-        self._meta.set_public(registry, repo, not used_client_auth)
+        """The origin just served (or granted) ``digest`` from ``repo``; remember what that
+        tells us. ``anonymous``: no credentials at all were sent; neither that nor
+        ``used_client_auth``: the node's own were. ``verified``: the registry's bytes were
+        checked against ``digest``; ``filling``: they are going into that fill, which checks
+        them (the registry vouches for the digest while it runs, and for good once verified).
+        """
+        self._meta.add_content(registry, repo, digest, verified=False)
+        self._meta.set_public(registry, repo, anonymous, node_credentials=not used_client_auth)
+        if verified:
+            self._meta.add_origin(registry, digest, anonymous)
+        if filling is not None:
+            self._track(registry, digest, filling, anonymous)
         expires = self._clock() + self._ttl
         if used_client_auth:
-            self._public.pop((registry, repo), None)
+            self._open.pop((registry, repo), None)
             self._granted[(registry, repo, identity(client_auth))] = expires
         else:
-            self._public[(registry, repo)] = expires
+            self._open[(registry, repo)] = expires
+
+    def _track(
+        self, registry: str, digest: Digest, ready: asyncio.Future[Fill], anonymous: bool
+    ) -> None:
+        entry = (registry, ready)
+        self._filling[digest] = entry
+
+        def forget() -> None:
+            if self._filling.get(digest) is entry:
+                del self._filling[digest]
+
+        def ended(done: asyncio.Future[None]) -> None:
+            forget()
+            if not done.cancelled() and done.exception() is None:  # verified
+                self._meta.add_origin(registry, digest, anonymous)
+
+        def started(ready: asyncio.Future[Fill]) -> None:
+            if ready.cancelled() or ready.exception() is not None:
+                forget()
+            else:
+                ready.result().done.add_done_callback(ended)
+
+        ready.add_done_callback(started)
+
+    def vouched_by_cluster(self, registry: str, digest: Digest) -> None:
+        """A node of the cluster verified ``digest`` from ``registry`` (the torrent's
+        ``imgaccel-origins``; the tracker takes torrents only from nodes with the cluster's
+        certificate): ``registry`` is provenance here too."""
+        self._meta.add_origin(registry, digest, anonymous=False)
+
+    def origins_of(self, digest: Digest) -> frozenset[str]:
+        """The registries ``digest`` is known to have been verified from."""
+        return self._meta.origins_of(digest)
+
+    def vouches(self, registry: str, digest: Digest) -> bool:
+        """Whether ``registry``'s word about ``digest`` counts (see the module docstring)."""
+        filling = self._filling.get(digest)
+        if filling is not None and filling[0] == registry and _alive(filling[1]):
+            return True
+        return self._meta.fetched_from(registry, digest) or self._meta.known_public(digest)
 
     def _allowed_locally(
         self, registry: str, repo: str, digest: Digest, client_auth: str | None
@@ -92,10 +172,13 @@ class AccessGuard:
         if not self._meta.has_content(registry, repo, digest):
             return False
         now = self._clock()
-        if self._public.get((registry, repo), now) > now:
-            return True
-        expires = self._granted.get((registry, repo, identity(client_auth)))
-        return expires is not None and expires > now
+        if self._open.get((registry, repo), now) > now:
+            allowed = True
+        else:
+            expires = self._granted.get((registry, repo, identity(client_auth)))
+            allowed = expires is not None and expires > now
+        # A meta.db from before provenance may hold an unverified registry's approval.
+        return allowed and self.vouches(registry, digest)
 
     async def check(
         self, registry: str, repo: str, digest: Digest, client_auth: str | None, kind: str
@@ -104,15 +187,20 @@ class AccessGuard:
         if self._allowed_locally(registry, repo, digest, client_auth):
             return
         try:
-            await self._ask_origin(registry, repo, digest, client_auth, kind)
+            if self.vouches(registry, digest):
+                await self._ask_origin(registry, repo, digest, client_auth, kind)
+            else:
+                await self._verify_at_origin(registry, repo, digest, client_auth, kind)
         except (UpstreamError, UpstreamUnavailable) as exc:
             if not (
                 self._meta.has_content(registry, repo, digest)
-                and self._meta.is_public(registry, repo)
+                and self._meta.open_to_node(registry, repo)
+                and self.vouches(registry, digest)
             ):
                 raise
             log.warning(
-                "origin unreachable to re-check %s/%s (%s); serving it as last seen: public",
+                "origin unreachable to re-check %s/%s (%s); serving it as last seen: "
+                "readable without the client's credentials",
                 registry,
                 repo,
                 exc,
@@ -129,6 +217,7 @@ class AccessGuard:
                     registry,
                     repo,
                     digest,
+                    anonymous=answer.anonymous,
                     used_client_auth=answer.used_client_auth,
                     client_auth=client_auth,
                 )
@@ -143,6 +232,70 @@ class AccessGuard:
             )
             raise refusal(answer.status, kind, answer.challenge)
 
+    async def _verify_at_origin(
+        self, registry: str, repo: str, digest: Digest, client_auth: str | None, kind: str
+    ) -> None:
+        """The cache miss for a registry not known to hold ``digest``: GET it from there (once
+        for concurrent askers with the same credentials) and believe the 200 only if the body
+        is the digest."""
+        key = (registry, repo, str(digest), kind, identity(client_auth))
+        await self._verifying.run(
+            key, lambda: self._fetch_and_hash(registry, repo, digest, client_auth, kind)
+        )
+
+    async def _fetch_and_hash(
+        self, registry: str, repo: str, digest: Digest, client_auth: str | None, kind: str
+    ) -> None:
+        # A registry may 404 a manifest whose type the request does not accept.
+        accept = {"Accept": MANIFEST_ACCEPT} if kind == "manifests" else {}
+        async with self._client.open(
+            "GET",
+            registry,
+            repo,
+            f"{kind}/{digest}",
+            client_auth=client_auth,
+            headers=accept,
+            kind="access-verify",
+        ) as answer:
+            if answer.status != 200:
+                raise refusal(answer.status, kind, answer.challenge)
+            length = answer.headers.get("Content-Length", "")
+            if not (length.isascii() and length.isdigit()):
+                # Without a length the body could go on forever; a registry always sends one.
+                raise UpstreamUnavailable(f"origin sent {kind} {digest} without Content-Length")
+            hasher = digest.hasher()
+            try:
+                async for chunk in answer.response.content.iter_chunked(1 << 20):
+                    hasher.update(chunk)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise UpstreamUnavailable(
+                    f"reading {kind} {digest} from {registry}: {exc}"
+                ) from exc
+        if hasher.hexdigest() != digest.hex:
+            log.warning(
+                "%s answered for %s in %s with other bytes: not serving it the cached copy",
+                registry,
+                digest,
+                repo,
+            )
+            raise refusal(404, kind, None)
+        self.record(
+            registry,
+            repo,
+            digest,
+            anonymous=answer.anonymous,
+            used_client_auth=answer.used_client_auth,
+            client_auth=client_auth,
+            verified=True,
+        )
+
     def is_public(self, registry: str, repo: str) -> bool:
-        """Whether the origin last served ``repo`` without the client's credentials."""
+        """Whether the origin last served ``repo`` with no credentials at all."""
         return bool(self._meta.is_public(registry, repo))
+
+
+def _alive(ready: asyncio.Future[Fill]) -> bool:
+    """Whether a fill started and has not failed (it is running, or verified)."""
+    if not ready.done() or ready.cancelled() or ready.exception() is not None:
+        return False
+    return ready.result().error is None

@@ -155,8 +155,10 @@ class BlobFetcher:
                 location.registry,
                 location.repo,
                 location.digest,
+                anonymous=answer.anonymous,
                 used_client_auth=answer.used_client_auth,
                 client_auth=location.client_auth,
+                filling=ready,  # the registry vouches for the digest once its bytes verify
             )
             ranges_ok = answer.headers.get("Accept-Ranges", "").lower() == "bytes"
             response = answer.response
@@ -168,7 +170,10 @@ class BlobFetcher:
                 await self._complete(fill, keep, fetch.run(response, ranges_ok))
                 if fill.committed and self.peers is not None and hasher is not None:
                     metainfo = self.peers.metainfo_of(hasher, fill.digest)
-                    await self.peers.publish(fill.digest, metainfo, self._public_in(location))
+                    origins = self.guard.origins_of(fill.digest) | {location.registry}
+                    await self.peers.publish(
+                        fill.digest, metainfo, self._public_in(location), origins
+                    )
         log.info(
             "fetched %s (%d bytes) from %s in %.2fs",
             location.digest,
@@ -213,7 +218,8 @@ class BlobFetcher:
                 again = asyncio.get_running_loop().create_future()
                 self._starting[location.digest] = again
             if fill.committed:
-                await peers.publish(fill.digest, metainfo, plan.public_in)
+                origins = plan.origins | self.guard.origins_of(fill.digest)
+                await peers.publish(fill.digest, metainfo, plan.public_in, origins)
         if again is not None:
             log.warning(
                 "%s: the swarm's torrent is not of this blob; fetching it from the origin",
@@ -265,15 +271,24 @@ class BlobFetcher:
                 del self._starting[location.digest]
 
     async def _check_peer_access(self, location: BlobLocation, plan: Plan) -> None:
-        """A blob the cluster saw public in this repository needs no origin round trip;
-        anything else is checked with the origin like a cached blob."""
+        """A blob the cluster saw public in this repository needs no origin round trip: the
+        publisher verified it as served there with no credentials, so that registry holds it
+        and anyone may read it. Anything else is checked with the origin like a cached blob
+        (for a registry not known to hold the blob, by fetching it from there: see access.py).
+        A registry the publisher verified the blob from is known to hold it: for that one the
+        check is a ``HEAD`` with the client's credentials, not a second download.
+        """
+        if location.registry in plan.origins:
+            self.guard.vouched_by_cluster(location.registry, location.digest)
         if f"{location.registry}/{location.repo}" in plan.public_in:
             self.guard.record(
                 location.registry,
                 location.repo,
                 location.digest,
+                anonymous=True,
                 used_client_auth=False,
                 client_auth=None,
+                verified=True,
             )
             return
         await self.guard.check(

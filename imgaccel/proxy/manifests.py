@@ -2,8 +2,10 @@
 
 By digest: kept for good once fetched (and verified against the digest). By tag: the tag ->
 digest answer is used for ``cache.tag_ttl_seconds``; after that the origin is asked again (a
-``HEAD``, so an unchanged tag costs no body). When the origin cannot be reached, the last answer is
-served stale with a ``Warning`` header and a log line.
+``HEAD``, so an unchanged tag costs no body). When the origin cannot be reached (or fails: 5xx,
+429, a body cut short), the last answer is served stale with a ``Warning`` header and a log line,
+to a client the access guard lets read it: the guard serves what was last seen readable without
+the client's credentials, and nothing private, while it cannot ask the origin.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hashlib
 import logging
 import time
 
+import aiohttp
 from aiohttp import web
 
 from imgaccel.cache.meta import Manifest
@@ -107,7 +110,7 @@ async def _by_tag(
                 node.metrics.cache_hits.labels("tag").inc()
                 return cached, {}
         except (UpstreamError, UpstreamUnavailable) as exc:
-            return _stale(node, target, tag, cached, exc)
+            return await _stale(node, target, tag, auth, cached, exc)
     node.metrics.cache_misses.labels("tag").inc()
     missing_key = (target.registry, target.repo, tag)
     if node.not_found.get(missing_key, 0.0) > time.monotonic():
@@ -124,15 +127,19 @@ async def _by_tag(
     except (UpstreamError, UpstreamUnavailable) as exc:
         if cached is None:
             raise
-        return _stale(node, target, tag, cached, exc)
+        return await _stale(node, target, tag, auth, cached, exc)
     node.not_found.pop(missing_key, None)
     node.meta.put_tag(target.registry, target.repo, tag, fetched.digest)
     return fetched, {"X-Imgaccel-Source": "origin"}
 
 
-def _stale(
-    node: Node, target: Target, tag: str, cached: Manifest, exc: Exception
+async def _stale(
+    node: Node, target: Target, tag: str, auth: str | None, cached: Manifest, exc: Exception
 ) -> tuple[Manifest, dict[str, str]]:
+    """The cached answer for a tag the origin failed to revalidate, if this client may read it:
+    the tag entry is shared by every client, so the one who cached it may have had credentials
+    this one lacks."""
+    await node.guard.check(target.registry, target.repo, cached.digest, auth, "manifests")
     log.warning(
         "origin unreachable for %s/%s:%s (%s); serving the cached %s stale",
         target.registry,
@@ -166,6 +173,7 @@ async def _still_current(
             target.registry,
             target.repo,
             digest,
+            anonymous=answer.anonymous,
             used_client_auth=answer.used_client_auth,
             client_auth=auth,
         )
@@ -204,17 +212,32 @@ async def _fetch_once(
             raise UpstreamUnavailable(f"origin answered {answer.status}")
         if answer.status != 200:
             raise refusal(answer.status, "manifests", answer.challenge)
-        body = bytearray()
-        while chunk := await answer.response.content.read(65536):
+        body = await _read_body(answer.response)
+        media_type = answer.headers.get("Content-Type", "").split(";")[0].strip()
+    digest = Digest(algorithm, hashlib.new(algorithm, body).hexdigest())
+    found = Manifest(digest, media_type, body)
+    node.meta.put_manifest(found)
+    node.guard.record(
+        target.registry,
+        target.repo,
+        digest,
+        anonymous=answer.anonymous,
+        used_client_auth=answer.used_client_auth,
+        client_auth=auth,
+        verified=True,  # the digest is the body's own hash
+    )
+    return found
+
+
+async def _read_body(response: aiohttp.ClientResponse) -> bytes:
+    """A manifest body; an origin that fails mid-body is unavailable, like one answering 5xx
+    (the caller may then serve stale), never a bare 500 for the client."""
+    body = bytearray()
+    try:
+        while chunk := await response.content.read(65536):
             body += chunk
             if len(body) > MAX_MANIFEST_BYTES:
                 raise ManifestUnknown("manifest larger than 4 MiB")
-        media_type = answer.headers.get("Content-Type", "").split(";")[0].strip()
-        used_client_auth = answer.used_client_auth
-    digest = Digest(algorithm, hashlib.new(algorithm, body).hexdigest())
-    found = Manifest(digest, media_type, bytes(body))
-    node.meta.put_manifest(found)
-    node.guard.record(
-        target.registry, target.repo, digest, used_client_auth=used_client_auth, client_auth=auth
-    )
-    return found
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise UpstreamUnavailable(f"reading a manifest from the origin failed: {exc!r}") from exc
+    return bytes(body)

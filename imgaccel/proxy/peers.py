@@ -50,6 +50,10 @@ DEFAULT_LEASE_SECONDS = 60.0
 #: A top-level .torrent key (outside the info dict, so the infohash is unchanged): the
 #: ``registry/repository`` names the publisher saw serve this blob without credentials.
 PUBLIC_KEY = b"imgaccel-public"
+#: Another: the registries the blob was fetched from and verified against (its provenance,
+#: see imgaccel.proxy.access). A node that gets the blob from peers checks a client's access
+#: with one of these (a HEAD) instead of fetching the whole blob from it again.
+ORIGINS_KEY = b"imgaccel-origins"
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class Plan:
 
     metainfo: Metainfo | None = None  # from peers
     public_in: frozenset[str] = frozenset()  # repositories a peer saw it public in
+    origins: frozenset[str] = frozenset()  # registries a peer verified it from
     elected: bool = False  # this node fetches from the origin for the cluster
     lease_seconds: float = DEFAULT_LEASE_SECONDS  # the tracker's lease on that claim
 
@@ -66,23 +71,29 @@ def torrent_name(digest: Digest) -> str:
     return f"{digest.algorithm}-{digest.hex}"
 
 
-def parse_torrent(data: bytes) -> tuple[Metainfo, frozenset[str]]:
+def parse_torrent(data: bytes) -> tuple[Metainfo, frozenset[str], frozenset[str]]:
+    """The metainfo, and the ``imgaccel-public`` and ``imgaccel-origins`` names."""
     metainfo = Metainfo.from_bytes(data)
     torrent = bencode.decode(data)
-    names = torrent.get(PUBLIC_KEY, []) if isinstance(torrent, dict) else []
-    public = (
-        frozenset(n.decode() for n in names if isinstance(n, bytes))
-        if isinstance(names, list)
-        else frozenset()
-    )
-    return metainfo, public
+    return metainfo, _names(torrent, PUBLIC_KEY), _names(torrent, ORIGINS_KEY)
 
 
-def torrent_bytes(metainfo: Metainfo, public_in: frozenset[str]) -> bytes:
+def _names(torrent: object, key: bytes) -> frozenset[str]:
+    names = torrent.get(key, []) if isinstance(torrent, dict) else []
+    if not isinstance(names, list):
+        return frozenset()
+    return frozenset(n.decode(errors="replace") for n in names if isinstance(n, bytes))
+
+
+def torrent_bytes(
+    metainfo: Metainfo, public_in: frozenset[str], origins: frozenset[str] = frozenset()
+) -> bytes:
     torrent = bencode.decode(metainfo.to_bytes())
     assert isinstance(torrent, dict)
     if public_in:
         torrent[PUBLIC_KEY] = [name.encode() for name in sorted(public_in)]
+    if origins:
+        torrent[ORIGINS_KEY] = [name.encode() for name in sorted(origins)]
     return bencode.encode(torrent)
 
 
@@ -167,7 +178,7 @@ class PeerNetwork:
             if data is None:
                 continue
             try:
-                metainfo, _ = parse_torrent(data)
+                metainfo = parse_torrent(data)[0]
                 self.swarm.seed(metainfo, self.store.path(digest))
             except P2PError as exc:  # malformed, or refused by libtorrent: serve, don't share
                 log.warning("dropping the torrent of %s: %s", digest, exc)
@@ -238,10 +249,10 @@ class PeerNetwork:
             return Plan()
 
     def _plan_from(self, data: bytes) -> Plan:
-        metainfo, public = parse_torrent(data)
+        metainfo, public, origins = parse_torrent(data)
         if metainfo.ssl_cert != self.identity.ca_cert_pem:
             raise MetainfoInvalid("the published torrent is not for this cluster's CA")
-        return Plan(metainfo=metainfo, public_in=public)
+        return Plan(metainfo=metainfo, public_in=public, origins=origins)
 
     @contextlib.asynccontextmanager
     async def holding(
@@ -315,17 +326,24 @@ class PeerNetwork:
         """The swarm's torrent for ``digest`` produced a blob that failed its digest."""
         self._bad[digest] = time.monotonic() + seconds
 
-    async def publish(self, digest: Digest, metainfo: Metainfo, public_in: frozenset[str]) -> bool:
+    async def publish(
+        self,
+        digest: Digest,
+        metainfo: Metainfo,
+        public_in: frozenset[str],
+        origins: frozenset[str] = frozenset(),
+    ) -> bool:
         """Seed the committed blob from the cache and tell the tracker this node has it;
         whether the tracker took it. A torrent libtorrent refuses is neither stored nor
-        published: the blob is served from the cache all the same."""
+        published: the blob is served from the cache all the same. ``public_in`` and
+        ``origins`` travel in the torrent (see :data:`PUBLIC_KEY`, :data:`ORIGINS_KEY`)."""
         assert self.swarm is not None
         try:
             self.swarm.seed(metainfo, self.store.path(digest))
         except P2PError as exc:
             log.warning("not sharing %s: %s", digest, exc)
             return False
-        data = torrent_bytes(metainfo, public_in)
+        data = torrent_bytes(metainfo, public_in, origins)
         self.meta.put_torrent(digest, data)
         return await self._tell_tracker(digest, data)
 

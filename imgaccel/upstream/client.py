@@ -44,6 +44,10 @@ class Answer:
     response: aiohttp.ClientResponse
     used_client_auth: bool
     challenge: str | None = None
+    #: Sent with no credentials at all (neither the client's nor the node's configured ones):
+    #: only such an answer says the content is public. The node's own credentials make it
+    #: readable by this node's clients, never by anyone else's.
+    anonymous: bool = False
 
     @property
     def status(self) -> int:
@@ -137,6 +141,7 @@ class UpstreamClient:
                     answer.response.release()
                 answer = await self._try(method, url, scope, upstream, attempt, headers or {})
                 answer.used_client_auth = number > 0
+                answer.anonymous = number == 0 and node_basic is None
                 if answer.status not in DENIED:
                     break
             assert answer is not None

@@ -69,6 +69,7 @@ class FakeRegistry:
     gate_reached: asyncio.Event = field(default_factory=asyncio.Event)  # a body waits at gate_at
     redirect_to: str | None = None  # blob GETs answer 307 to this base URL
     credentials: str | None = None  # required Authorization (Basic challenge otherwise)
+    cut_manifests: bool = False  # manifest GETs hang up half-way through the body
     down: bool = False  # everything is a 503
     range_delay: float = 0.0  # seconds before the body of a Range response
     sending: int = 0  # blob bodies being sent now
@@ -177,6 +178,14 @@ class FakeRegistry:
         headers = {"Content-Type": MANIFEST_TYPE, "Docker-Content-Digest": digest_of(body)}
         if request.method == "HEAD":
             return web.Response(headers={**headers, "Content-Length": str(len(body))})
+        if self.cut_manifests:
+            response = web.StreamResponse(headers=headers)
+            response.content_length = len(body)
+            await response.prepare(request)
+            await response.write(body[: len(body) // 2])
+            assert request.transport is not None
+            request.transport.abort()
+            return response
         return web.Response(body=body, headers=headers)
 
 
@@ -501,6 +510,27 @@ async def test_a_tag_is_served_stale_when_the_origin_is_down(rig_factory: Start)
     async with rig.http.get(url) as stale:
         assert stale.status == 200 and await stale.read() == body
         assert stale.headers["Docker-Content-Digest"] == digest_of(body)
+        assert stale.headers["Warning"].startswith("110 ")
+
+
+async def test_a_manifest_body_cut_short_is_unavailable_or_served_stale(rig_factory: Start) -> None:
+    rig = await rig_factory(cache={"tag_ttl_seconds": 0}, upstream_client={"retries": 0})
+    url = f"{rig.node.url}/v2/{REPO}/manifests/v1"
+    old = b'{"schemaVersion": 2, "layers": []}'
+    rig.fake.manifests["v1"] = old
+    rig.fake.cut_manifests = True
+    async with rig.http.get(url) as cold:  # nothing to fall back on: the registry error JSON
+        assert cold.status == 503
+        assert (await cold.json())["errors"][0]["code"] == "UNAVAILABLE"
+
+    rig.fake.cut_manifests = False
+    async with rig.http.get(url) as fresh:
+        assert fresh.status == 200 and await fresh.read() == old
+    # The tag moves on, and the new manifest's body is cut short: the last answer, stale.
+    rig.fake.manifests["v1"] = b'{"schemaVersion": 2, "layers": [], "annotations": {}}'
+    rig.fake.cut_manifests = True
+    async with rig.http.get(url) as stale:
+        assert stale.status == 200 and await stale.read() == old
         assert stale.headers["Warning"].startswith("110 ")
 
 
