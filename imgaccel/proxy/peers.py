@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 #: The fetch lease assumed when the tracker names none.
 DEFAULT_LEASE_SECONDS = 60.0
+#: How often a running node tells the tracker what it holds again: a tracker that lost its
+#: state (a new volume) learns the torrents back within this time, not at the nodes' restarts.
+RESYNC_SECONDS = 600.0
 
 #: A top-level .torrent key (outside the info dict, so the infohash is unchanged): the
 #: ``registry/repository`` names the publisher saw serve this blob without credentials.
@@ -120,6 +123,8 @@ class PeerNetwork:
         self._http: aiohttp.ClientSession | None = None
         self._bad: dict[Digest, float] = {}  # torrents that failed verification, until
         self._claims: dict[Digest, bool] = {}  # claims held now: published yet?
+        self.resync_seconds = RESYNC_SECONDS
+        self._resync: asyncio.Task[None] | None = None
 
     @property
     def announce_url(self) -> str:
@@ -157,11 +162,16 @@ class PeerNetwork:
             self.tracker_url,
         )
         await self.reseed()
+        self._resync = asyncio.create_task(self._resync_forever(), name="p2p-resync")
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._resync is not None:
+            self._resync.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resync
         if self.swarm is not None:
             await self.swarm.__aexit__(et, e, tb)
         if self._http is not None:
@@ -187,13 +197,44 @@ class PeerNetwork:
             held[str(digest)] = data
         if not held:
             return
+        await self._republish_forgotten(held)
+        log.info("seeding %d cached blobs", len(held))
+
+    async def _republish_forgotten(self, held: dict[str, bytes]) -> int:
+        """Publish the torrents (by digest) the tracker does not know; how many that was."""
+        assert self.tracker is not None and self.swarm is not None
         try:
             unknown = await self.tracker.holdings(list(held))
             for digest_text in unknown:
                 await self.tracker.publish(digest_text, held[digest_text])
+                with contextlib.suppress(MetainfoInvalid):
+                    self.swarm.reannounce(parse_torrent(held[digest_text])[0].infohash)
         except TrackerError as exc:
             log.warning("could not re-publish %d blobs to the tracker: %s", len(held), exc)
-        log.info("seeding %d cached blobs", len(held))
+            return 0
+        return len(unknown)
+
+    async def resync(self) -> int:
+        """Re-publish what the tracker forgot of the torrents this node seeds; how many."""
+        held = {
+            str(digest): data
+            for digest, _entry in self.store.entries()
+            if (data := self.meta.torrent(digest)) is not None
+        }
+        if not held:
+            return 0
+        count = await self._republish_forgotten(held)
+        if count:
+            log.warning("the tracker had forgotten %d blobs of this node; published again", count)
+        return count
+
+    async def _resync_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.resync_seconds)
+            try:
+                await self.resync()
+            except Exception:  # the next round may work; this task must not end unseen
+                log.exception("re-publishing to the tracker failed")
 
     def forget(self, digest: Digest) -> None:
         """The store evicted ``digest``: stop seeding it."""

@@ -16,8 +16,9 @@ How a node uses it on a cache miss for ``digest``::
             torrent = await tracker.get_metainfo(digest, wait=claim.lease_seconds)
             # None: the holder gave up or died; claim again (or fetch from the origin)
 
-After a restart, a node calls ``holdings(all digests it has)`` and re-publishes the ones the
-answer names, because a tracker that lost its state would not know them.
+At start, and every ten minutes while it runs, a node calls ``holdings(all digests it has)``
+and re-publishes the ones the answer names, because a tracker that lost its state would not
+know them.
 
 Every call is bounded by the client's ``timeout`` (a long poll by its wait plus that). After a
 call found the tracker unreachable or silent, the first ``get_metainfo`` of a cache miss fails at

@@ -12,17 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from yarl import URL
 
 from imgaccel.oci.digest import Digest
-from imgaccel.p2p.certs import make_ca
+from imgaccel.p2p.certs import KeyPair, make_ca
 from imgaccel.p2p.metainfo import Metainfo
+from imgaccel.proxy import peers as peers_module
 from imgaccel.proxy.state import NODE
 from imgaccel.testing.images import Image
 from imgaccel.testing.registry import DistributionRegistry
+from imgaccel.tracker.state import STATE
 from imgaccel.upstream.blobs import BlobLocation
-from tests.conftest import needs_registry
-from tests.p2p.helpers import push_blob
-from tests.p2p_fixtures import get_blob, metric, sha256
+from tests.conftest import needs_registry, until
+from tests.p2p.helpers import cluster_tracker, push_blob
+from tests.p2p_fixtures import certs_dir, get_blob, metric, sha256
 
 pytestmark = [pytest.mark.system, needs_registry]
 
@@ -267,3 +270,44 @@ async def test_a_stored_torrent_libtorrent_refuses_is_dropped_at_start(
     peers = again.app[NODE].fetcher.peers
     assert peers is not None
     assert peers.meta.torrent(digest) is None
+
+
+async def test_a_tracker_that_lost_its_state_learns_the_nodes_torrents_again(
+    origin: DistributionRegistry,
+    repo: str,
+    big_image: Image,
+    cluster_ca: KeyPair,
+    node_factory: Callable[..., Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tracker on a new, empty volume: running nodes publish what they hold again (every
+    RESYNC_SECONDS), so the next node gets the blob from them, not from the origin."""
+    monkeypatch.setattr(peers_module, "RESYNC_SECONDS", 0.5)
+    layer = big_image.layers[0].digest
+    certs = certs_dir(tmp_path / "certs-tracker", cluster_ca)
+
+    def p2p(name: str, url: str) -> dict[str, str]:
+        node_certs = certs_dir(tmp_path / f"certs-{name}", cluster_ca)
+        return {
+            "tracker_url": url,
+            "listen": "127.0.0.1:0",
+            "node_id": name,
+            "certs_dir": str(node_certs),
+        }
+
+    async with cluster_tracker(tmp_path / "tracker-1", certs) as first:
+        port = URL(first.url).port
+        n1 = await node_factory(origin, cache_dir=tmp_path / "cache-n1", p2p=p2p("n1", first.url))
+        assert sha256(await get_blob(n1, origin, repo, layer)) == layer
+    assert port is not None
+    async with cluster_tracker(tmp_path / "tracker-2", certs, port=port) as second:
+        store = second.app[STATE].store
+        await until(lambda: store.known_digests([layer]) == {layer}, seconds=30)
+        n2 = await node_factory(origin, cache_dir=tmp_path / "cache-n2", p2p=p2p("n2", second.url))
+        await origin.settle()
+        origin.requests.clear()
+
+        assert sha256(await get_blob(n2, origin, repo, layer)) == layer
+        await origin.settle()
+        assert origin.blob_gets(layer) == []
