@@ -16,6 +16,7 @@ from imgaccel.cache.fill import CHUNK, Fill, FillFailed
 from imgaccel.errors import UpstreamUnavailable
 from imgaccel.oci.digest import Digest
 from imgaccel.proxy.access import refusal
+from imgaccel.proxy.fetcher import open_blob
 from imgaccel.proxy.ranges import parse_range
 from imgaccel.proxy.state import NODE, Node
 from imgaccel.proxy.target import Target, client_auth, target_of
@@ -139,11 +140,8 @@ async def _through_origin(
     the next request is served from the cache. Bytes that are not the digest abort the
     response, so the client rejects them."""
     started = time.monotonic()
-    async with node.client.open(
-        "GET", target.registry, target.repo, f"blobs/{digest}", client_auth=auth, kind="blob"
-    ) as answer:
-        if answer.status != 200:
-            raise refusal(answer.status, "blobs", answer.challenge)
+    location = BlobLocation(target.registry, target.repo, digest, auth)
+    async with open_blob(node.client, location) as answer:
         size = parse_content_length(answer.headers.get("Content-Length"))
         if size is None:
             raise UpstreamUnavailable(f"the origin sent blob {digest} without a length")

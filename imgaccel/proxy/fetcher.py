@@ -27,11 +27,28 @@ from imgaccel.p2p.metainfo import Metainfo
 from imgaccel.proxy.access import AccessGuard, refusal
 from imgaccel.proxy.metrics import NodeMetrics
 from imgaccel.proxy.peers import PeerNetwork, Plan
-from imgaccel.upstream.blobs import BlobLocation, OriginFetch
-from imgaccel.upstream.client import UpstreamClient
+from imgaccel.upstream.blobs import BlobLocation, OriginFetch, parse_content_length
+from imgaccel.upstream.client import Answer, UpstreamClient
 from imgaccel.upstream.config import UpstreamClientSettings
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def open_blob(client: UpstreamClient, location: BlobLocation) -> AsyncIterator[Answer]:
+    """The origin's 200 answer to a GET of the blob; any other answer is raised as the refusal
+    the client gets."""
+    async with client.open(
+        "GET",
+        location.registry,
+        location.repo,
+        location.path,
+        client_auth=location.client_auth,
+        kind="blob",
+    ) as answer:
+        if answer.status != 200:
+            raise refusal(answer.status, "blobs", answer.challenge)
+        yield answer
 
 
 class BlobFetcher:
@@ -137,20 +154,10 @@ class BlobFetcher:
 
     async def _from_origin(self, location: BlobLocation, ready: asyncio.Future[Fill]) -> None:
         started = time.monotonic()
-        async with self.client.open(
-            "GET",
-            location.registry,
-            location.repo,
-            location.path,
-            client_auth=location.client_auth,
-            kind="blob",
-        ) as answer:
-            if answer.status != 200:
-                raise refusal(answer.status, "blobs", answer.challenge)
-            length = answer.headers.get("Content-Length", "")
-            if not length.isdigit():
+        async with open_blob(self.client, location) as answer:
+            size = parse_content_length(answer.headers.get("Content-Length"))
+            if size is None:
                 raise UpstreamUnavailable("origin sent a blob without Content-Length")
-            size = int(length)
             self.guard.record(
                 location.registry,
                 location.repo,
@@ -160,14 +167,13 @@ class BlobFetcher:
                 client_auth=location.client_auth,
                 filling=ready,  # the registry vouches for the digest once its bytes verify
             )
-            ranges_ok = answer.headers.get("Accept-Ranges", "").lower() == "bytes"
             response = answer.response
             async with self._registered(location.digest, size, ready) as (fill, keep):
                 hasher = self.peers.hasher(size) if self.peers is not None else None
                 if hasher is not None:
                     fill.observers.append(hasher.update)
                 fetch = OriginFetch(self.client, location, fill, self.settings)
-                await self._complete(fill, keep, fetch.run(response, ranges_ok))
+                await self._complete(fill, keep, fetch.run(response, answer.ranges_ok))
                 if fill.committed and self.peers is not None and hasher is not None:
                     metainfo = self.peers.metainfo_of(hasher, fill.digest)
                     origins = self.guard.origins_of(fill.digest) | {location.registry}
@@ -242,18 +248,8 @@ class BlobFetcher:
         if fill.missing() != [(0, fill.size)]:
             await fetch.run(None, True)
             return
-        async with self.client.open(
-            "GET",
-            location.registry,
-            location.repo,
-            location.path,
-            client_auth=location.client_auth,
-            kind="blob",
-        ) as answer:
-            if answer.status != 200:
-                raise refusal(answer.status, "blobs", answer.challenge)
-            ranges_ok = answer.headers.get("Accept-Ranges", "").lower() == "bytes"
-            await fetch.run(answer.response, ranges_ok)
+        async with open_blob(self.client, location) as answer:
+            await fetch.run(answer.response, answer.ranges_ok)
 
     async def _origin_instead(self, location: BlobLocation, ready: asyncio.Future[Fill]) -> None:
         """Fetch from the origin for the requests waiting on ``ready`` (in ``_starting``)."""

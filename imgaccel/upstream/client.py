@@ -50,6 +50,11 @@ class Answer:
     anonymous: bool = False
 
     @property
+    def ranges_ok(self) -> bool:
+        """The origin said it serves byte ranges of this resource."""
+        return self.response.headers.get("Accept-Ranges", "").lower() == "bytes"
+
+    @property
     def status(self) -> int:
         return self.response.status
 

@@ -29,7 +29,8 @@ from imgaccel.testing.tokenserver import TokenServer
 from imgaccel.upstream.auth import basic_header
 from tests.conftest import NodeServer
 from tests.p2p_fixtures import certs_dir
-from tests.proxy.test_auth import ALICE, BOB, fetch_token, get_blob, htpasswd_auth
+from tests.proxy.conftest import ALICE, htpasswd_auth
+from tests.proxy.test_auth import fetch_token, get_blob
 
 pytestmark = [
     pytest.mark.system,
@@ -40,28 +41,6 @@ pytestmark = [
 ]
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
-
-
-@pytest.fixture
-async def tokens(tmp_path: Path) -> AsyncIterator[TokenServer]:
-    async with TokenServer(
-        tmp_path / "tokens",
-        users=dict([ALICE, BOB]),
-        grants={"alice": {"test/*": ["pull", "push"]}},
-        public=["test/public"],
-    ) as server:
-        yield server
-
-
-@pytest.fixture
-async def token_origin(
-    tmp_path: Path, tokens: TokenServer, small_image: Image
-) -> AsyncIterator[DistributionRegistry]:
-    """A token-auth registry holding ``small_image`` as test/private:v1."""
-    async with DistributionRegistry(tmp_path / "origin", auth=tokens.registry_auth()) as registry:
-        await push(small_image, f"{registry.address}/test/private:v1", creds=":".join(ALICE))
-        registry.requests.clear()
-        yield registry
 
 
 class Liar:
@@ -221,15 +200,6 @@ async def test_a_stale_private_tag_is_not_served_to_a_client_without_credentials
 
 
 # -- 3. what the node's own credentials fetched is not public ---------------------------------
-
-
-@pytest.fixture
-async def basic_origin(tmp_path: Path, small_image: Image) -> AsyncIterator[DistributionRegistry]:
-    """An htpasswd registry (only alice) holding ``small_image`` as test/app:v1."""
-    async with DistributionRegistry(tmp_path / "basic", auth=htpasswd_auth(tmp_path)) as registry:
-        await push(small_image, f"{registry.address}/test/app:v1", creds=":".join(ALICE))
-        registry.requests.clear()
-        yield registry
 
 
 async def test_a_layer_fetched_with_the_nodes_credentials_is_not_shared_as_public(

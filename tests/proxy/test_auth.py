@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from imgaccel.testing.registry import DistributionRegistry, Request
 from imgaccel.testing.tokenserver import TokenServer
 from imgaccel.upstream.auth import basic_header
 from tests.conftest import NodeServer, until, write_hosts
+from tests.proxy.conftest import ALICE, BOB, htpasswd_auth
 
 pytestmark = [
     pytest.mark.system,
@@ -41,33 +42,7 @@ pytestmark = [
     ),
 ]
 
-ALICE = ("alice", "alice-pw")
-BOB = ("bob", "bob-pw")
 NODE_UA = "imgaccel/"
-
-
-@pytest.fixture
-async def tokens(tmp_path: Path) -> AsyncIterator[TokenServer]:
-    async with TokenServer(
-        tmp_path / "tokens",
-        users=dict([ALICE, BOB]),
-        grants={"alice": {"test/*": ["pull", "push"]}},
-        public=["test/public"],
-    ) as server:
-        yield server
-
-
-@pytest.fixture
-async def token_origin(
-    tmp_path: Path, tokens: TokenServer, small_image: Image
-) -> AsyncIterator[DistributionRegistry]:
-    """A token-auth registry holding ``small_image`` as test/private:v1 and test/public:v1."""
-    async with DistributionRegistry(tmp_path / "origin", auth=tokens.registry_auth()) as registry:
-        for repo in ("test/private", "test/public"):
-            await push(small_image, f"{registry.address}/{repo}:v1", creds=":".join(ALICE))
-        registry.requests.clear()
-        tokens.requests.clear()
-        yield registry
 
 
 def _layer_digests(image: Image) -> set[str]:
@@ -237,26 +212,6 @@ async def test_the_node_reuses_its_tokens_across_the_requests_of_a_pull(
     assert len(node_requests) >= 14  # the manifest, the config and 12 layers
     # Without a token cache each of those would have cost a token; with it, one for the scope.
     assert len(tokens.requests_from(NODE_UA)) <= 2, tokens.requests
-
-
-def htpasswd_auth(directory: Path) -> dict[str, Any]:
-    """The registry's ``auth:`` section for Basic auth with alice's account only."""
-    import bcrypt
-
-    htpasswd = directory / "htpasswd"
-    hashed = bcrypt.hashpw(ALICE[1].encode(), bcrypt.gensalt(rounds=4)).decode()
-    htpasswd.write_text(f"{ALICE[0]}:{hashed}\n")
-    return {"htpasswd": {"realm": "imgaccel-basic", "path": str(htpasswd)}}
-
-
-@pytest.fixture
-async def basic_origin(tmp_path: Path, small_image: Image) -> AsyncIterator[DistributionRegistry]:
-    """An htpasswd registry (only alice) holding ``small_image`` as test/app:v1."""
-    auth = htpasswd_auth(tmp_path)
-    async with DistributionRegistry(tmp_path / "basic-origin", auth=auth) as registry:
-        await push(small_image, f"{registry.address}/test/app:v1", creds=":".join(ALICE))
-        registry.requests.clear()
-        yield registry
 
 
 async def test_a_basic_auth_origin_is_pulled_with_the_nodes_own_credentials(
