@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from imgaccel.cache.fill import CHUNK, Fill
-from imgaccel.errors import UpstreamError, UpstreamStatus
+from imgaccel.errors import ImgaccelError, UpstreamError, UpstreamStatus
 from imgaccel.oci.digest import Digest
 from imgaccel.upstream import socketbody
 from imgaccel.upstream.client import UpstreamClient
@@ -153,6 +153,10 @@ def landed_until(fill: Fill, offset: int, end: int) -> int:
     return end
 
 
+class RangesIgnored(ImgaccelError):
+    """The origin answered a range request with the whole blob (a 200): HTTP allows it."""
+
+
 class OriginFetch:
     """Fill a blob from the origin, given the already-open first response (status 200)."""
 
@@ -184,17 +188,49 @@ class OriginFetch:
             and size >= self.settings.parallel_threshold_bytes
             and gaps == [(0, size)]
         )
-        async with asyncio.TaskGroup() as group:
-            if parallel:
-                head = group.create_task(self.part(0, size, first, head=True), name="fetch-head")
-                group.create_task(self._widen(head), name="fetch-widen")
-                return
-            # After the swarm stalled, the gaps are those between the pieces peers delivered:
-            # however many there are, at most parallel_ranges requests run at once.
-            slots = asyncio.Semaphore(max(1, self.settings.parallel_ranges))
-            for number, (start, end) in enumerate(gaps):
-                opened = first if number == 0 and start == 0 else None
-                group.create_task(self._gap(slots, start, end, opened), name=f"fetch-{start}")
+        try:
+            async with asyncio.TaskGroup() as group:
+                if parallel:
+                    head = group.create_task(
+                        self.part(0, size, first, head=True), name="fetch-head"
+                    )
+                    group.create_task(self._widen(head), name="fetch-widen")
+                    return
+                # After the swarm stalled, the gaps are those between the pieces peers
+                # delivered: however many there are, at most parallel_ranges requests at once.
+                slots = asyncio.Semaphore(max(1, self.settings.parallel_ranges))
+                for number, (start, end) in enumerate(gaps):
+                    opened = first if number == 0 and start == 0 else None
+                    group.create_task(self._gap(slots, start, end, opened), name=f"fetch-{start}")
+        except* RangesIgnored:
+            log.warning(
+                "blob %s: the origin ignores Range; fetching the whole blob", self.location.digest
+            )
+            await self._whole()
+
+    async def _whole(self) -> None:
+        """The whole blob on one plain GET, for an origin that ignores Range (no resuming):
+        bytes already hashed are not written again (Fill.store), the rest are the same bytes."""
+        for attempt in range(self.settings.retries + 1):
+            try:
+                async with self.client.open(
+                    "GET",
+                    self.location.registry,
+                    self.location.repo,
+                    self.location.path,
+                    client_auth=self.location.client_auth,
+                    kind="blob",
+                ) as answer:
+                    if answer.status != 200:
+                        raise UpstreamStatus(answer.status, "the blob's GET was refused")
+                    reached = await copy_body(answer.response, self.fill, 0, self.fill.size)
+                if reached == self.fill.size:
+                    return
+                raise UpstreamError(f"the body ended at byte {reached} of {self.fill.size}")
+            except (aiohttp.ClientError, TimeoutError, UpstreamError) as exc:
+                if attempt == self.settings.retries:
+                    raise UpstreamError(f"fetching {self.location.digest} failed: {exc}") from exc
+                await asyncio.sleep(self.settings.backoff_seconds * 2**attempt)
 
     async def _gap(
         self, slots: asyncio.Semaphore, start: int, end: int, opened: aiohttp.ClientResponse | None
@@ -287,6 +323,8 @@ class OriginFetch:
             headers=headers,
             kind="blob-range",
         ) as answer:
+            if answer.status == 200:
+                raise RangesIgnored(f"the origin answered bytes={offset}- with the whole blob")
             if answer.status != 206:
                 raise UpstreamStatus(answer.status, "range request not honoured")
             return await copy_body(

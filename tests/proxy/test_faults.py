@@ -72,6 +72,7 @@ class FakeRegistry:
     cut_manifests: bool = False  # manifest GETs hang up half-way through the body
     down: bool = False  # everything is a 503
     range_delay: float = 0.0  # seconds before the body of a Range response
+    ignore_ranges: bool = False  # answer a Range request with the whole blob (a 200)
     sending: int = 0  # blob bodies being sent now
     most_sending: int = 0  # the most at once
 
@@ -120,7 +121,7 @@ class FakeRegistry:
         if digest in self.corrupt:
             data = bytes(len(data))
         start, end, status = 0, len(data), 200
-        if (spec := request.headers.get("Range")) is not None:
+        if (spec := request.headers.get("Range")) is not None and not self.ignore_ranges:
             first, _, last = spec.removeprefix("bytes=").partition("-")
             start, end, status = int(first), min(int(last) + 1, len(data)), 206
         response = web.StreamResponse(status=status)
@@ -565,6 +566,28 @@ async def test_the_gaps_peers_left_are_fetched_exactly_a_few_at_a_time(rig: Rig)
     wanted = sorted(f"bytes={i * piece}-{(i + 1) * piece - 1}" for i in range(0, pieces, 2))
     assert asked == wanted
     assert 1 < rig.fake.most_sending <= node.fetcher.settings.parallel_ranges
+
+
+async def test_the_gaps_peers_left_come_whole_from_an_origin_that_ignores_range(rig: Rig) -> None:
+    """HTTP lets an origin answer a range request with the whole blob (200): the gaps after a
+    stalled swarm then come from one plain GET instead of failing the pull."""
+    piece, pieces = 64 * 1024, 12
+    data = random_bytes(piece * pieces, seed=8)
+    digest = rig.fake.add(data)
+    rig.fake.ignore_ranges = True
+    node = rig.node.app[NODE]
+    fill = Fill(Digest.parse(digest), node.store.temp_path(), len(data))
+    for index in range(1, pieces, 2):
+        await fill.write_at(index * piece, data[index * piece : (index + 1) * piece], "peer")
+    location = BlobLocation(node.settings.default_registry, REPO, Digest.parse(digest))
+
+    await OriginFetch(node.client, location, fill, node.fetcher.settings).run(None, True)
+
+    await fill.verify()
+    assert fill.temp.read_bytes() == data
+    gets = rig.fake.blob_gets(digest)
+    assert gets[-1].range is None and all(seen.range for seen in gets[:-1])
+    await fill.finish(RuntimeError("test over"))
 
 
 # -- (j) an empty answer ------------------------------------------------------------------------
