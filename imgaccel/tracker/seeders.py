@@ -38,6 +38,11 @@ async def handle_work(request: web.Request) -> web.Response:
     items = state.store.take_work(node)
     if not items and wait > 0:
         await state.notifier.wait(work_key(node), wait)
+        if request.transport is None or request.transport.is_closing():
+            # The seeder went away (restarted) while this poll waited: taking its work now
+            # would hand it to nobody, and the nodes waiting on its claim would idle for the
+            # lease. The work stays queued for its next poll.
+            return web.json_response({"work": []})
         state.store.seeder_heartbeat(node, state.now())
         items = state.store.take_work(node)
     return web.json_response({"work": _items(items)})

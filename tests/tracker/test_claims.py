@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
+
+import aiohttp
 
 from tests.conftest import until
 
@@ -116,3 +119,21 @@ async def test_bad_claims_are_400(tracker: TrackerClient) -> None:
     )
     assert await _status(tracker, "POST", "/v1/claims/sha256:00", json={"node": "a"}) == 400
     assert await _status(tracker, "GET", "/v1/seeders/work") == 400
+
+
+async def test_work_is_not_handed_to_a_poll_whose_seeder_went_away(tracker: TrackerClient) -> None:
+    """A seeder restarts while its long poll waits on the tracker: the work that arrives then
+    stays queued for the restarted seeder's poll, not written to the closed connection."""
+    assert await _status(tracker, "POST", "/v1/seeders", json={"node": "seed-1"}) == 200
+    async with aiohttp.ClientSession() as gone:
+        poll = asyncio.create_task(gone.get(f"{tracker.url}/v1/seeders/work?node=seed-1&wait=10"))
+        await until(lambda: bool(tracker.state.notifier.waiting("work:seed-1")))
+        poll.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await poll
+    await asyncio.sleep(0.1)  # the tracker sees the connection close
+
+    reply = await _claim(tracker, "node-a", **ORIGIN)
+    assert reply["holder"] == "seed-1"
+    async with tracker.api("GET", "/v1/seeders/work?node=seed-1&wait=5") as response:
+        assert await response.json() == {"work": [{"digest": DIGEST, **ORIGIN}]}
