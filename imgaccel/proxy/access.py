@@ -159,15 +159,27 @@ class AccessGuard:
         """The registries ``digest`` is known to have been verified from."""
         return self._meta.origins_of(digest)
 
-    def vouches(self, registry: str, digest: Digest) -> bool:
-        """Whether ``registry``'s word about ``digest`` counts (see the module docstring)."""
-        filling = self._filling.get(digest)
-        if filling is not None and filling[0] == registry and _alive(filling[1]):
-            return True
+    def vouches(self, registry: str, digest: Digest, *, joining_fill: bool = False) -> bool:
+        """Whether ``registry``'s word about ``digest`` counts (see the module docstring).
+
+        ``joining_fill``: the request is to be served from the fill of ``digest`` streaming
+        from ``registry`` now, whose bytes are checked before the last one is released; that
+        registry's word counts for such a request alone. Its bytes are not verified yet, so it
+        never vouches for a cached manifest or blob of the same digest, nor offline: a registry
+        sending a slow blob ``D`` would otherwise unlock a cached private manifest ``D``."""
+        if joining_fill:
+            filling = self._filling.get(digest)
+            if filling is not None and filling[0] == registry and _alive(filling[1]):
+                return True
         return self._meta.fetched_from(registry, digest) or self._meta.known_public(digest)
 
     def _allowed_locally(
-        self, registry: str, repo: str, digest: Digest, client_auth: str | None
+        self,
+        registry: str,
+        repo: str,
+        digest: Digest,
+        client_auth: str | None,
+        joining_fill: bool,
     ) -> bool:
         if not self._meta.has_content(registry, repo, digest):
             return False
@@ -178,16 +190,24 @@ class AccessGuard:
             expires = self._granted.get((registry, repo, identity(client_auth)))
             allowed = expires is not None and expires > now
         # A meta.db from before provenance may hold an unverified registry's approval.
-        return allowed and self.vouches(registry, digest)
+        return allowed and self.vouches(registry, digest, joining_fill=joining_fill)
 
     async def check(
-        self, registry: str, repo: str, digest: Digest, client_auth: str | None, kind: str
+        self,
+        registry: str,
+        repo: str,
+        digest: Digest,
+        client_auth: str | None,
+        kind: str,
+        *,
+        joining_fill: bool = False,
     ) -> None:
-        """Return if the client may read ``digest`` through ``repo``; raise the refusal if not."""
-        if self._allowed_locally(registry, repo, digest, client_auth):
+        """Return if the client may read ``digest`` through ``repo``; raise the refusal if not.
+        ``joining_fill``: see :meth:`vouches`."""
+        if self._allowed_locally(registry, repo, digest, client_auth, joining_fill):
             return
         try:
-            if self.vouches(registry, digest):
+            if self.vouches(registry, digest, joining_fill=joining_fill):
                 await self._ask_origin(registry, repo, digest, client_auth, kind)
             else:
                 await self._verify_at_origin(registry, repo, digest, client_auth, kind)

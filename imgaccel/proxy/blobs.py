@@ -42,12 +42,18 @@ async def blob(request: web.Request) -> web.StreamResponse:
     # A fill can commit the blob (and the store evict it) while this request awaits: look again.
     # The request counts once, as a hit or a miss, by what the first look found.
     for attempt in range(3):
-        if digest in node.store:
-            if not node.guard.vouches(target.registry, digest) and "Range" not in request.headers:
-                # A registry not known to hold it (access.py): as a miss would, from there.
-                if request.method == "HEAD":
-                    return await _head_origin(node, target, digest, auth)
-                return await _through_origin(request, node, target, digest, auth)
+        cached, filling = digest in node.store, digest in node.fetcher.fills
+        joining = filling and not cached
+        if (
+            (cached or filling)
+            and "Range" not in request.headers
+            and not node.guard.vouches(target.registry, digest, joining_fill=joining)
+        ):
+            # A registry not known to hold it (access.py): as a miss would, from there.
+            if request.method == "HEAD":
+                return await _head_origin(node, target, digest, auth)
+            return await _through_origin(request, node, target, digest, auth)
+        if cached:
             await node.guard.check(target.registry, target.repo, digest, auth, "blobs")
             if (entry := node.store.lookup(digest)) is not None:
                 if attempt == 0:
@@ -58,7 +64,9 @@ async def blob(request: web.Request) -> web.StreamResponse:
         if request.method == "HEAD" and digest not in node.fetcher.fills:
             return await _head_origin(node, target, digest, auth)
         if digest in node.fetcher.fills:
-            await node.guard.check(target.registry, target.repo, digest, auth, "blobs")
+            await node.guard.check(
+                target.registry, target.repo, digest, auth, "blobs", joining_fill=True
+            )
         fill = await node.fetcher.fill(BlobLocation(target.registry, target.repo, digest, auth))
         if fill is None:
             continue  # committed since the lookup: serve it from the store

@@ -104,7 +104,12 @@ class BlobFetcher:
 
     async def _join(self, location: BlobLocation, fill: Fill) -> Fill:
         await self.guard.check(
-            location.registry, location.repo, location.digest, location.client_auth, "blobs"
+            location.registry,
+            location.repo,
+            location.digest,
+            location.client_auth,
+            "blobs",
+            joining_fill=True,
         )
         return fill
 

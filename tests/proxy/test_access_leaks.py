@@ -8,6 +8,7 @@ of its own, whatever the digest.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from collections.abc import AsyncIterator, Callable
@@ -320,3 +321,58 @@ async def test_a_blob_cached_before_provenance_is_passed_through_once_then_serve
     assert len(origin.blob_gets(layer)) == gets + 1  # a hit now
     status, _, _ = await get_blob(node, origin.address, "test/app", layer)
     assert status == 401  # and still private
+
+
+async def test_a_slow_blob_fill_does_not_vouch_for_a_cached_manifest_of_its_digest(
+    token_origin: DistributionRegistry,
+    tokens: TokenServer,
+    node_factory: Callable[..., Any],
+    small_image: Image,
+) -> None:
+    """A registry sending a blob named like a cached private manifest vouches, while its fill
+    runs, only for the requests that read that fill (checked before its last byte): asking for
+    the manifest of that digest through it meanwhile gets nothing from the cache."""
+    sending = asyncio.Event()
+
+    async def slow_blob(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Length": "100000000"})
+        await response.prepare(request)
+        sending.set()
+        for _ in range(100):
+            await response.write(b"x")
+            await asyncio.sleep(0.1)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/v2/{name:.+}/blobs/{digest}", slow_blob)
+    app.router.add_get("/v2/{name:.+}/manifests/{reference}", slow_blob)
+    evil = TestServer(app, host="127.0.0.1", port=0)
+    await evil.start_server()
+    address = f"127.0.0.1:{evil.port}"
+    node: NodeServer = await node_factory(
+        token_origin, upstreams={address: {"url": f"http://{address}"}}
+    )
+    alice = f"Bearer {await fetch_token(tokens, ALICE, 'test/private')}"
+    manifest = small_image.manifest.digest
+    url = f"{node.url}/v2/test/private/manifests/v1?ns={token_origin.address}"
+    status, _, private = await get(url, alice)
+    assert status == 200
+    async with aiohttp.ClientSession() as http:
+        blob = asyncio.create_task(
+            http.get(f"{node.url}/v2/x/y/blobs/{manifest}?ns={address}").__aenter__()
+        )
+        await asyncio.wait_for(sending.wait(), 10)
+        await asyncio.sleep(0.3)  # the node's fill of that digest from the slow registry runs
+
+        try:
+            async with http.get(
+                f"{node.url}/v2/x/y/manifests/{manifest}?ns={address}",
+                timeout=aiohttp.ClientTimeout(total=3),
+            ) as response:
+                body = await response.read()
+                assert not (response.status == 200 and body == private)
+        except (TimeoutError, aiohttp.ClientPayloadError):
+            pass  # it went to the slow registry for the bytes, not to the cache
+        finally:
+            blob.cancel()
+    await evil.close()
