@@ -79,10 +79,15 @@ class MetaStore:
         """A meta.db from before provenance was kept: a tag's digest was always computed from the
         body its registry sent, so ``tags`` is provenance for manifests. ``repo_content`` is not
         (an origin's unverified ``HEAD`` answer added rows to it): blobs cached then earn their
-        provenance on their next request through each registry."""
+        provenance on their next request through each registry.
+
+        ``repos.public`` was 1 for "served without the client's credentials", which took in the
+        node's own: such a repository is readable by this node's clients, not public, until
+        an origin serves it with no credentials at all again."""
         self._db.execute(
             "INSERT OR IGNORE INTO origins SELECT DISTINCT digest, registry, 0 FROM tags"
         )
+        self._db.execute("UPDATE repos SET public = ? WHERE public = ?", (_NODE, _PUBLIC))
 
     def _migrate_pins(self) -> None:
         """A meta.db from before pins kept one row per reason had a ``pins`` table keyed by

@@ -26,7 +26,7 @@ credentials) is anyone's already, so any registry's ``HEAD`` is enough for it.
 
 "Public" means served with no credentials at all. The node's own configured credentials make a
 repository readable by every client of this node (online and, as last seen, offline), but not
-public: that word travels to other nodes (the torrent's ``imgaccel-public`` list) and snapshots.
+public: that word travels to other nodes (the torrent's ``imgaccel-anonymous`` list) and snapshots.
 """
 
 from __future__ import annotations
@@ -53,9 +53,13 @@ from imgaccel.oci.digest import Digest
 from imgaccel.oci.media import MANIFEST_ACCEPT
 from imgaccel.proxy.singleflight import SingleFlight
 from imgaccel.upstream.auth import identity
+from imgaccel.upstream.blobs import batches, parse_content_length
 from imgaccel.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
+
+#: Remembered access answers kept before the expired ones are dropped.
+_PRUNE_AT = 10_000
 
 
 def refusal(status: int, kind: str, challenge: str | None) -> RegistryError:
@@ -119,7 +123,11 @@ class AccessGuard:
             self._meta.add_origin(registry, digest, anonymous)
         if filling is not None:
             self._track(registry, digest, filling, anonymous)
-        expires = self._clock() + self._ttl
+        now = self._clock()
+        if len(self._granted) + len(self._open) > _PRUNE_AT:  # tokens rotate: keys pile up
+            self._granted = {key: t for key, t in self._granted.items() if t > now}
+            self._open = {key: t for key, t in self._open.items() if t > now}
+        expires = now + self._ttl
         if used_client_auth:
             self._open.pop((registry, repo), None)
             self._granted[(registry, repo, identity(client_auth))] = expires
@@ -279,14 +287,13 @@ class AccessGuard:
         ) as answer:
             if answer.status != 200:
                 raise refusal(answer.status, kind, answer.challenge)
-            length = answer.headers.get("Content-Length", "")
-            if not (length.isascii() and length.isdigit()):
+            if parse_content_length(answer.headers.get("Content-Length")) is None:
                 # Without a length the body could go on forever; a registry always sends one.
                 raise UpstreamUnavailable(f"origin sent {kind} {digest} without Content-Length")
             hasher = digest.hasher()
             try:
-                async for chunk in answer.response.content.iter_chunked(1 << 20):
-                    hasher.update(chunk)
+                async for batch in batches(answer.response):  # a blob may be GBs: off the loop
+                    await asyncio.to_thread(hasher.update, batch)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise UpstreamUnavailable(
                     f"reading {kind} {digest} from {registry}: {exc}"

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict
 
-from imgaccel.cache.fill import CHUNK, Fill, FillFailed
+from imgaccel.cache.fill import Fill, FillFailed
 from imgaccel.errors import UpstreamUnavailable
 from imgaccel.oci.digest import Digest
 from imgaccel.proxy.access import refusal
@@ -20,7 +20,7 @@ from imgaccel.proxy.fetcher import open_blob
 from imgaccel.proxy.ranges import parse_range
 from imgaccel.proxy.state import NODE, Node
 from imgaccel.proxy.target import Target, client_auth, target_of
-from imgaccel.upstream.blobs import BlobLocation, parse_content_length
+from imgaccel.upstream.blobs import BlobLocation, batches, parse_content_length
 
 log = logging.getLogger("imgaccel.serve")
 
@@ -144,10 +144,11 @@ async def _through_origin(
 ) -> web.StreamResponse:
     """A cached blob asked for through a registry not known to hold it: that registry's bytes,
     passed through as they come (the client waits no longer than on a miss), hashed on the way,
-    the last chunk held back until they are the digest; then the registry is provenance and
+    the last batch held back until they are the digest; then the registry is provenance and
     the next request is served from the cache. Bytes that are not the digest abort the
     response, so the client rejects them."""
     started = time.monotonic()
+    node.metrics.cache_misses.labels("blob").inc()  # for this registry, a miss
     location = BlobLocation(target.registry, target.repo, digest, auth)
     async with open_blob(node.client, location) as answer:
         size = parse_content_length(answer.headers.get("Content-Length"))
@@ -158,19 +159,25 @@ async def _through_origin(
         await response.prepare(request)
         hasher, held, sent = digest.hasher(), b"", 0
         try:
-            async for chunk in answer.response.content.iter_chunked(CHUNK):
-                await asyncio.to_thread(hasher.update, chunk)
+            async for batch in batches(answer.response):
+                await asyncio.to_thread(hasher.update, batch)
                 if held:
                     await response.write(held)
                     sent += len(held)
-                held = chunk
+                held = batch
             good = hasher.hexdigest() == digest.hex and sent + len(held) == size
+            if good:
+                await response.write(held)
+                await response.write_eof()
+                sent += len(held)
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
             if request.transport is None or request.transport.is_closing():
                 log.info("client %s went away while %s was being sent", request.remote, digest)
-                return response
-            log.warning("reading %s from %s failed: %s", digest, target.registry, exc)
-            good = False
+            else:
+                log.warning("reading %s from %s failed: %s", digest, target.registry, exc)
+                request.transport.abort()
+            node.metrics.served("origin", sent)
+            return response
         if not good:
             log.warning(
                 "%s sent bytes that are not %s (asked through %s): aborting the response",
@@ -180,9 +187,8 @@ async def _through_origin(
             )
             if request.transport is not None:
                 request.transport.abort()
+            node.metrics.served("origin", sent)
             return response
-        await response.write(held)
-        await response.write_eof()
     node.guard.record(
         target.registry,
         target.repo,

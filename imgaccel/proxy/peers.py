@@ -51,8 +51,10 @@ DEFAULT_LEASE_SECONDS = 60.0
 RESYNC_SECONDS = 600.0
 
 #: A top-level .torrent key (outside the info dict, so the infohash is unchanged): the
-#: ``registry/repository`` names the publisher saw serve this blob without credentials.
-PUBLIC_KEY = b"imgaccel-public"
+#: ``registry/repository`` names the publisher saw serve this blob with no credentials at all.
+#: (Torrents of earlier versions carry ``imgaccel-public``, whose names may have been served to
+#: the publisher's own credentials: that key is not read.)
+PUBLIC_KEY = b"imgaccel-anonymous"
 #: Another: the registries the blob was fetched from and verified against (its provenance,
 #: see imgaccel.proxy.access). A node that gets the blob from peers checks a client's access
 #: with one of these (a HEAD) instead of fetching the whole blob from it again.
@@ -75,7 +77,7 @@ def torrent_name(digest: Digest) -> str:
 
 
 def parse_torrent(data: bytes) -> tuple[Metainfo, frozenset[str], frozenset[str]]:
-    """The metainfo, and the ``imgaccel-public`` and ``imgaccel-origins`` names."""
+    """The metainfo, and the ``imgaccel-anonymous`` and ``imgaccel-origins`` names."""
     metainfo = Metainfo.from_bytes(data)
     torrent = bencode.decode(data)
     return metainfo, _names(torrent, PUBLIC_KEY), _names(torrent, ORIGINS_KEY)
