@@ -54,7 +54,7 @@ def parse_origins(origins: Iterable[str], registries: Iterable[str]) -> dict[str
     default=("docker.io",),
     show_default=True,
     help="Registry host to pull through the mirror (repeatable; _default: every registry "
-    "without a directory of its own, containerd 1.7+).",
+    "without a directory of its own, containerd 1.7+ and late 1.6).",
 )
 @click.option(
     "--mirror",
@@ -68,7 +68,8 @@ def parse_origins(origins: Iterable[str], registries: Iterable[str]) -> dict[str
     multiple=True,
     metavar="HOST=URL",
     help="Fallback server for HOST (repeatable), e.g. plain http for a local registry. "
-    "Default: https://registry-1.docker.io for docker.io, https://HOST otherwise.",
+    "Default: the one an earlier run recorded, else https://registry-1.docker.io for "
+    "docker.io and https://HOST otherwise.",
 )
 @click.option("--remove", is_flag=True, help="Take back exactly what an earlier run added.")
 def containerd_config(
@@ -82,8 +83,9 @@ def containerd_config(
 
     The mirror becomes the first [host] (capabilities pull, resolve; containerd adds
     ?ns=REGISTRY); the origin stays as `server`, which containerd uses when the mirror fails.
-    An existing hosts.toml keeps its server and tables and is restored by --remove. containerd
-    re-reads these files at every pull: no restart. Running it twice changes nothing.
+    For HOST:PORT, an existing DIR/HOST_PORT_ is used instead, as containerd does. An existing
+    hosts.toml keeps its server and tables and is restored by --remove. containerd re-reads
+    these files at every pull: no restart. Running it twice changes nothing.
     """
     origin_for = parse_origins(origins, registries)
     if remove:

@@ -45,10 +45,13 @@ def check_mirror_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` in one rename; a new file gets mode 0644."""
+def write_atomic(path: Path, data: bytes, *, like: Path | None = None) -> None:
+    """Replace ``path`` with ``data`` in one rename. The file gets the mode and owner of
+    ``like`` (default: of ``path`` itself); a file with neither gets mode 0644."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    old = path.stat() if path.exists() else None
+    source = path if like is None else like
+    old = source.stat() if source.exists() else None
+    # mkstemp makes the file 0600: it is never readable by more than the original was.
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     tmp = Path(tmp_name)
     try:
@@ -56,15 +59,23 @@ def write_atomic(path: Path, data: bytes) -> None:
             tmp_file.write(data)
             tmp_file.flush()
             os.fsync(tmp_file.fileno())
-        tmp.chmod(0o644 if old is None else old.st_mode & 0o7777)
-        if old is not None and os.geteuid() == 0:
-            with contextlib.suppress(PermissionError):  # no CAP_CHOWN: root owns it then
-                os.chown(tmp, old.st_uid, old.st_gid)
+        if old is None:
+            tmp.chmod(0o644)
+        else:
+            copy_mode_and_owner(old, tmp)
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def copy_mode_and_owner(source: os.stat_result, path: Path) -> None:
+    """Give ``path`` the mode and (when we may) the owner recorded in ``source``."""
+    if os.geteuid() == 0:
+        with contextlib.suppress(PermissionError):  # no CAP_CHOWN: root owns it then
+            os.chown(path, source.st_uid, source.st_gid)
+    path.chmod(source.st_mode & 0o7777)  # after chown, which may clear setuid/setgid
 
 
 def fsync_dir(directory: Path) -> None:

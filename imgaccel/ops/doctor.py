@@ -1,7 +1,8 @@
 """``imgaccel doctor``: every check of a node's setup, and how the answer is shown.
 
 The checks, in order: containerd's ``hosts.toml`` for each registry and its ``config_path``
-(when containerd is on the node), dockerd's ``registry-mirrors`` (when it has a ``daemon.json``),
+(when containerd is on the node with its CRI plugin on), dockerd's ``registry-mirrors`` (when
+it has a ``daemon.json``),
 the node daemon's ``/healthz``, the tracker's ``/healthz`` with the node's certificate and that
 certificate's expiry (when peer-to-peer is on, by the settings or by the running node), the
 cache directory, and the disk under it.
@@ -69,10 +70,18 @@ async def _p2p_of_running_node(inputs: DoctorInputs) -> DoctorInputs:
 
 
 def runtime_checks(inputs: DoctorInputs) -> list[Check]:
-    """containerd's files when containerd is installed, dockerd's when it has a daemon.json."""
+    """containerd's files when containerd is installed with its CRI plugin on (what kubelet
+    pulls through), dockerd's when it has a daemon.json."""
     has_containerd = inputs.hosts_dir.exists() or inputs.containerd_config.exists()
+    cri_off = has_containerd and runtime.cri_disabled(inputs.containerd_config)
     checks: list[Check] = []
-    if has_containerd:
+    if cri_off:  # dockerd's own containerd (docker-ce): pulls are dockerd's
+        detail = (
+            f"{inputs.containerd_config} disables the CRI plugin: no pulls go through "
+            f"containerd's config_path, so {inputs.hosts_dir} is not checked"
+        )
+        checks.append(skip("containerd", detail))
+    elif has_containerd:
         checks += [
             runtime.containerd_hosts(inputs.hosts_dir, registry, inputs.node_url)
             for registry in inputs.registries
@@ -82,7 +91,7 @@ def runtime_checks(inputs: DoctorInputs) -> list[Check]:
         detail = f"neither {inputs.hosts_dir} nor {inputs.containerd_config} exists"
         checks.append(skip("containerd", detail))
     docker = runtime.dockerd_mirrors(
-        inputs.daemon_json, inputs.node_url, primary=not has_containerd
+        inputs.daemon_json, inputs.node_url, primary=not has_containerd or cri_off
     )
     return [*checks, docker]
 

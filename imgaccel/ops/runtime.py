@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from imgaccel.hostconfig.containerd import HOSTS_FILE
+from imgaccel.hostconfig.containerd import HOSTS_FILE, registry_dir
 from imgaccel.ops.check import Check, fail, ok, skip, warn
 
 #: Where each containerd config version keeps the CRI registry section.
@@ -19,6 +20,9 @@ _CRI_REGISTRY = {
     3: ("io.containerd.cri.v1.images", "registry"),
 }
 _DEFAULT_CERTS_D = Path("/etc/containerd/certs.d")
+#: What ``disabled_plugins`` names containerd's CRI plugin by: its id in a version 1 file
+#: (docker-ce's default ``["cri"]``), its URI in 2 and 3 (whose CRI needs the images plugin).
+_CRI_PLUGINS = {"cri", "io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images"}
 
 
 def same_url(a: str, b: str) -> bool:
@@ -45,9 +49,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def containerd_hosts(hosts_dir: Path, registry: str, mirror: str) -> Check:
-    """``<hosts_dir>/<registry>/hosts.toml`` sends pulls to ``mirror`` first."""
+    """The hosts.toml containerd reads for ``registry`` sends pulls to ``mirror`` first: in
+    ``<host>_<port>_``, ``<registry>`` or ``_default``, whichever exists first."""
     name = f"containerd hosts.toml ({registry})"
-    path = hosts_dir / registry / HOSTS_FILE
+    path = registry_dir(hosts_dir, registry) / HOSTS_FILE
     fix = (
         f"imgaccel containerd-config --hosts-dir {hosts_dir} --registry {registry} "
         f"--mirror {mirror}"
@@ -82,10 +87,20 @@ def _mirror_in(
         detail = f"{path}: without the resolve capability, tags are resolved at the origin"
         return warn(name, detail, fix)
     server = data.get("server", "the registry itself")
-    return ok(name, f"the node {mirror} first, {server} as the fallback")
+    return ok(name, f"{path}: the node {mirror} first, {server} as the fallback")
 
 
 # -- containerd config.toml -----------------------------------------------------------------------
+
+
+def cri_disabled(path: Path) -> bool:
+    """containerd's ``config.toml`` at ``path`` turns its CRI plugin off (docker-ce's default):
+    kubelet does not pull through this containerd, and its ``config_path`` is not in use."""
+    try:
+        disabled = _read_toml(path).get("disabled_plugins", [])
+    except (OSError, tomllib.TOMLDecodeError):
+        return False  # the config_path check says what is wrong with the file
+    return isinstance(disabled, list) and not _CRI_PLUGINS.isdisjoint(map(str, disabled))
 
 
 def containerd_config(path: Path, hosts_dir: Path) -> Check:
@@ -152,15 +167,15 @@ def _config_path(
 
 
 def _is_mounted_as(seen: Path, host: Path) -> bool:
-    """``seen`` is the host's ``host`` directory, directly or mounted under a prefix
-    (``/host/etc/containerd/certs.d`` in a pod is the host's ``/etc/containerd/certs.d``)."""
-    return seen.parts[-len(host.parts[1:]) :] == host.parts[1:] if host.is_absolute() else False
+    """``seen`` is the host's ``host`` directory: the same directory once both are resolved,
+    or seen through the ``/host`` mount (``/host/etc/containerd/certs.d`` in a pod)."""
+    return seen.resolve() == host.resolve() or _host_path(seen) == Path(os.path.normpath(host))
 
 
 def _host_path(hosts_dir: Path) -> Path:
-    """The host's own path for a hosts dir seen through a ``/host`` mount."""
-    parts = hosts_dir.parts
-    return Path("/", *parts[2:]) if len(parts) > 2 and parts[1] == "host" else hosts_dir
+    """The host's own (absolute) path for a hosts dir, also one seen through a ``/host`` mount."""
+    parts = hosts_dir.resolve().parts
+    return Path("/", *parts[2:]) if len(parts) > 2 and parts[1] == "host" else Path(*parts)
 
 
 # -- dockerd daemon.json --------------------------------------------------------------------------

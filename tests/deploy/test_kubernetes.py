@@ -318,15 +318,22 @@ def test_init_container_installs_idempotently_and_uninstall_restores(tmp_path: P
     assert _snapshot(tmp_path) == before
 
 
-def test_prestop_removes_what_the_init_container_added(tmp_path: Path) -> None:
+def test_a_restart_of_the_node_container_keeps_the_mirror_configured(tmp_path: Path) -> None:
+    """kubelet runs preStop also when the liveness probe restarts the node container, and the
+    init container does not run again then: whatever stops the container must leave the
+    hosts.toml the init container wrote (the uninstall DaemonSet removes it)."""
     hosts = tmp_path / "certs.d"
     hosts.mkdir()
     spec = pod_spec(find(NODE, "DaemonSet", "imgaccel-node"))
     init = container(spec, "containerd-config", init=True)
     node = container(spec, "node")
     _run(_host_command(spec, init["command"], hosts, [init]))
-    _run(_host_command(spec, node["lifecycle"]["preStop"]["exec"]["command"], hosts, [node]))
-    assert _snapshot(tmp_path) == {"certs.d": None}
+    installed = _snapshot(tmp_path)
+    for hook in ("preStop", "postStart"):  # a restart runs both again, the init container not
+        command = node.get("lifecycle", {}).get(hook, {}).get("exec", {}).get("command", [])
+        if "containerd-config" in command:
+            _run(_host_command(spec, command, hosts, [node]))
+    assert _snapshot(tmp_path) == installed
 
 
 def _without_mirror(args: list[str]) -> list[str]:

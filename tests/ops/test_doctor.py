@@ -21,6 +21,8 @@ from click.testing import CliRunner, Result
 
 from imgaccel.cli import main
 from imgaccel.hostconfig import containerd, docker
+from imgaccel.ops import runtime
+from imgaccel.ops.check import Status
 from imgaccel.p2p.certs import KeyPair
 from imgaccel.tracker import Served
 from tests.conftest import NodeServer, needs_registry
@@ -293,3 +295,80 @@ async def test_without_tracker_settings_it_checks_the_tracker_the_running_node_u
     assert checks["tracker"]["status"] == "ok"
     assert checks["tracker"]["detail"] == f"{plain_tracker} answers"
     assert checks["node certificate"]["status"] == "ok"
+
+
+async def test_containerd_without_cri_on_a_docker_host_is_skipped(setup: Setup) -> None:
+    # docker-ce's own config.toml: dockerd pulls, containerd's CRI config is not in use.
+    setup.containerd_config.write_text('disabled_plugins = ["cri"]\n')
+    for registry in REGISTRIES:
+        containerd.remove(setup.hosts_dir, registry)
+    result = await doctor(setup)
+
+    assert result.exit_code == 0, result.output
+    [skipped] = lines_of(result, "skip")
+    assert skipped.startswith("skip  containerd:") and "disables the CRI plugin" in skipped
+    setup.daemon_json.write_text("{}\n")  # dockerd is then the runtime: its mirror must be set
+    result = await doctor(setup)
+    [failed] = lines_of(result, "FAIL")
+    assert failed.startswith("FAIL  dockerd registry-mirrors:")
+
+
+async def test_a_registry_without_a_directory_uses_default(setup: Setup) -> None:
+    containerd.remove(setup.hosts_dir, "ghcr.io")
+    containerd.configure(setup.hosts_dir, "_default", setup.node_url)
+    result = await doctor(setup)
+
+    assert result.exit_code == 0, result.output
+    [line] = [line for line in result.output.splitlines() if "(ghcr.io)" in line]
+    assert line.startswith("ok ") and str(setup.hosts_dir / "_default") in line
+
+    (setup.hosts_dir / "ghcr.io").mkdir()  # containerd reads this one now, though it is empty
+    [failed] = lines_of(await doctor(setup), "FAIL")
+    assert failed.startswith("FAIL  containerd hosts.toml (ghcr.io):") and "missing" in failed
+
+
+async def test_the_host_port_directory_is_the_one_checked(setup: Setup) -> None:
+    registry = "127.0.0.1:5123"
+    containerd.configure(setup.hosts_dir, registry, setup.node_url)  # in <host>:<port>
+    folded = setup.hosts_dir / "127.0.0.1_5123_"
+    folded.mkdir()  # which containerd then ignores for this one
+    (folded / "hosts.toml").write_text('[host."http://10.0.0.9:5000"]\n')
+    result = await doctor(setup, "--registry", registry)
+
+    assert result.exit_code == 1
+    [failed] = lines_of(result, "FAIL")
+    assert failed.startswith(f"FAIL  containerd hosts.toml ({registry}): {folded}/hosts.toml")
+
+
+async def test_a_relative_hosts_dir_matches_config_path(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(setup.root)
+    setup.root = Path(".")  # config.toml's config_path stays absolute
+    result = await doctor(setup)
+
+    assert result.exit_code == 0, result.output
+    assert f"ok    containerd config_path: config_path = {Path.cwd() / 'certs.d'}" in result.output
+
+
+async def test_a_config_path_that_only_ends_like_the_hosts_dir_fails(setup: Setup) -> None:
+    setup.containerd_config.write_text(
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n'
+        f'config_path = "/{setup.hosts_dir.name}"\n'
+    )
+    result = await doctor(setup)
+
+    assert result.exit_code == 1
+    [failed] = lines_of(result, "FAIL")
+    assert failed.startswith("FAIL  containerd config_path: config_path is /certs.d")
+
+
+def test_a_hosts_dir_seen_through_the_host_mount_is_containerds(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n'
+        'config_path = "/etc/containerd/certs.d"\n'
+    )
+    in_pod = runtime.containerd_config(config, Path("/host/etc/containerd/certs.d"))
+    elsewhere = runtime.containerd_config(config, Path("/srv/etc/containerd/certs.d"))
+    assert (in_pod.status, elsewhere.status) == (Status.OK, Status.FAIL)
