@@ -189,8 +189,9 @@ class Settings(BaseSettings):
     )
     admin_networks: list[IPvAnyNetwork] = Field(
         default_factory=lambda: [ip_network("127.0.0.0/8"), ip_network("::1/128")],
-        description="Client networks allowed to change the cache through /_imgaccel/ (pin, "
-        "unpin, gc). Default: loopback only, even when the mirror listens on all interfaces.",
+        description="Client networks allowed to use /_imgaccel/: read the node's status and "
+        "cache listing, change the cache (pin, unpin, gc). Default: loopback only, even when the "
+        "mirror listens on all interfaces.",
     )
     upstreams: dict[str, UpstreamSettings] = Field(
         default_factory=_default_upstreams,

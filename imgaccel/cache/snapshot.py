@@ -6,14 +6,24 @@ Layout of the tar (in this order; nothing else is accepted)::
     manifests/sha256/<hex>       manifest and index bodies
     blobs/sha256/<hex>           config and layer blobs
 
-:func:`export_bundle` reads a cache directory (safe while a node runs: blobs are immutable and
-SQLite reads do not block it) and re-hashes every blob as it writes it. :func:`import_bundle`
-streams the bundle (never extracting by name: every member name must match the layout above, and
-only regular files are read), hashes every blob and manifest against its digest into ``tmp/``,
-and commits nothing until the whole bundle verified: then each blob through the store's
-fsync-and-rename :meth:`~imgaccel.cache.store.BlobStore.commit`, then manifests and tags. A
-corrupt or hostile bundle loads nothing. Import into the cache of a stopped node (or restart it
-after): a running node indexes its blobs at start.
+:func:`export_bundle` reads a cache directory without changing it (safe while a node runs:
+blobs are immutable, SQLite reads do not block it, and it leaves ``tmp/`` alone) and re-hashes
+every blob as it writes it. :func:`import_bundle` streams the bundle (never extracting by name:
+every member name must match the layout above, and only regular files are read), hashes every
+blob and manifest against its digest into a directory of its own, ``tmp/import-<id>/`` (removed
+afterwards, whatever happens), and commits nothing until the whole bundle verified: then each
+blob through the store's fsync-and-rename :meth:`~imgaccel.cache.store.BlobStore.commit`, then
+manifests and tags. A corrupt or hostile bundle loads nothing.
+
+The index's metadata is believed only about the bundle's own content, as far as the operator who
+made it is trusted: ``repos`` (which becomes provenance) only for digests the bundle holds,
+``public`` only for repositories those name and this cache has no word on yet (from an origin
+or an earlier bundle), and every ``images`` entry must be a valid host, name, tag and a manifest
+of the bundle, or nothing loads.
+
+Import into the cache of a stopped node, or restart the node after: a running node indexes its
+blobs (and counts them against its quota) at start, so until then it does not serve the imported
+blobs from its cache but fetches them again, though it sees the imported manifests and tags.
 """
 
 from __future__ import annotations
@@ -22,9 +32,11 @@ import hashlib
 import io
 import json
 import re
+import shutil
 import tarfile
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -33,10 +45,10 @@ import zstandard
 
 from imgaccel.cache.meta import Manifest, MetaStore
 from imgaccel.cache.store import BlobStore
-from imgaccel.errors import CacheError, RegistryError
+from imgaccel.errors import CacheError, RegistryError, TagInvalid
 from imgaccel.oci.digest import Digest
 from imgaccel.oci.media import INDEX_TYPES
-from imgaccel.oci.reference import ImageRef, validate_host, validate_name
+from imgaccel.oci.reference import ImageRef, is_tag, validate_host, validate_name
 
 _MEMBER_RE = re.compile(r"^(index\.json|(manifests|blobs)/sha256/[0-9a-f]{64})$")
 _MAX_DOCUMENT = 16 * 1024 * 1024
@@ -126,21 +138,34 @@ def _add_manifest(
         if not isinstance(descriptor, dict) or descriptor.get("urls"):
             continue
         blob = Digest.parse(descriptor["digest"])
-        entry = store.lookup(blob)
-        if entry is None:
+        size = _cached_size(store, blob)
+        if size is None:
             raise NotCached(f"{ref}: blob {blob} is not in the cache (prewarm it first)")
-        contents.blobs[str(blob)] = entry.size
+        contents.blobs[str(blob)] = size
         contents.repos[str(blob)] = (ref.registry, ref.name)
 
 
+def _cached_size(store: BlobStore, digest: Digest) -> int | None:
+    # From the file, not the store's index: only the node that owns the cache builds that.
+    try:
+        return store.path(digest).stat().st_size
+    except FileNotFoundError:
+        return None
+
+
 def export_bundle(cache_dir: Path, images: list[str], out: Path, level: int = 3) -> Contents:
-    """Write ``images`` from the cache at ``cache_dir`` into the bundle ``out``."""
+    """Write ``images`` from the cache at ``cache_dir`` into the bundle ``out``; nothing is left
+    at ``out`` (nor ``out.part``) unless it succeeds."""
+    if not (cache_dir / "meta.db").is_file():
+        # MetaStore would create an empty cache at a mistyped path and report "not cached".
+        raise CacheError(f"{cache_dir} is not an imgaccel cache directory (it has no meta.db)")
+    # Not store.open(): that is the owning node's crash recovery, which empties tmp/ and so
+    # would break every fill of a node running on this cache.
     store = BlobStore(cache_dir)
-    store.open()
     meta = MetaStore(cache_dir / "meta.db")
+    partial = out.with_name(out.name + ".part")
     try:
         contents = collect(store, meta, images)
-        partial = out.with_name(out.name + ".part")
         with (
             open(partial, "wb") as raw,
             zstandard.ZstdCompressor(level=level).stream_writer(raw) as packed,
@@ -153,7 +178,10 @@ def export_bundle(cache_dir: Path, images: list[str], out: Path, level: int = 3)
                 _add_blob(tar, store, Digest.parse(digest), size)
         partial.replace(out)
         return contents
+    except OSError as exc:  # out's directory missing or not writable, a blob evicted meanwhile
+        raise CacheError(f"export to {out} failed: {exc}") from exc
     finally:
+        partial.unlink(missing_ok=True)
         meta.close()
 
 
@@ -204,20 +232,23 @@ class _Staged:
 def import_bundle(bundle: Path, cache_dir: Path) -> Contents:
     """Verify ``bundle`` entirely, then load it into the cache at ``cache_dir``."""
     store = BlobStore(cache_dir)
-    store.open()
+    # Not store.open(): it empties tmp/, where a running node writes its fills. This import
+    # stages in a directory of its own, so neither that node nor another import loses files.
+    store.make_layout()
     meta = MetaStore(cache_dir / "meta.db")
+    staging = store.tmp_dir / f"import-{uuid.uuid4().hex}"
     staged = _Staged()
     try:
-        contents = _stage(bundle, store, staged)
+        staging.mkdir()
+        contents = _stage(bundle, staging, staged)
         _commit(store, meta, contents, staged)
         return contents
     finally:
-        for temp in staged.blobs.values():
-            temp.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
         meta.close()
 
 
-def _stage(bundle: Path, store: BlobStore, staged: _Staged) -> Contents:
+def _stage(bundle: Path, staging: Path, staged: _Staged) -> Contents:
     index: dict[str, Any] | None = None
     try:
         for member, reader in _members(bundle):
@@ -228,7 +259,7 @@ def _stage(bundle: Path, store: BlobStore, staged: _Staged) -> Contents:
             elif index is None:
                 raise SnapshotInvalid("index.json must come first in the bundle")
             elif member.name.startswith("blobs/"):
-                _stage_blob(store, staged, member, reader, index)
+                _stage_blob(staging, staged, member, reader, index)
             else:
                 _stage_manifest(staged, member, reader)
         if index is None:
@@ -274,7 +305,7 @@ def _parse_index(data: bytes) -> dict[str, Any]:
 
 
 def _stage_blob(
-    store: BlobStore,
+    staging: Path,
     staged: _Staged,
     member: tarfile.TarInfo,
     reader: IO[bytes],
@@ -283,7 +314,7 @@ def _stage_blob(
     digest = Digest.parse(member.name.replace("blobs/", "").replace("/", ":"))
     if index["blob_sizes"].get(str(digest)) != member.size:
         raise SnapshotInvalid(f"{digest}: not in index.json, or of another size")
-    temp = store.temp_path()
+    temp = staging / f"{digest.algorithm}-{digest.hex}"
     staged.blobs[digest] = temp
     hasher = hashlib.new(digest.algorithm)
     with open(temp, "wb") as out:
@@ -303,7 +334,7 @@ def _stage_manifest(staged: _Staged, member: tarfile.TarInfo, reader: IO[bytes])
 
 
 def _check_complete(index: dict[str, Any], staged: _Staged) -> Contents:
-    contents = Contents(images=list(index.get("images", [])), public=dict(index.get("public", {})))
+    contents = Contents()
     for entry in index.get("manifests", []):
         body = staged.manifests.get(entry["digest"])
         if body is None:
@@ -316,11 +347,89 @@ def _check_complete(index: dict[str, Any], staged: _Staged) -> Contents:
     if missing:
         raise SnapshotInvalid(f"{len(missing)} blob(s) listed but missing, e.g. {min(missing)}")
     contents.blobs = dict(index["blob_sizes"])
-    contents.repos = {
-        str(Digest.parse(d)): (validate_host(r[0]), validate_name(r[1]))
-        for d, r in dict(index.get("repos", {})).items()
-    }
+    contents.repos = _repos(index.get("repos", {}), {*contents.manifests, *contents.blobs})
+    contents.public = _public(index.get("public", {}), set(contents.repos.values()))
+    contents.images = _images(index.get("images", []), contents.manifests)
     return contents
+
+
+def _repos(entries: object, held: set[str]) -> dict[str, tuple[str, str]]:
+    """Which repository holds each digest, for the digests the bundle holds only: an entry
+    for another digest would give a layer the bundle never carried (one cached from a private
+    repository, say) the provenance and repository the access guard trusts."""
+    repos: dict[str, tuple[str, str]] = {}
+    for name, entry in _mapping(entries, "repos").items():
+        digest = _checked(_valid_digest, name, "a digest in 'repos'")
+        if digest not in held:
+            continue
+        if not isinstance(entry, list) or len(entry) != 2:
+            raise SnapshotInvalid(f"'repos' of {digest} must be [registry, repository]")
+        registry = _checked(validate_host, entry[0], f"the registry of {digest}")
+        repos[digest] = (registry, _checked(validate_name, entry[1], f"the repository of {digest}"))
+    return repos
+
+
+def _public(entries: object, named: set[tuple[str, str]]) -> dict[str, bool]:
+    """Whether each repository was seen public, for repositories the bundle's content is in only:
+    the word makes a repository's cached content anyone's, so it goes no further than that."""
+    public: dict[str, bool] = {}
+    for name, value in _mapping(entries, "public").items():
+        registry, _, repo = name.partition("/")
+        if (registry, repo) not in named:
+            continue
+        if not isinstance(value, bool):
+            raise SnapshotInvalid(f"'public' of {name[:200]!r} must be true or false")
+        public[name] = value
+    return public
+
+
+def _images(entries: object, manifests: dict[str, Manifest]) -> list[dict[str, Any]]:
+    """Every image entry checked before anything is committed: one bad entry loads nothing."""
+    if not isinstance(entries, list):
+        raise SnapshotInvalid("'images' must be a list")
+    images = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise SnapshotInvalid(f"an entry of 'images' is not an object: {str(entry)[:200]!r}")
+        digest = _checked(_valid_digest, entry.get("digest"), "an image's digest")
+        if digest not in manifests:
+            raise SnapshotInvalid(f"image manifest {digest} is not in the bundle")
+        tag = entry.get("tag")
+        images.append(
+            {
+                "registry": _checked(validate_host, entry.get("registry"), "an image's registry"),
+                "repository": _checked(validate_name, entry.get("repository"), "an image's name"),
+                "tag": None if tag is None else _checked(_valid_tag, tag, "an image's tag"),
+                "digest": digest,
+            }
+        )
+    return images
+
+
+def _mapping(value: object, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise SnapshotInvalid(f"'{what}' must be an object")
+    return value
+
+
+def _checked(validate: Callable[[str], str], value: object, what: str) -> str:
+    """``validate(value)`` (its normal form), or SnapshotInvalid naming ``what`` and the value."""
+    if not isinstance(value, str):
+        raise SnapshotInvalid(f"{what} must be a string, not {type(value).__name__}")
+    try:
+        return validate(value)
+    except RegistryError:
+        raise SnapshotInvalid(f"{what} is invalid: {value[:200]!r}") from None
+
+
+def _valid_digest(text: str) -> str:
+    return str(Digest.parse(text))
+
+
+def _valid_tag(text: str) -> str:
+    if not is_tag(text):
+        raise TagInvalid("invalid tag")
+    return text
 
 
 def _commit(store: BlobStore, meta: MetaStore, contents: Contents, staged: _Staged) -> None:
@@ -334,8 +443,11 @@ def _commit(store: BlobStore, meta: MetaStore, contents: Contents, staged: _Stag
         meta.add_content(registry, repo, Digest.parse(name))
     for name, public in contents.public.items():
         registry, _, repo = name.partition("/")
-        meta.set_public(registry, repo, bool(public))
-    for image in contents.images:
-        if image.get("tag") and image["digest"] in contents.manifests:
+        # What this cache saw at the origin wins over a bundle's word: a bundle fills in only
+        # repositories the cache never saw, so it cannot make the cache's private content public.
+        if meta.is_public(registry, repo) is None:
+            meta.set_public(registry, repo, public)
+    for image in contents.images:  # validated by _images
+        if image["tag"] is not None:
             digest = Digest.parse(image["digest"])
             meta.put_tag(image["registry"], image["repository"], image["tag"], digest)

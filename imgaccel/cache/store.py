@@ -3,7 +3,8 @@
 Layout under the cache dir::
 
     blobs/<algorithm>/<hex>      verified blobs, named by their digest (nothing else is there)
-    tmp/                         blobs being written; emptied at start-up (crashes leave these)
+    tmp/                         blobs being written, a snapshot import's import-<id>/ dir;
+                                 emptied at start-up (crashes leave these)
 
 A blob becomes visible only through :meth:`BlobStore.commit`: fsync, rename into ``blobs/``, fsync
 the directory. The quota counts the bytes of imgaccel's own blobs (and of fills in progress), not
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 import uuid
 from collections import OrderedDict
@@ -29,6 +31,7 @@ from imgaccel.oci.digest import Digest
 log = logging.getLogger(__name__)
 
 _TOUCH_EVERY_SECONDS = 60.0
+_ALGORITHMS = ("sha256", "sha512")
 
 
 @dataclass
@@ -58,15 +61,20 @@ class BlobStore:
     # -- start-up -------------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Create the layout, delete what a crash left in ``tmp/`` and index the blobs."""
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        """Create the layout, delete what a crash left in ``tmp/`` and index the blobs.
+
+        Only for the process that owns the cache (the node, at start): every file in ``tmp/``
+        is taken for a crash's leftover, so a second process must use :meth:`make_layout`."""
+        self.make_layout()
         for stale in self.tmp_dir.iterdir():
             log.info("removing unfinished blob %s left by an earlier run", stale.name)
-            stale.unlink(missing_ok=True)
+            if stale.is_dir() and not stale.is_symlink():  # a snapshot import's staging dir
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
         found: list[tuple[float, Digest, int]] = []
-        for algorithm in ("sha256", "sha512"):
+        for algorithm in _ALGORITHMS:
             directory = self.root / "blobs" / algorithm
-            directory.mkdir(parents=True, exist_ok=True)
             for path in directory.iterdir():
                 try:
                     digest = Digest.parse(f"{algorithm}:{path.name}")
@@ -78,6 +86,13 @@ class BlobStore:
         for mtime, digest, size in sorted(found, key=lambda item: item[0]):
             self._entries[digest] = Entry(size, mtime)
         log.info("cache at %s: %d blobs, %d bytes", self.root, len(self._entries), self.used_bytes)
+
+    def make_layout(self) -> None:
+        """Create ``tmp/`` and ``blobs/<algorithm>/`` if missing, touching nothing in them: safe
+        beside a running node (a snapshot import writes into its cache this way)."""
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        for algorithm in _ALGORITHMS:
+            (self.root / "blobs" / algorithm).mkdir(parents=True, exist_ok=True)
 
     # -- paths ----------------------------------------------------------------------------------
 

@@ -31,7 +31,10 @@ def cache() -> None:
     """Show and manage a node's cache: blobs, pins, garbage collection."""
 
 
-def _call(node_url: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+def _call(
+    node_url: str, method: str, path: str, expect: tuple[str, ...] = (), **kwargs: Any
+) -> dict[str, Any]:
+    """The node's JSON answer, which must have the keys ``expect``; a one-line error else."""
     import aiohttp
 
     from imgaccel.prewarm.errors import PrewarmError
@@ -43,11 +46,16 @@ def _call(node_url: str, method: str, path: str, **kwargs: Any) -> dict[str, Any
             return await api.admin(method, f"{api.base_url}{path}", **kwargs)
 
     try:
-        return asyncio.run(call())
+        answer = asyncio.run(call())
     except PrewarmError as exc:
         error = click.ClickException(str(exc))
         error.exit_code = exc.exit_code
         raise error from exc
+    if missing := [key for key in expect if key not in answer]:
+        raise click.ClickException(
+            f"{method} {node_url}{path}: the answer has no {missing[0]!r} (not an imgaccel node?)"
+        )
+    return answer
 
 
 @cache.command("ls")
@@ -56,7 +64,7 @@ def _call(node_url: str, method: str, path: str, **kwargs: Any) -> dict[str, Any
 @click.option("--json", "as_json", is_flag=True, help="The node's JSON answer.")
 def ls(node_url: str, pinned: bool, as_json: bool) -> None:
     """List cached blobs, least recently used first, with their pins."""
-    listing = _call(node_url, "GET", "/_imgaccel/cache")
+    listing = _call(node_url, "GET", "/_imgaccel/cache", ("blobs", "used_bytes", "quota_bytes"))
     blobs = [b for b in listing["blobs"] if b["pinned_until"] or not pinned]
     if as_json:
         click.echo(json.dumps({**listing, "blobs": blobs}))
@@ -83,7 +91,7 @@ def pin(digests: tuple[str, ...], node_url: str, seconds: float) -> None:
     for start in range(0, len(digests), 10):  # the node takes bodies of at most 1 KiB
         batch = list(digests[start : start + 10])
         body = {"digests": batch, "seconds": seconds, "reason": "manual"}
-        missing += _call(node_url, "POST", "/_imgaccel/pins", json=body)["missing"]
+        missing += _call(node_url, "POST", "/_imgaccel/pins", ("missing",), json=body)["missing"]
     for digest in missing:
         click.echo(f"{digest}: not cached, not pinned", err=True)
     if missing:
@@ -114,9 +122,14 @@ def unpin(digests: tuple[str, ...], node_url: str, reason: str | None) -> None:
 
 @cache.command()
 @_NODE
-@click.option("--target", type=ByteSize(), help="Delete down to this size. [default: the quota]")
+@click.option(
+    "--target",
+    type=ByteSize(),
+    help="Delete down to this size. [default: the node's quota; with no quota, delete nothing]",
+)
 def gc(node_url: str, target: int | None) -> None:
-    """Drop expired pins, then delete least recently used unpinned blobs down to --target."""
+    """Drop expired pins, then delete least recently used unpinned blobs down to --target (or
+    the node's quota). A node without a quota deletes nothing unless --target is given."""
     body = {} if target is None else {"target_bytes": target}
-    answer = _call(node_url, "POST", "/_imgaccel/gc", json=body)
+    answer = _call(node_url, "POST", "/_imgaccel/gc", ("removed", "used_bytes"), json=body)
     click.echo(f"removed {len(answer['removed'])} blobs; {answer['used_bytes']} bytes used")

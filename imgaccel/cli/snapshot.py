@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import click
@@ -10,7 +11,8 @@ _CACHE_DIR = click.option(
     "--cache-dir",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="IMGACCEL_CACHE__DIR",
-    help="The node's cache directory. [default: /var/lib/imgaccel as root, else XDG cache]",
+    help="The node's cache directory (export: it must exist). "
+    "[default: /var/lib/imgaccel as root, else XDG cache]",
 )
 
 
@@ -37,7 +39,8 @@ def snapshot() -> None:
 )
 @_CACHE_DIR
 def export(images: tuple[str, ...], output: Path, cache_dir: Path | None) -> None:
-    """Write the cached, verified blobs and manifests of IMAGE... into one bundle."""
+    """Write the cached, verified blobs and manifests of IMAGE... into one bundle. Reads the
+    cache without changing it: safe while the node runs."""
     from imgaccel.cache.snapshot import NotCached, export_bundle
     from imgaccel.errors import ImgaccelError
 
@@ -45,7 +48,7 @@ def export(images: tuple[str, ...], output: Path, cache_dir: Path | None) -> Non
         contents = export_bundle(_cache_dir(cache_dir), list(images), output)
     except NotCached as exc:
         raise _fail(str(exc), 3) from exc
-    except ImgaccelError as exc:
+    except (ImgaccelError, sqlite3.Error) as exc:  # sqlite3: a meta.db it cannot read
         raise _fail(str(exc), 1) from exc
     size = sum(contents.blobs.values())
     click.echo(
@@ -57,8 +60,9 @@ def export(images: tuple[str, ...], output: Path, cache_dir: Path | None) -> Non
 @click.argument("bundle", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @_CACHE_DIR
 def import_(bundle: Path, cache_dir: Path | None) -> None:
-    """Verify every digest of BUNDLE, then load it into a cache (of a stopped node, or restart
-    the node after). A bundle that fails verification loads nothing."""
+    """Verify every digest of BUNDLE, then load it into a cache. A bundle that fails
+    verification loads nothing. Safe beside a running node, but that node serves the imported
+    blobs from its cache only once restarted (it indexes its blobs at start)."""
     from imgaccel.cache.snapshot import import_bundle
     from imgaccel.errors import ImgaccelError
 
@@ -66,6 +70,8 @@ def import_(bundle: Path, cache_dir: Path | None) -> None:
         contents = import_bundle(bundle, _cache_dir(cache_dir))
     except ImgaccelError as exc:
         raise _fail(f"{bundle} rejected, nothing imported: {exc}", 1) from exc
+    except (OSError, sqlite3.Error) as exc:  # the cache dir cannot be created or written
+        raise _fail(f"{bundle}: import failed: {exc}", 1) from exc
     click.echo(f"imported {len(contents.manifests)} manifests and {len(contents.blobs)} blobs")
 
 

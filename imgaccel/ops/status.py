@@ -24,6 +24,11 @@ async def fetch_status(node_url: str) -> dict[str, Any]:
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
             session.get(url) as resp,
         ):
+            if resp.status == 403:
+                raise NodeUnreachable(
+                    f"{url} answered 403: the node answers status only to its admin_networks "
+                    "(loopback by default): run this on the node"
+                )
             if resp.status != 200:
                 raise NodeUnreachable(f"{url} answered {resp.status} (an older node?)")
             answer = await resp.json()

@@ -9,19 +9,22 @@ POST   /_imgaccel/pins              ``{digests, seconds, reason}`` -> ``{pinned,
 DELETE /_imgaccel/pins/{digest}     -> 204
 POST   /_imgaccel/gc                ``{target_bytes?}`` (default: the quota) -> ``{removed,
                                     used_bytes}``: expired pins dropped, then least recently used
-                                    unpinned blobs deleted down to the target
+                                    unpinned blobs deleted down to the target (with no quota and
+                                    no target, none: "no quota" is not "a quota of 0 bytes")
 ====== ============================ ==========================================================
 
 The routes are fixed paths beside ``/v2/`` (no registry name can reach them: names are
 validated) and every digest is parsed as a :class:`Digest` before it names a file. They go
 through the same error middleware as the registry API: bad input is a 4xx, never a traceback.
-Changes (pins, gc) are accepted only from ``admin_networks`` (loopback by default), so a node
-whose mirror listens on the network does not let the network edit its cache.
+Every route here, the listing too, and ``GET /_imgaccel/status`` answer only ``admin_networks``
+(loopback by default), so a node whose mirror listens on the network neither lets the network
+edit its cache nor tells it which (private) images the node holds and runs.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 from typing import Any
 
@@ -42,6 +45,7 @@ class AdminInvalid(RegistryError):
 
 
 async def cache_listing(request: web.Request) -> web.Response:
+    require_admin(request, "reading the cache listing")
     node = request.app[NODE]
     store, pinned = node.store, pins.pins(node.store, node.meta)
     blobs = []
@@ -62,8 +66,8 @@ async def cache_listing(request: web.Request) -> web.Response:
     )
 
 
-def _require_admin(request: web.Request) -> None:
-    """Changes to the cache only from ``admin_networks`` (loopback by default)."""
+def require_admin(request: web.Request, action: str = "changing the cache") -> None:
+    """Denied unless the client is in ``admin_networks`` (loopback by default)."""
     try:
         client = ipaddress.ip_address((request.remote or "").split("%")[0])
     except ValueError:
@@ -71,20 +75,24 @@ def _require_admin(request: web.Request) -> None:
     networks = request.app[NODE].settings.admin_networks
     if client is None or not any(client in network for network in networks):
         raise Denied(
-            f"changing the cache is allowed only from {', '.join(map(str, networks))}",
+            f"{action} is allowed only from {', '.join(map(str, networks))}",
             detail={"client": request.remote},
         )
 
 
 async def pin_blobs(request: web.Request) -> web.Response:
-    _require_admin(request)
+    require_admin(request)
     node = request.app[NODE]
     body = await _body(request)
     digests = body.get("digests")
     if not isinstance(digests, list) or len(digests) > _MAX_DIGESTS:
         raise AdminInvalid(f"'digests' must be a list of at most {_MAX_DIGESTS} digests")
     seconds = body.get("seconds")
-    if not isinstance(seconds, int | float) or not 0 <= seconds <= _MAX_PIN_SECONDS:
+    if (
+        isinstance(seconds, bool)  # an int to Python, not a number to the client
+        or not isinstance(seconds, int | float)
+        or not 0 <= seconds <= _MAX_PIN_SECONDS
+    ):
         raise AdminInvalid(f"'seconds' must be a number from 0 to {_MAX_PIN_SECONDS:.0f}")
     reason = str(body.get("reason") or "manual")[:64]
     parsed = [Digest.parse(str(d)) for d in digests]
@@ -94,7 +102,7 @@ async def pin_blobs(request: web.Request) -> web.Response:
 
 
 async def unpin_blob(request: web.Request) -> web.Response:
-    _require_admin(request)
+    require_admin(request)
     node = request.app[NODE]
     # ?reason=R drops that reason's pin only; without it every pin of the blob goes.
     reason = request.query.get("reason")
@@ -103,11 +111,18 @@ async def unpin_blob(request: web.Request) -> web.Response:
 
 
 async def collect_garbage(request: web.Request) -> web.Response:
-    _require_admin(request)
+    require_admin(request)
     node = request.app[NODE]
     body = await _body(request) if request.can_read_body else {}
-    target = body.get("target_bytes", node.store.quota_bytes)
-    if not isinstance(target, int) or target < 0:
+    target = body.get("target_bytes")
+    if target is None and not node.store.quota_bytes:
+        # No target and no quota ("0: none"), so no limit to delete down to: a target of
+        # 0 bytes would delete every unpinned blob. Expired pins go, as in collect().
+        pins.load_pins(node.store, node.meta)
+        return web.json_response({"removed": [], "used_bytes": node.store.used_bytes})
+    if target is None:
+        target = node.store.quota_bytes
+    if isinstance(target, bool) or not isinstance(target, int) or target < 0:
         raise AdminInvalid("'target_bytes' must be a non-negative integer")
     removed = pins.collect(node.store, node.meta, target)
     return web.json_response(
@@ -116,10 +131,13 @@ async def collect_garbage(request: web.Request) -> web.Response:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
+    # Not request.json(): a declared charset Python does not know makes it raise
+    # LookupError, which no handler expects (a 500).
+    data = await request.read()
     try:
-        body = await request.json()
-    except ValueError:
-        raise AdminInvalid("the body is not JSON") from None
+        body = json.loads(data.decode(request.charset or "utf-8"))
+    except (ValueError, LookupError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise AdminInvalid("the body is not JSON (in UTF-8 or its declared charset)") from None
     if not isinstance(body, dict) or any(
         isinstance(v, float) and not math.isfinite(v) for v in body.values()
     ):

@@ -1,7 +1,9 @@
 """``GET /_imgaccel/status``: what ``imgaccel status`` shows, as JSON.
 
-Outside ``/v2/`` on purpose: no registry client asks for it, and it needs no credentials, so it
-names no repository and no credential, only digests, sizes, sources and counters. Shape::
+Outside ``/v2/`` on purpose: no registry client asks for it. It needs no credentials and names
+no repository, but the digests it lists tell which images run here, and it names the node's
+directories: like the cache listing it answers only ``admin_networks`` (loopback by default;
+``imgaccel status`` runs on the node). ``/healthz`` and ``/metrics`` stay open. Shape::
 
     {"version",
      "cache": {"dir", "bytes", "blobs", "quota_bytes"},
@@ -18,12 +20,14 @@ from typing import Any
 from aiohttp import web
 
 from imgaccel import __version__
+from imgaccel.proxy.admin import require_admin
 from imgaccel.proxy.state import NODE, Node
 
 SOURCES = ("cache", "peer", "origin")
 
 
 async def status(request: web.Request) -> web.Response:
+    require_admin(request, "reading the node's status")
     node = request.app[NODE]
     return web.json_response(
         {

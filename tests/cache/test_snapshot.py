@@ -6,6 +6,8 @@ import asyncio
 import hashlib
 import io
 import json
+import os
+import random
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -16,13 +18,17 @@ import pytest
 import zstandard
 from click.testing import CliRunner
 
-from imgaccel.cache.snapshot import SnapshotInvalid, import_bundle
+from imgaccel.cache.meta import Manifest, MetaStore
+from imgaccel.cache.snapshot import SnapshotInvalid, export_bundle, import_bundle
+from imgaccel.cache.store import BlobStore
 from imgaccel.cli.cache import cache
 from imgaccel.cli.prewarm import prewarm
 from imgaccel.cli.snapshot import snapshot
+from imgaccel.oci.digest import Digest
 from imgaccel.testing.images import Image
 from imgaccel.testing.registry import DistributionRegistry
-from tests.conftest import needs_registry
+from tests.cache.test_store import put
+from tests.conftest import needs_registry, until
 
 
 def blobs_of(image: Image) -> list[str]:
@@ -201,3 +207,201 @@ async def test_cache_cli_lists_pins_unpins_and_collects(
         ) as response,
     ):
         assert response.status == 400
+
+
+# -- a cache and a running node beside export and import ------------------------------------------
+
+REGISTRY, REPO = "registry.local:5000", "team/app"
+MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+CONFIG, LAYER = b'{"architecture": "amd64"}', b"layer" * 1000
+
+
+def _manifest(config: bytes, *layers: bytes) -> bytes:
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_TYPE,
+            "config": {"digest": _digest(config), "size": len(config)},
+            "layers": [{"digest": _digest(layer), "size": len(layer)} for layer in layers],
+        }
+    ).encode()
+
+
+MANIFEST = _manifest(CONFIG, LAYER)
+
+
+def _warm(cache_dir: Path) -> BlobStore:
+    """The cache a node leaves after pulling REGISTRY/REPO:v1, and that node's store (opened)."""
+    store = BlobStore(cache_dir)
+    store.open()
+    for data in (CONFIG, LAYER):
+        put(store, data)
+    meta = MetaStore(cache_dir / "meta.db")
+    meta.put_manifest(Manifest(Digest.of(MANIFEST), MANIFEST_TYPE, MANIFEST))
+    meta.put_tag(REGISTRY, REPO, "v1", Digest.of(MANIFEST))
+    meta.close()
+    return store
+
+
+def _image_bundle(path: Path, **index: Any) -> Path:
+    """A bundle of REGISTRY/REPO:v1 as export writes it; ``index`` overrides its index.json."""
+    members = [
+        ("manifests/sha256/" + Digest.of(MANIFEST).hex, MANIFEST),
+        (_member(CONFIG), CONFIG),
+        (_member(LAYER), LAYER),
+    ]
+    image = {"registry": REGISTRY, "repository": REPO, "tag": "v1", "digest": _digest(MANIFEST)}
+    default = {
+        **_index(CONFIG, LAYER),
+        "manifests": [{"digest": _digest(MANIFEST), "media_type": MANIFEST_TYPE}],
+        "images": [image],
+        "repos": {_digest(d): [REGISTRY, REPO] for d in (MANIFEST, CONFIG, LAYER)},
+    }
+    return _bundle(path, members, {**default, **index})
+
+
+def test_export_and_import_leave_a_running_nodes_fills_alone(tmp_path: Path) -> None:
+    warm = _warm(tmp_path / "warm")
+    warm_fill = warm.temp_path()
+    warm_fill.write_bytes(b"half a blob")  # a fill in flight on the node serving this cache
+    bundle = tmp_path / "app.tar.zst"
+    exported = export_bundle(tmp_path / "warm", [f"{REGISTRY}/{REPO}:v1"], bundle)
+    assert set(exported.blobs) == {_digest(CONFIG), _digest(LAYER)}
+    assert warm_fill.read_bytes() == b"half a blob"
+
+    other = BlobStore(tmp_path / "other")
+    other.open()
+    other_fill = other.temp_path()
+    other_fill.write_bytes(b"half a blob")
+    import_bundle(bundle, tmp_path / "other")
+    assert other_fill.read_bytes() == b"half a blob"
+    assert list((tmp_path / "other" / "tmp").iterdir()) == [other_fill]  # staging removed
+    assert other.path(Digest.of(LAYER)).read_bytes() == LAYER
+
+
+async def test_two_imports_at_once_keep_each_others_files(tmp_path: Path) -> None:
+    cache_dir = tmp_path / "cache"
+    slow_blob = random.Random(1).randbytes(2_000_000)
+    slow = _bundle(tmp_path / "slow.tar.zst", [(_member(slow_blob), slow_blob)], _index(slow_blob))
+    quick = _bundle(tmp_path / "quick.tar.zst", [(_member(LAYER), LAYER)], _index(LAYER))
+    fifo = tmp_path / "slow.fifo"  # the slow import reads what the test feeds it, when it does
+    os.mkfifo(fifo)
+    slow_import = asyncio.create_task(asyncio.to_thread(import_bundle, fifo, cache_dir))
+    data = slow.read_bytes()
+    with await asyncio.to_thread(open, fifo, "wb") as feed:
+        await asyncio.to_thread(feed.write, data[: len(data) // 2])
+        await asyncio.to_thread(feed.flush)
+        # Halfway through its blob: a file of the slow import is in tmp/.
+        await until(lambda: any(p.is_file() for p in (cache_dir / "tmp").rglob("*")))
+        await asyncio.to_thread(import_bundle, quick, cache_dir)
+        await asyncio.to_thread(feed.write, data[len(data) // 2 :])
+    await slow_import
+    store = BlobStore(cache_dir)
+    assert store.path(Digest.of(slow_blob)).read_bytes() == slow_blob
+    assert store.path(Digest.of(LAYER)).read_bytes() == LAYER
+    assert list((cache_dir / "tmp").iterdir()) == []
+
+
+def test_a_bundle_says_nothing_about_content_it_does_not_hold(tmp_path: Path) -> None:
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    meta = MetaStore(cache_dir / "meta.db")
+    meta.set_public("private.corp", "secret", False)  # this cache saw it private at its origin
+    elsewhere = Digest.parse("sha256:" + "cd" * 32)  # e.g. a private layer this cache holds
+    bundle = _image_bundle(
+        tmp_path / "b.tar.zst",
+        repos={
+            **{_digest(d): [REGISTRY, REPO] for d in (MANIFEST, CONFIG, LAYER)},
+            str(elsewhere): ["docker.io", "library/alpine"],
+        },
+        public={
+            f"{REGISTRY}/{REPO}": True,
+            "docker.io/library/alpine": True,
+            "private.corp/secret": True,
+        },
+    )
+    import_bundle(bundle, cache_dir)
+    assert meta.origins_of(elsewhere) == frozenset()
+    assert not meta.has_content("docker.io", "library/alpine", elsewhere)
+    assert meta.is_public("docker.io", "library/alpine") is None
+    assert meta.is_public("private.corp", "secret") is False
+    # What the bundle holds keeps its provenance and repository, public as exported.
+    assert meta.origins_of(Digest.of(LAYER)) == {REGISTRY}
+    assert meta.has_content(REGISTRY, REPO, Digest.of(LAYER))
+    assert meta.is_public(REGISTRY, REPO) is True
+
+
+def test_a_bundle_cannot_make_public_a_repository_this_cache_saw_private(tmp_path: Path) -> None:
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    meta = MetaStore(cache_dir / "meta.db")
+    meta.set_public(REGISTRY, REPO, False)
+    import_bundle(
+        _image_bundle(tmp_path / "b.tar.zst", public={f"{REGISTRY}/{REPO}": True}), cache_dir
+    )
+    assert meta.is_public(REGISTRY, REPO) is False
+    assert meta.has_content(REGISTRY, REPO, Digest.of(LAYER))  # the content itself loaded
+
+
+_IMAGE = {"registry": REGISTRY, "repository": REPO, "tag": "v1", "digest": _digest(MANIFEST)}
+
+
+@pytest.mark.parametrize(
+    "images",
+    [
+        ["oops"],
+        [{k: v for k, v in _IMAGE.items() if k != "digest"}],
+        [{**_IMAGE, "registry": "../../x"}],
+        [{**_IMAGE, "repository": "A B"}],
+        [{**_IMAGE, "tag": "t\x00"}],
+        [{**_IMAGE, "tag": 1}],
+        [{**_IMAGE, "digest": _digest(b"a manifest the bundle does not hold")}],
+        [_IMAGE, {**_IMAGE, "digest": "sha256:nothex"}],  # the good one loads nothing either
+        {"not": "a list"},
+    ],
+)
+def test_an_invalid_image_entry_rejects_the_bundle_and_loads_nothing(
+    tmp_path: Path, images: Any
+) -> None:
+    cache_dir = tmp_path / "cache"
+    with pytest.raises(SnapshotInvalid):
+        import_bundle(_image_bundle(tmp_path / "b.tar.zst", images=images), cache_dir)
+    assert _loaded(cache_dir) == []
+    meta = MetaStore(cache_dir / "meta.db")
+    assert meta.manifest(Digest.of(MANIFEST)) is None
+    assert meta.tag(REGISTRY, REPO, "v1") is None
+    assert meta.origins_of(Digest.of(LAYER)) == frozenset()
+
+
+def _export(*args: str) -> Any:
+    # catch_exceptions=False: a crash fails the test instead of passing as exit code 1.
+    return CliRunner().invoke(snapshot, ["export", *args], catch_exceptions=False)
+
+
+def test_a_failed_export_says_why_in_one_line_and_leaves_no_file(tmp_path: Path) -> None:
+    warm = _warm(tmp_path / "warm")
+    warm.path(Digest.of(LAYER)).write_bytes(b"rotten" * 1000)  # damaged on disk
+    out = tmp_path / "app.tar.zst"
+    result = _export(f"{REGISTRY}/{REPO}:v1", "-o", str(out), "--cache-dir", str(tmp_path / "warm"))
+    assert result.exit_code == 1
+    assert "does not match its digest" in result.output and "Traceback" not in result.output
+    assert list(tmp_path.glob("app.tar.zst*")) == []
+
+
+def test_export_into_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    _warm(tmp_path / "warm")
+    out = tmp_path / "missing" / "app.tar.zst"
+    result = _export(f"{REGISTRY}/{REPO}:v1", "-o", str(out), "--cache-dir", str(tmp_path / "warm"))
+    assert result.exit_code == 1
+    assert f"export to {out} failed" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_export_from_a_mistyped_cache_dir_creates_nothing(tmp_path: Path) -> None:
+    typo = tmp_path / "typo"
+    result = _export(
+        f"{REGISTRY}/{REPO}:v1", "-o", str(tmp_path / "a.tar.zst"), "--cache-dir", str(typo)
+    )
+    assert result.exit_code == 1
+    assert "not an imgaccel cache directory" in result.output
+    assert not typo.exists()

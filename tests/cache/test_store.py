@@ -138,6 +138,8 @@ def test_start_up_indexes_blobs_in_lru_order_and_empties_tmp(tmp_path: Path, clo
     os.utime(first.path(old), (1000, 1000))
     os.utime(first.path(new), (2000, 2000))
     (root / "tmp" / "abc.part").write_bytes(b"half a blob")
+    (root / "tmp" / "import-abc").mkdir()  # a snapshot import that crashed while staging
+    (root / "tmp" / "import-abc" / "sha256-abc").write_bytes(b"half a blob")
     (root / "blobs" / "sha256" / "not-a-digest").write_bytes(b"junk")
 
     second = BlobStore(root, quota_bytes=250, clock=clock)

@@ -1,4 +1,5 @@
-"""The cache admin API changes nothing for clients outside admin_networks."""
+"""The cache admin API and the node's status answer only clients in admin_networks: others can
+neither change the cache nor learn which images it holds. /healthz and /metrics stay open."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ async def test_loopback_may_change_the_cache_by_default(
             assert resp.status == 200
         async with session.delete(f"{node.url}/_imgaccel/pins/{DIGEST}") as resp:
             assert resp.status == 204
+        for path in ("/_imgaccel/cache", "/_imgaccel/status"):  # `imgaccel cache ls`, `status`
+            async with session.get(f"{node.url}{path}") as resp:
+                assert resp.status == 200
 
 
 async def test_clients_outside_admin_networks_are_denied(
@@ -35,5 +39,12 @@ async def test_clients_outside_admin_networks_are_denied(
             async with session.request(method, f"{node.url}{path}", json=body) as resp:
                 assert resp.status == 403
                 assert (await resp.json())["errors"][0]["code"] == "DENIED"
-        async with session.get(f"{node.url}/_imgaccel/cache") as resp:
-            assert resp.status == 200  # reading the listing stays open
+        # Reading is denied too (it used to be open): the listing names every cached digest
+        # and its pins, the status the latest blobs served and the node's directories.
+        for path in ("/_imgaccel/cache", "/_imgaccel/status"):
+            async with session.get(f"{node.url}{path}") as resp:
+                assert resp.status == 403
+                assert (await resp.json())["errors"][0]["code"] == "DENIED"
+        for path in ("/healthz", "/metrics"):  # probes and Prometheus
+            async with session.get(f"{node.url}{path}") as resp:
+                assert resp.status == 200
