@@ -9,6 +9,8 @@ import time
 
 from aiohttp.http_exceptions import HttpProcessingError
 
+from imgaccel.errors import ConfigError
+
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
@@ -47,7 +49,16 @@ class ClientErrors(logging.Filter):
         return True
 
 
+def check_level(level: str) -> str:
+    """``level`` upper-cased if :mod:`logging` knows it (DEBUG, INFO, ...); ConfigError if not."""
+    if level.upper() not in logging.getLevelNamesMapping():
+        raise ConfigError(f"unknown log level {level!r}: use DEBUG, INFO, WARNING or ERROR")
+    return level.upper()
+
+
 def setup_logging(level: str = "INFO", json_format: bool = False) -> None:
+    """Log to stderr at ``level``; ConfigError (before any change) for an unknown level."""
+    level = check_level(level)
     handler = logging.StreamHandler(sys.stderr)
     if json_format:
         handler.setFormatter(JsonFormatter())
@@ -55,7 +66,7 @@ def setup_logging(level: str = "INFO", json_format: bool = False) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     server = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, ClientErrors) for f in server.filters):

@@ -12,6 +12,9 @@ from imgaccel.errors import ConfigError, ImgaccelError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: What ``--log-level`` takes, in any case (``log.level`` in a config file is checked as it is set).
+LOG_LEVELS = click.Choice(("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), case_sensitive=False)
+
 _UNITS = {
     "": 1,
     "b": 1,
@@ -97,7 +100,7 @@ _OPTIONS: list[Callable[[F], F]] = [
         type=click.Path(dir_okay=False, exists=True, path_type=Path),
         help="A TOML config file (see the README); flags and IMGACCEL_* override it.",
     ),
-    click.option("--log-level", help="DEBUG, INFO, WARNING or ERROR. [default: INFO]"),
+    click.option("--log-level", type=LOG_LEVELS, help="The log level. [default: INFO]"),
     click.option("--log-json", is_flag=True, default=None, help="Log one JSON object per line."),
 ]
 
@@ -153,9 +156,9 @@ def run_service(settings: Any, make_app: Callable[[Any], Any], name: str) -> Non
     from imgaccel.logs import setup_logging
     from imgaccel.serve import serve
 
-    setup_logging(settings.log.level, settings.log.json_format)
     host, port = split_listen(settings.listen)
     try:
+        setup_logging(settings.log.level, settings.log.json_format)
         app = make_app(settings)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc

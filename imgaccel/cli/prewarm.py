@@ -13,6 +13,12 @@ import click
 
 from imgaccel.prewarm.errors import EXIT_CODES_HELP
 
+#: Seconds ``--wait`` allows a job that targets no node before it fails. Nodes register with the
+#: tracker when they ask it for jobs, which every running node does all the time, so a node that
+#: matches is counted at once; the grace is for nodes that are starting.
+NO_NODE_GRACE = 60.0
+
+
 _HELP = f"""Fetch images into a node's cache before anyone pulls them.
 
 \b
@@ -25,12 +31,35 @@ A cluster job is handed to every node it targets, also to nodes that join later,
 expires (--expires-seconds; the tracker's default is a day) or is cancelled.
 
 Each IMAGE is resolved through the node (tag or digest; an OCI index or Docker manifest list
-narrows to the node's platform, --platform, or --all-platforms); the config and layers then take
-the node's own path (cache, peers, origin) and are pinned for --pin-seconds. Private images use
---username and --password-stdin, else the node's configured credentials.
+narrows to --platform, to every platform with --all-platforms, or else to the platform of the
+machine running this command; a cluster job's nodes each take their own); the config and layers
+then take the node's own path (cache, peers, origin) and are pinned for --pin-seconds. Private
+images use --username and --password-stdin, else the node's configured credentials (a cluster
+job always uses the nodes' configured credentials and prefetch.pin_seconds).
+
+--wait gives up on a job that targets no node (no node the tracker knows has its labels and is
+in its percentage) after {NO_NODE_GRACE:g} seconds, with exit code 7; the job stays open for
+nodes that join later.
 
 {EXIT_CODES_HELP}
 """
+
+
+def _http_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``value`` if it is an http:// or https:// URL with a host (a usage error otherwise)."""
+    from yarl import URL
+
+    if value is None:
+        return None
+    try:
+        ok = value.lower().startswith(("http://", "https://")) and bool(URL(value).host)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise click.BadParameter(
+            f"{value!r} is not an http:// or https:// URL (like http://127.0.0.1:65001)"
+        )
+    return value
 
 
 @click.command(help=_HELP)
@@ -41,6 +70,8 @@ the node's own path (cache, peers, origin) and are pinned for --pin-seconds. Pri
     default="http://127.0.0.1:65001",
     show_default=True,
     envvar="IMGACCEL_NODE",
+    metavar="URL",
+    callback=_http_url,
     help="The node daemon to warm.",
 )
 @click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="The platform to pick from an index.")
@@ -57,7 +88,11 @@ the node's own path (cache, peers, origin) and are pinned for --pin-seconds. Pri
 )
 @click.option("--cluster", is_flag=True, help="Create a prewarm job for the cluster.")
 @click.option(
-    "--tracker", envvar="IMGACCEL_P2P__TRACKER_URL", metavar="URL", help="The tracker (--cluster)."
+    "--tracker",
+    envvar="IMGACCEL_P2P__TRACKER_URL",
+    metavar="URL",
+    callback=_http_url,
+    help="The tracker (--cluster).",
 )
 @click.option(
     "--certs-dir",
@@ -80,9 +115,21 @@ the node's own path (cache, peers, origin) and are pinned for --pin-seconds. Pri
     "[default: the tracker's job_ttl_seconds, 86400]",
 )
 @click.option("--wait", is_flag=True, help="With --cluster or status: follow until done.")
-def prewarm(images: tuple[str, ...], **options: Any) -> None:
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="With --wait: give up after this long (exit code 8); the job goes on.",
+)
+@click.pass_context
+def prewarm(ctx: click.Context, /, images: tuple[str, ...], **options: Any) -> None:
     if options["platform"] and options["all_platforms"]:
         raise click.UsageError("--platform and --all-platforms exclude each other")
+    if options["timeout"] is not None and not options["wait"]:
+        raise click.UsageError("--timeout is for --wait")
+    mode = "cluster" if options["cluster"] else "local"
+    mode = images[0] if images[0] in ("status", "cancel") else mode
+    _refuse_ignored(ctx, mode)
     if images[0] == "status":
         _exit(asyncio.run(_status(images[1:], options)))
     if images[0] == "cancel":
@@ -91,14 +138,40 @@ def prewarm(images: tuple[str, ...], **options: Any) -> None:
         _exit(asyncio.run(_cancel(images[1], options)))
     if options["cluster"]:
         _exit(asyncio.run(_cluster(list(images), options)))
-    if options["expires_seconds"] is not None:
-        raise click.UsageError("--expires-seconds is for --cluster jobs")
     authorization = _authorization(options)
     _exit(asyncio.run(_local(list(images), options, authorization)))
 
 
 def _exit(code: int) -> None:
     sys.exit(code)
+
+
+_ONE_NODE = ("node_url", "username", "password_stdin", "pin_seconds")
+_NEW_JOB = ("labels", "percent", "expires_seconds")
+#: mode -> (options it would ignore, why); only options given on the command line are refused
+#: (IMGACCEL_NODE or IMGACCEL_P2P__TRACKER_URL set in the environment are no mistake).
+_REFUSED = {
+    "local": (("tracker", *_NEW_JOB, "wait"), "is for --cluster jobs"),
+    "cluster": (
+        _ONE_NODE,
+        "is for warming one node (without --cluster): a cluster job's nodes use their "
+        "configured registry credentials and prefetch.pin_seconds",
+    ),
+    "status": (("platform", "all_platforms", *_ONE_NODE, *_NEW_JOB), "is not for status"),
+    "cancel": (("platform", "all_platforms", *_ONE_NODE, *_NEW_JOB, "wait"), "is not for cancel"),
+}
+
+
+def _refuse_ignored(ctx: click.Context, mode: str) -> None:
+    """A usage error for an option that ``mode`` would silently ignore."""
+    from click.core import ParameterSource
+
+    names, why = _REFUSED[mode]
+    for param in ctx.command.params:
+        if param.name in names and ctx.get_parameter_source(param.name) == (
+            ParameterSource.COMMANDLINE
+        ):
+            raise click.UsageError(f"{param.opts[0]} {why}")
 
 
 def _authorization(options: dict[str, Any]) -> str | None:
@@ -256,13 +329,19 @@ def _jobs_client(options: dict[str, Any], http: Any) -> Any:
             "--cluster and status need --tracker URL (or IMGACCEL_P2P__TRACKER_URL)"
         )
     ssl_context = None
-    if tracker.startswith("https://"):
+    if tracker.lower().startswith("https://"):
         certs = options["certs_dir"]
         if certs is None:
             raise click.UsageError(
                 "an https:// tracker needs --certs-dir with the cluster certificate"
             )
-        ssl_context = client_context(certs / "ca.crt", certs / "node.crt", certs / "node.key")
+        try:
+            ssl_context = client_context(certs / "ca.crt", certs / "node.crt", certs / "node.key")
+        except OSError as exc:  # also ssl.SSLError: not PEM, or a key that is not the cert's
+            raise click.BadParameter(
+                f"cannot load ca.crt, node.crt and node.key from {certs}: {exc}",
+                param_hint="--certs-dir",
+            ) from exc
     return JobsClient(tracker, http, ssl_context)
 
 
@@ -301,7 +380,7 @@ async def _cluster(images: list[str], options: dict[str, Any]) -> int:
             )
             _show(job, options["as_json"])
             if options["wait"]:
-                return await _follow(jobs, job["id"], options["as_json"])
+                return await _follow(jobs, job["id"], options["as_json"], options["timeout"])
         except PrewarmError as exc:
             click.echo(f"error: {exc}", err=True)
             return exc.exit_code
@@ -321,7 +400,7 @@ async def _status(args: tuple[str, ...], options: dict[str, Any]) -> int:
                     _show(job, options["as_json"])
                 return 0
             if options["wait"]:
-                return await _follow(jobs, args[0], options["as_json"])
+                return await _follow(jobs, args[0], options["as_json"], options["timeout"])
             job = await jobs.job(args[0])
             _show(job, options["as_json"])
             return 7 if job["state"] in _UNFINISHED else 0
@@ -360,10 +439,33 @@ def _show(job: dict[str, Any], as_json: bool) -> None:
             click.echo(f"  {node}: {progress['state']}: {progress['error']}")
 
 
-async def _follow(jobs: Any, job_id: str, as_json: bool, every: float = 1.0) -> int:
-    """Poll the job until it is done or failed; a bar of nodes done on a terminal."""
+async def _follow(
+    jobs: Any, job_id: str, as_json: bool, timeout: float | None = None, every: float = 1.0
+) -> int:
+    """Poll the job until it ends (0 done, 7 otherwise); WaitTimedOut after ``timeout``."""
+    from imgaccel.prewarm.errors import WaitTimedOut
+
     tty = not as_json and sys.stderr.isatty()
-    last = ""
+    deadline = asyncio.timeout(timeout)
+    try:
+        async with deadline:
+            return await _poll(jobs, job_id, as_json, tty, every)
+    except TimeoutError:
+        if not deadline.expired():
+            raise
+        if tty:
+            click.echo(err=True)
+        raise WaitTimedOut(
+            f"job {job_id} did not end within --timeout {timeout:g}s; it goes on "
+            f"(imgaccel prewarm status {job_id})"
+        ) from None
+
+
+async def _poll(jobs: Any, job_id: str, as_json: bool, tty: bool, every: float) -> int:
+    """Poll the job until it is done or failed; a line of nodes done on a terminal."""
+    from imgaccel.prewarm.errors import JobFailed
+
+    last, started = "", time.monotonic()
     while True:
         job = await jobs.job(job_id)
         line = f"{job['state']}: {job['nodes_done']}/{job['nodes_total']} nodes, " + _size(
@@ -379,4 +481,12 @@ async def _follow(jobs: Any, job_id: str, as_json: bool, every: float = 1.0) -> 
                 click.echo(err=True)
             _show(job, as_json)
             return 7 if job["state"] in _UNFINISHED else 0
+        if job["nodes_total"] == 0 and time.monotonic() - started >= NO_NODE_GRACE:
+            if tty:
+                click.echo(err=True)
+            raise JobFailed(
+                f"job {job_id} targets no node after {NO_NODE_GRACE:g}s: no node the tracker "
+                "knows has its --nodes labels and falls in its --percent; it stays open for "
+                f"nodes that join later (imgaccel prewarm cancel {job_id} ends it)"
+            )
         await asyncio.sleep(every)

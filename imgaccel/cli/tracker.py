@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 from pydantic import ValidationError
 
+from imgaccel.cli.options import LOG_LEVELS
+
 if TYPE_CHECKING:
     from imgaccel.tracker import TrackerSettings
 
@@ -80,7 +82,7 @@ def _option(*names: str, **kwargs: Any) -> Callable[[_F], _F]:
     help="Seconds a prewarm job is handed to nodes (also ones that join later) unless it says "
     "otherwise; 0: until cancelled.",
 )
-@_option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING, ERROR.")
+@_option("--log-level", type=LOG_LEVELS, default="INFO", show_default=True, help="The log level.")
 @_option("--log-json", is_flag=True, help="One JSON object per log line.")
 def tracker(
     listen: str,
@@ -130,7 +132,10 @@ def tracker(
     except ValidationError as exc:
         raise click.UsageError(_problems(exc)) from None
     setup_logging(log_level, json_format=log_json)
-    asyncio.run(_serve(settings))
+    try:
+        asyncio.run(_serve(settings))
+    except OSError as exc:  # the port is taken, or a certificate cannot be read
+        raise click.ClickException(f"imgaccel tracker could not start: {exc}") from exc
 
 
 def _problems(exc: ValidationError) -> str:

@@ -18,6 +18,9 @@ MAX_HOST_NAME_LENGTH = 253
 MAX_NAME_LENGTH = 255
 
 DOCKER_HUB = "docker.io"
+#: Other names of Docker Hub in an image reference: docker and containerd take ``index.docker.io``
+#: (its legacy name) as ``docker.io``, and ``registry-1.docker.io`` is its API host.
+DOCKER_HUB_ALIASES = frozenset({"index.docker.io", "registry-1.docker.io"})
 
 
 def validate_name(name: str) -> str:
@@ -99,7 +102,8 @@ class ImageRef:
     @classmethod
     def parse(cls, text: str) -> ImageRef:
         """Parse the way docker and containerd do: the first component is a registry when it
-        has a dot or a colon or is ``localhost``; otherwise the image is on Docker Hub."""
+        has a dot or a colon or is ``localhost``; otherwise the image is on Docker Hub, which is
+        also what :data:`DOCKER_HUB_ALIASES` name."""
         rest, digest = text, None
         if "@" in rest:
             rest, digest_text = rest.split("@", 1)
@@ -115,6 +119,8 @@ class ImageRef:
             registry, name = validate_host(first), remainder
         else:
             registry, name = DOCKER_HUB, rest
+        if registry in DOCKER_HUB_ALIASES:
+            registry = DOCKER_HUB
         if registry == DOCKER_HUB:
             name = docker_hub_name(name)
         if tag is None and digest is None:

@@ -5,8 +5,9 @@ PrewarmError (1)
 ├── Denied            4  the registry refused the credentials (or none were given)
 ├── CacheFullError    5  the node's cache quota cannot hold the image (pinned or busy blobs)
 ├── NodeUnreachable   6  the node daemon (or the tracker) did not answer
-├── JobFailed         7  a cluster job ended with failed nodes
-└── JobCancelled      7  a cluster job was cancelled (or expired) before every node was done
+├── JobFailed         7  a cluster job ended with failed nodes, or --wait found no node for it
+├── JobCancelled      7  a cluster job was cancelled (or expired) before every node was done
+└── WaitTimedOut      8  --wait gave up after --timeout; the job itself goes on
 """
 
 from __future__ import annotations
@@ -42,8 +43,13 @@ class JobCancelled(PrewarmError):
     exit_code = 7
 
 
+class WaitTimedOut(PrewarmError, TimeoutError):
+    exit_code = 8
+
+
 EXIT_CODES_HELP = (
     "Exit codes: 0 every image warmed; 1 other error; 2 usage; 3 unknown image; "
     "4 denied (credentials missing or refused); 5 cache full; 6 node or tracker unreachable; "
-    "7 cluster job failed, was cancelled or expired."
+    "7 cluster job failed, was cancelled or expired, or targets no node; "
+    "8 --wait timed out (the job goes on)."
 )

@@ -10,7 +10,8 @@ did not keep (its quota is full of pinned or busy blobs).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,23 +54,43 @@ class NodeAPI:
     async def manifest(self, ref: ImageRef, reference: str) -> tuple[str, bytes, str]:
         url = f"{self.base_url}/v2/{ref.name}/manifests/{reference}"
         headers = {**self._headers, "Accept": MANIFEST_ACCEPT}
-        async with self._request("GET", url, ref, headers=headers) as response:
-            await _check(response, ref)
-            body = await response.read()
-            media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-            return media_type, body, response.headers.get("Docker-Content-Digest", reference)
+        what = str(ref) if reference == ref.reference else f"{ref}: manifest {reference}"
+        with self._failures(what):
+            async with self._request("GET", url, ref, headers=headers) as response:
+                await _check(response, ref)
+                body = await response.read()
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        return media_type, body, response.headers.get("Docker-Content-Digest", reference)
 
     async def fetch_blob(self, ref: ImageRef, blob: Blob, progress: Callable[[int], None]) -> None:
         """GET the blob through the node (the node keeps it); the bytes are counted and dropped."""
         url = f"{self.base_url}/v2/{ref.name}/blobs/{blob.digest}"
-        async with self._request("GET", url, ref, headers=self._headers) as response:
-            await _check(response, ref)
-            received = 0
-            async for chunk in response.content.iter_chunked(_CHUNK):
-                received += len(chunk)
-                progress(len(chunk))
-            if response.content_length is not None and received != response.content_length:
-                raise PrewarmError(f"{blob.digest}: the node ended the blob early")
+        what = f"{ref}: blob {blob.digest}"
+        with self._failures(what):
+            async with self._request("GET", url, ref, headers=self._headers) as response:
+                await _check(response, ref, what)
+                received = 0
+                async for chunk in response.content.iter_chunked(_CHUNK):
+                    received += len(chunk)
+                    progress(len(chunk))
+        if response.content_length is not None and received != response.content_length:
+            raise PrewarmError(f"{what}: the node ended it early ({received} bytes)")
+
+    @contextlib.contextmanager
+    def _failures(self, what: str) -> Iterator[None]:
+        """A manifest or blob transfer's HTTP failures (before the answer or in its body: a
+        connection cut, a read timeout) as prewarm errors that say ``what`` failed."""
+        try:
+            yield
+        except aiohttp.InvalidURL as exc:
+            raise PrewarmError(
+                f"{self.base_url!r} is not a node URL (like http://127.0.0.1:65001)"
+            ) from exc
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            reason = str(exc) or type(exc).__name__
+            raise NodeUnreachable(f"{what}: node {self.base_url} unreachable: {reason}") from exc
+        except aiohttp.ClientError as exc:  # ClientPayloadError: the body ended early or garbled
+            raise PrewarmError(f"{what}: the node's answer broke off: {exc}") from exc
 
     async def pin(self, digests: list[str], seconds: float, reason: str) -> PinReply:
         url = f"{self.base_url}/_imgaccel/pins"
@@ -94,40 +115,30 @@ class NodeAPI:
                 value = await response.json() if response.status != 204 else {}
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise NodeUnreachable(f"node {self.base_url} unreachable: {exc}") from exc
+        except aiohttp.InvalidURL as exc:
+            raise PrewarmError(
+                f"{self.base_url!r} is not a node URL (like http://127.0.0.1:65001)"
+            ) from exc
+        except (aiohttp.ClientError, ValueError) as exc:  # not JSON: not an imgaccel node?
+            raise PrewarmError(f"{method} {url}: not an imgaccel node's answer: {exc}") from exc
         return value if isinstance(value, dict) else {}
 
     def _request(self, method: str, url: str, ref: ImageRef, headers: dict[str, str]) -> Any:
-        return _Guarded(
-            self, self._session.request(method, url, params={"ns": ref.registry}, headers=headers)
-        )
+        """Call within :meth:`_failures`, which maps its connection errors."""
+        return self._session.request(method, url, params={"ns": ref.registry}, headers=headers)
 
 
-class _Guarded:
-    """An aiohttp request whose connection errors become :class:`NodeUnreachable`."""
-
-    def __init__(self, api: NodeAPI, request: Any) -> None:
-        self._api, self._request = api, request
-
-    async def __aenter__(self) -> aiohttp.ClientResponse:
-        try:
-            response: aiohttp.ClientResponse = await self._request.__aenter__()
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            raise NodeUnreachable(f"node {self._api.base_url} unreachable: {exc}") from exc
-        return response
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._request.__aexit__(*exc)
-
-
-async def _check(response: aiohttp.ClientResponse, ref: ImageRef) -> None:
+async def _check(response: aiohttp.ClientResponse, ref: ImageRef, what: str = "") -> None:
+    """Raise for an error answer; ``what`` (default: the image) is named in the message."""
     if response.status == 200:
         return
     detail = await _error_message(response)
+    what = what or str(ref)
     if response.status == 404:
-        raise UnknownImage(f"{ref}: unknown to the registry ({detail})")
+        raise UnknownImage(f"{what}: unknown to the registry ({detail})")
     if response.status in (401, 403):
-        raise Denied(f"{ref}: access denied ({detail}); give --username and --password-stdin")
-    raise PrewarmError(f"{ref}: the node answered {response.status} ({detail})")
+        raise Denied(f"{what}: access denied ({detail}); give --username and --password-stdin")
+    raise PrewarmError(f"{what}: the node answered {response.status} ({detail})")
 
 
 async def _error_message(response: aiohttp.ClientResponse) -> str:
@@ -165,5 +176,6 @@ async def warm(
     if reply.missing:
         raise CacheFullError(
             f"{plan.ref}: the node's cache could not keep {len(reply.missing)} blob(s) "
-            "(its quota is full of pinned or busy blobs); raise cache.quota_bytes or unpin"
+            f"({', '.join(reply.missing[:3])}{', ...' if len(reply.missing) > 3 else ''}): "
+            "its quota is full of pinned or busy blobs; raise cache.quota_bytes or unpin"
         )

@@ -7,11 +7,14 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from imgaccel.p2p.certs import CA_CERT, NODE_CERT, NODE_KEY, KeyPair
+from imgaccel.prewarm.jobs import JobsClient
 from imgaccel.testing.registry import DistributionRegistry
 from imgaccel.tracker import TrackerSettings, running
+from imgaccel.tracker.auth import client_context
 from tests.conftest import NodeServer
 from tests.p2p_fixtures import certs_dir  # cluster_ca comes from the same plugin
 
@@ -38,6 +41,14 @@ async def tracker(tracker_settings: TrackerSettings) -> AsyncIterator[str]:
 def client_certs(tmp_path: Path, cluster_ca: KeyPair) -> Path:
     """Certificates for the CLI talking to the tracker."""
     return certs_dir(tmp_path / "certs-cli", cluster_ca)
+
+
+@pytest.fixture
+async def jobs_client(tracker: str, client_certs: Path) -> AsyncIterator[JobsClient]:
+    """The real tracker's client, as the prefetcher uses it."""
+    ssl_context = client_context(*(client_certs / n for n in (CA_CERT, NODE_CERT, NODE_KEY)))
+    async with aiohttp.ClientSession() as http:
+        yield JobsClient(tracker, http, ssl_context)
 
 
 @pytest.fixture

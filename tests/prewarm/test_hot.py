@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +14,12 @@ import pytest
 from imgaccel.cache import pins
 from imgaccel.oci.digest import Digest
 from imgaccel.oci.media import MANIFEST_ACCEPT
-from imgaccel.p2p.certs import CA_CERT, NODE_CERT, NODE_KEY
 from imgaccel.prewarm.jobs import JobsClient
 from imgaccel.proxy.prefetch import Prefetcher
 from imgaccel.proxy.pulls import PullRecorder
 from imgaccel.proxy.state import NODE
 from imgaccel.testing.images import Image
 from imgaccel.testing.registry import DistributionRegistry
-from imgaccel.tracker.auth import client_context
 from tests.conftest import NodeServer, needs_registry, until
 
 pytestmark = [pytest.mark.system, needs_registry]
@@ -63,14 +61,6 @@ async def test_a_layer_pulled_elsewhere_is_prefetched_and_pinned(
 
 #: A blob the origin does not have: a hot layer this node cannot fetch.
 MISSING = "sha256:" + hashlib.sha256(b"never pushed").hexdigest()
-
-
-@pytest.fixture
-async def jobs_client(tracker: str, client_certs: Path) -> AsyncIterator[JobsClient]:
-    """The real tracker's client, as the prefetcher uses it."""
-    ssl_context = client_context(*(client_certs / n for n in (CA_CERT, NODE_CERT, NODE_KEY)))
-    async with aiohttp.ClientSession() as http:
-        yield JobsClient(tracker, http, ssl_context)
 
 
 async def make_hot(tracker: JobsClient, origin: DistributionRegistry, digests: list[str]) -> None:

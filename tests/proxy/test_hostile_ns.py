@@ -80,3 +80,21 @@ def test_an_image_reference_may_name_an_ipv6_registry() -> None:
     assert (ref.registry, ref.name, ref.tag) == ("[fd00::1]:5000", "team/app", "v1")
     with pytest.raises(NameInvalid):
         ImageRef.parse("registry.example:99999/team/app:v1")
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("index.docker.io/ubuntu", "docker.io/library/ubuntu:latest"),
+        ("Index.Docker.IO/ubuntu:22.04", "docker.io/library/ubuntu:22.04"),
+        ("registry-1.docker.io/bitnami/redis:7", "docker.io/bitnami/redis:7"),
+        ("docker.io/ubuntu", "docker.io/library/ubuntu:latest"),
+        ("ubuntu", "docker.io/library/ubuntu:latest"),
+        ("docker.example/ubuntu", "docker.example/ubuntu:latest"),
+    ],
+)
+def test_docker_hubs_other_names_in_an_image_reference_are_docker_io(
+    text: str, canonical: str
+) -> None:
+    """As docker and containerd parse them, so a prewarm warms what a ``docker.io`` pull uses."""
+    assert str(ImageRef.parse(text)) == canonical
