@@ -11,9 +11,13 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from imgaccel.oci.reference import DOCKER_HUB, docker_hub_name, validate_host, validate_name
-
-_HUB_ALIASES = frozenset({"docker.io", "registry-1.docker.io", "index.docker.io"})
+from imgaccel.oci.reference import (
+    DOCKER_HUB,
+    DOCKER_HUB_ALIASES,
+    docker_hub_name,
+    validate_host,
+    validate_name,
+)
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,7 @@ def target_of(request: web.Request, default_registry: str) -> Target:
     """The validated registry and repository of a ``/v2/<name>/...`` request."""
     ns = request.query.get("ns")
     registry = validate_host(ns) if ns else default_registry
-    if registry in _HUB_ALIASES:
+    if registry in DOCKER_HUB_ALIASES:
         registry = DOCKER_HUB
     name = validate_name(request.match_info["name"])
     if registry == DOCKER_HUB:
