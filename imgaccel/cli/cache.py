@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from imgaccel.cli.options import ByteSize
+from imgaccel.cli.options import ByteSize, Failure
 
 _NODE = click.option(
     "--node",
@@ -48,9 +48,7 @@ def _call(
     try:
         answer = asyncio.run(call())
     except PrewarmError as exc:
-        error = click.ClickException(str(exc))
-        error.exit_code = exc.exit_code
-        raise error from exc
+        raise Failure(str(exc), exc.exit_code) from exc
     if missing := [key for key in expect if key not in answer]:
         raise click.ClickException(
             f"{method} {node_url}{path}: the answer has no {missing[0]!r} (not an imgaccel node?)"

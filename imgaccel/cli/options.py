@@ -166,3 +166,13 @@ def run_service(settings: Any, make_app: Callable[[Any], Any], name: str) -> Non
         asyncio.run(serve(app, host, port, name))
     except (ImgaccelError, OSError) as exc:
         raise click.ClickException(f"imgaccel {name} could not start: {exc}") from exc
+
+
+class Failure(click.ClickException):
+    """A one-line error that ends the command with exit status ``code``."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        # click declares exit_code a class variable (a ClassVar in click 8.5's types): set per
+        # instance, which is where click's main loop reads it.
+        setattr(self, "exit_code", code)  # noqa: B010

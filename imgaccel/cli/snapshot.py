@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from imgaccel.cli.options import Failure
+
 _CACHE_DIR = click.option(
     "--cache-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -47,9 +49,9 @@ def export(images: tuple[str, ...], output: Path, cache_dir: Path | None) -> Non
     try:
         contents = export_bundle(_cache_dir(cache_dir), list(images), output)
     except NotCached as exc:
-        raise _fail(str(exc), 3) from exc
+        raise Failure(str(exc), 3) from exc
     except (ImgaccelError, sqlite3.Error) as exc:  # sqlite3: a meta.db it cannot read
-        raise _fail(str(exc), 1) from exc
+        raise Failure(str(exc), 1) from exc
     size = sum(contents.blobs.values())
     click.echo(
         f"{output}: {len(contents.manifests)} manifests, {len(contents.blobs)} blobs ({size} bytes)"
@@ -69,13 +71,7 @@ def import_(bundle: Path, cache_dir: Path | None) -> None:
     try:
         contents = import_bundle(bundle, _cache_dir(cache_dir))
     except ImgaccelError as exc:
-        raise _fail(f"{bundle} rejected, nothing imported: {exc}", 1) from exc
+        raise Failure(f"{bundle} rejected, nothing imported: {exc}", 1) from exc
     except (OSError, sqlite3.Error) as exc:  # the cache dir cannot be created or written
-        raise _fail(f"{bundle}: import failed: {exc}", 1) from exc
+        raise Failure(f"{bundle}: import failed: {exc}", 1) from exc
     click.echo(f"imported {len(contents.manifests)} manifests and {len(contents.blobs)} blobs")
-
-
-def _fail(message: str, code: int) -> click.ClickException:
-    error = click.ClickException(message)
-    error.exit_code = code
-    return error
