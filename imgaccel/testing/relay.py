@@ -70,12 +70,14 @@ def relay_stored(source: socket.socket, sink: socket.socket, store: Path) -> Non
         sink.close()
 
 
-def serve(origin: tuple[str, int], store: Path) -> None:
+def serve(origin: tuple[str, int], store: Path, bind: str | None = None) -> None:
     with socket.create_server(("127.0.0.1", 0)) as listener:
         print(f"listening on 127.0.0.1:{listener.getsockname()[1]}", flush=True)
         while True:
             client, _ = listener.accept()
-            upstream = socket.create_connection(origin)
+            upstream = socket.create_connection(
+                origin, source_address=(bind, 0) if bind else None
+            )
             # Each thread closes the sockets it was given when its direction ends: duplicates,
             # so that one direction finishing does not cut the other.
             threading.Thread(target=relay_plain, args=(client.dup(), upstream.dup())).start()
@@ -86,9 +88,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--origin", required=True, help="HOST:PORT to relay to")
     parser.add_argument("--store", type=Path, required=True, help="directory for the files")
+    parser.add_argument("--bind", help="source address of the connections to the origin")
     args = parser.parse_args()
     host, port = args.origin.rsplit(":", 1)
-    serve((host, int(port)), args.store)
+    serve((host, int(port)), args.store, args.bind)
 
 
 if __name__ == "__main__":
