@@ -120,7 +120,8 @@ def announce(state: TrackerState, req: AnnounceRequest, ip: IPAddress) -> dict[s
     else:
         peer = Peer(req.peer_id, ip, req.port, req.left, now)
         state.store.save_peer(req.info_hash, peer)  # first: if it fails, memory is untouched
-        state.swarms.update(req.info_hash, peer)
+        if replaced := state.swarms.update(req.info_hash, peer):
+            state.store.delete_peers([(req.info_hash, old) for old in replaced])
     if req.event == "completed":
         state.swarms.completed(req.info_hash)
         state.store.add_downloaded(req.info_hash)

@@ -50,9 +50,21 @@ class Swarms:
         self.ttl = ttl
         self._swarms: dict[bytes, Swarm] = {}
 
-    def update(self, info_hash: bytes, peer: Peer) -> None:
-        """Add or refresh ``peer`` in the swarm of ``info_hash``."""
-        self._swarms.setdefault(info_hash, Swarm()).peers[peer.peer_id] = peer
+    def update(self, info_hash: bytes, peer: Peer) -> list[bytes]:
+        """Add or refresh ``peer`` in the swarm of ``info_hash``; drop, and return, the peer ids
+        that had its address: the same listener restarted (libtorrent picks a new peer id per
+        session), which would otherwise be handed the restarted node as a peer of its own, and
+        counted as another seeder, until it expired."""
+        swarm = self._swarms.setdefault(info_hash, Swarm())
+        replaced = [
+            other.peer_id
+            for other in swarm.peers.values()
+            if other.peer_id != peer.peer_id and (other.ip, other.port) == (peer.ip, peer.port)
+        ]
+        for old in replaced:
+            del swarm.peers[old]
+        swarm.peers[peer.peer_id] = peer
+        return replaced
 
     def remove(self, info_hash: bytes, peer_id: bytes) -> None:
         swarm = self._swarms.get(info_hash)

@@ -157,3 +157,14 @@ async def test_metrics_count_swarms_peers_and_announces(tracker: TrackerClient) 
     assert "imgaccel_tracker_metainfo 0.0" in text
     async with tracker.api("GET", "/healthz") as response:
         assert response.status == 200
+
+
+async def test_a_restarted_peer_is_not_handed_its_old_self(tracker: TrackerClient) -> None:
+    """libtorrent picks a new peer id each session: the same address with a new id is the
+    same listener, restarted, not a second seeder."""
+    await _announce(tracker, NASTY_HASH, 1, ip="10.0.0.5", port=6881, left=0)
+    restarted = await _announce(tracker, NASTY_HASH, 2, ip="10.0.0.5", port=6881, left=0)
+
+    assert restarted[b"peers"] == b""
+    assert (restarted[b"complete"], restarted[b"incomplete"]) == (1, 0)
+    assert [p.peer_id for _, p in tracker.state.store.load_peers()] == [peer_id(2)]
