@@ -10,23 +10,30 @@
   mirror can relay it and the client can authenticate.
 * **Redirects** (blob storage) are followed by hand; credentials never go to another host.
 * **Retries** with exponential backoff on connection errors, timeouts, 5xx and 429, before any
-  body byte was used.
+  body byte was used; no single sleep is longer than ``_MAX_RETRY_SLEEP`` whatever the origin's
+  ``Retry-After`` says, and all of them together stay within ``_MAX_RETRY_SLEEPS`` (the client
+  is waiting all that time).
+* **Tokens** are cached per identity; one the origin refuses (other than for a scope it does
+  not cover) is dropped and fetched afresh once. Credentials never go to a plain-HTTP realm of an
+  HTTPS origin, and a token answer has a total time limit and a size limit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from yarl import URL
 
 from imgaccel.errors import UpstreamError, UpstreamStatus, UpstreamTimeout
-from imgaccel.upstream.auth import Challenge, TokenCache, basic_header, identity
+from imgaccel.upstream.auth import Challenge, Realms, TokenCache, basic_header, identity
 from imgaccel.upstream.config import UpstreamClientSettings, UpstreamSettings
 
 log = logging.getLogger(__name__)
@@ -34,6 +41,9 @@ log = logging.getLogger(__name__)
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _MAX_REDIRECTS = 5
+_MAX_RETRY_SLEEP = 30.0
+_MAX_RETRY_SLEEPS = 60.0
+_MAX_TOKEN_BODY = 1024 * 1024
 DENIED = frozenset({401, 403})
 
 
@@ -92,10 +102,17 @@ class UpstreamClient:
         self._settings = settings
         self._observe = observe or (lambda kind, seconds: None)
         self._tokens = TokenCache()
-        # The challenge each origin sent last, so later requests can use a cached token up front.
-        self._realms: dict[str, Challenge] = {}
+        self._realms = Realms()
         self._timeout = aiohttp.ClientTimeout(
             total=None,
+            connect=settings.connect_timeout_seconds,
+            sock_connect=settings.connect_timeout_seconds,
+            sock_read=settings.read_timeout_seconds,
+        )
+        # A token answer is small: a realm that trickles one byte at a time must not hold the
+        # request until the client gives up, as a blob body legitimately may.
+        self._token_timeout = aiohttp.ClientTimeout(
+            total=settings.connect_timeout_seconds + settings.read_timeout_seconds,
             connect=settings.connect_timeout_seconds,
             sock_connect=settings.connect_timeout_seconds,
             sock_read=settings.read_timeout_seconds,
@@ -134,7 +151,10 @@ class UpstreamClient:
             if upstream.username and upstream.password
             else None
         )
-        attempts = [_Attempt(None, "node" if node_basic else "anonymous", node_basic)]
+        # The node's identity names its credentials: two upstreams with different accounts behind
+        # one realm and service must not share tokens.
+        node_who = f"node-{identity(node_basic)}" if node_basic else "anonymous"
+        attempts = [_Attempt(None, node_who, node_basic)]
         if client_auth:
             client_basic = client_auth if client_auth.lower().startswith("basic ") else None
             attempts.append(_Attempt(client_auth, identity(client_auth), client_basic))
@@ -166,16 +186,13 @@ class UpstreamClient:
         headers: Mapping[str, str],
     ) -> Answer:
         """One identity: send, and on a challenge authenticate and send once more."""
-        auth = attempt.authorization
-        upfront = self._upfront(url, scope, attempt)
-        if upfront:
-            auth = upfront
+        auth = self._upfront(url, scope, attempt) or attempt.authorization
         response = await self._send(method, url, upstream, headers, auth)
         if response.status != 401:
             return Answer(response, False)
-        challenge = Challenge.parse(response.headers.get("WWW-Authenticate"))
         raw_challenge = response.headers.get("WWW-Authenticate")
-        retry_auth = await self._answer_challenge(challenge, scope, upstream, attempt, url)
+        challenge = Challenge.parse(raw_challenge)
+        retry_auth = await self._answer_challenge(challenge, scope, upstream, attempt, url, auth)
         if retry_auth is None or retry_auth == auth:
             return Answer(response, False, raw_challenge)
         response.release()
@@ -190,7 +207,10 @@ class UpstreamClient:
         upstream: UpstreamSettings,
         attempt: _Attempt,
         url: str,
+        refused: str | None,
     ) -> str | None:
+        """The ``Authorization`` to send again after ``challenge``; None if there is none.
+        ``refused`` is the one the challenged request carried."""
         if challenge is None:
             return None
         if challenge.scheme == "basic":
@@ -200,21 +220,54 @@ class UpstreamClient:
             return None
         if attempt.authorization and not attempt.basic_for_token:
             return attempt.authorization  # the client's own bearer token: pass it through
-        token = await self._fetch_token(challenge, scope, upstream, attempt)
+        token = await self._fetch_token(challenge, scope, upstream, attempt, refused)
         if token is None:
             return None
         self._remember_realm(url, challenge)
         return f"Bearer {token}"
 
     async def _fetch_token(
-        self, challenge: Challenge, scope: str, upstream: UpstreamSettings, attempt: _Attempt
+        self,
+        challenge: Challenge,
+        scope: str,
+        upstream: UpstreamSettings,
+        attempt: _Attempt,
+        refused: str | None,
     ) -> str | None:
         realm = challenge.realm or ""
         service = challenge.params.get("service", "")
         key = (realm, service, scope, attempt.who)
         cached = self._tokens.get(key)
-        if cached:
+        # If the origin refused this very token, the realm rotated its key or revoked it, and the
+        # cache would hand it out until it expires: fetch a new one. Unless the origin says the
+        # token is good but does not cover the scope: a new one for the same identity would not
+        # either, and fetching it would cost a round trip per request to a private repository.
+        insufficient = challenge.params.get("error") == "insufficient_scope"
+        if cached and (f"Bearer {cached}" != refused or insufficient):
             return cached
+        self._tokens.discard(key)
+        if attempt.basic_for_token and _in_clear(upstream.url, realm):
+            log.warning(
+                "not sending %s's credentials to %s: a plain-HTTP realm of the HTTPS origin %s",
+                attempt.who,
+                realm,
+                upstream.url,
+            )
+            return None
+        body = await self._token_answer(realm, service, scope, upstream, attempt)
+        if body is None:
+            return None
+        token = body.get("token") or body.get("access_token")
+        if not isinstance(token, str):
+            return None
+        self._tokens.put(key, token, body.get("expires_in"))
+        return token
+
+    async def _token_answer(
+        self, realm: str, service: str, scope: str, upstream: UpstreamSettings, attempt: _Attempt
+    ) -> dict[str, Any] | None:
+        """The realm's JSON object; None if it refused, could not be reached or sent none.
+        Raises UpstreamTimeout past the time limit, UpstreamError past ``_MAX_TOKEN_BODY``."""
         params = {"scope": scope}
         if service:
             params["service"] = service
@@ -225,7 +278,7 @@ class UpstreamClient:
                 realm,
                 params=params,
                 headers=headers,
-                timeout=self._timeout,
+                timeout=self._token_timeout,
                 ssl=upstream.tls_verify,
             ) as resp:
                 if resp.status != 200:
@@ -237,23 +290,23 @@ class UpstreamClient:
                         resp.status,
                     )
                     return None
-                body = await resp.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                raw = await _read_at_most(resp, _MAX_TOKEN_BODY)
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"token realm {realm} timed out") from exc
+        except (aiohttp.ClientError, ValueError) as exc:
             log.warning("token realm %s failed: %s", realm, exc)
             return None
         finally:
             self._observe("token", time.monotonic() - started)
-        token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
-        if not isinstance(token, str):
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." a MiB deep
+            log.warning("token realm %s sent no JSON: %s", realm, exc.__class__.__name__)
             return None
-        expires_in = body.get("expires_in", 60)
-        self._tokens.put(
-            key, token, float(expires_in) if isinstance(expires_in, int | float) else 60.0
-        )
-        return token
+        return body if isinstance(body, dict) else None
 
     def _remember_realm(self, url: str, challenge: Challenge) -> None:
-        self._realms[str(URL(url).origin())] = challenge
+        self._realms.remember(str(URL(url).origin()), challenge)
 
     def _upfront(self, url: str, scope: str, attempt: _Attempt) -> str | None:
         """What to send before being challenged, from the challenge this origin sent last: the
@@ -277,30 +330,41 @@ class UpstreamClient:
         authorization: str | None,
     ) -> aiohttp.ClientResponse:
         """Send with retries and hand-followed redirects."""
-        delay = self._settings.backoff_seconds
+        backoff = self._settings.backoff_seconds
+        slept = 0.0
         for attempt in range(self._settings.retries + 1):
-            last = attempt == self._settings.retries
             try:
                 response = await self._follow(method, url, upstream, headers, authorization)
             except aiohttp.InvalidURL as exc:  # sending it again would not make it valid
                 raise UpstreamError(f"{method} {url} failed: {exc}") from exc
             except (aiohttp.ClientError, TimeoutError) as exc:
-                if last:
+                delay = self._retry_delay(attempt, slept, backoff)
+                if delay is None:
                     if isinstance(exc, TimeoutError):
                         raise UpstreamTimeout(f"{method} {url} timed out") from exc
                     raise UpstreamError(f"{method} {url} failed: {exc}") from exc
                 log.info("retrying %s %s after %s", method, url, exc.__class__.__name__)
             else:
-                if response.status not in _RETRY_STATUSES or last:
+                if response.status not in _RETRY_STATUSES:
                     return response
-                retry_after = response.headers.get("Retry-After", "")
+                delay = self._retry_delay(attempt, slept, max(backoff, _retry_after(response)))
+                if delay is None:
+                    return response
                 response.release()
                 log.info("retrying %s %s after status %d", method, url, response.status)
-                if retry_after.isascii() and retry_after.isdigit():  # "²".isdigit() too
-                    delay = max(delay, min(float(retry_after), 30.0))
             await asyncio.sleep(delay)
-            delay *= 2
+            slept += delay
+            # Only the backoff doubles: a Retry-After is the origin's wish for this one wait.
+            backoff = min(backoff * 2, _MAX_RETRY_SLEEP)
         raise AssertionError("unreachable")
+
+    def _retry_delay(self, attempt: int, slept: float, wanted: float) -> float | None:
+        """How long to wait before the next try; None for no next try (the last one was the
+        last allowed, or waiting would take the sleeps past ``_MAX_RETRY_SLEEPS``)."""
+        delay = min(wanted, _MAX_RETRY_SLEEP)
+        if attempt == self._settings.retries or slept + delay > _MAX_RETRY_SLEEPS:
+            return None
+        return delay
 
     async def _follow(
         self,
@@ -351,3 +415,27 @@ class UpstreamClient:
             if method == "POST":
                 method = "GET"
         raise UpstreamStatus(310, f"too many redirects from {url}")
+
+
+def _retry_after(response: aiohttp.ClientResponse) -> float:
+    """The origin's ``Retry-After`` in seconds; 0 if it sent none, or a date."""
+    value = response.headers.get("Retry-After", "")
+    return float(value) if value.isascii() and value.isdigit() else 0.0  # "²".isdigit() too
+
+
+def _in_clear(origin_url: str, realm: str) -> bool:
+    """Credentials for an HTTPS origin would cross the network unencrypted to ``realm``."""
+    return origin_url.lower().startswith("https://") and not realm.lower().startswith("https://")
+
+
+async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body; UpstreamError if it is, or says it is, longer than ``limit`` bytes."""
+    too_long = f"{response.url} sent more than {limit} bytes"
+    if response.content_length is not None and response.content_length > limit:
+        raise UpstreamError(too_long)
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise UpstreamError(too_long)
+    return bytes(body)
