@@ -75,9 +75,7 @@ def serve(origin: tuple[str, int], store: Path, bind: str | None = None) -> None
         print(f"listening on 127.0.0.1:{listener.getsockname()[1]}", flush=True)
         while True:
             client, _ = listener.accept()
-            upstream = socket.create_connection(
-                origin, source_address=(bind, 0) if bind else None
-            )
+            upstream = socket.create_connection(origin, source_address=(bind, 0) if bind else None)
             # Each thread closes the sockets it was given when its direction ends: duplicates,
             # so that one direction finishing does not cut the other.
             threading.Thread(target=relay_plain, args=(client.dup(), upstream.dup())).start()
