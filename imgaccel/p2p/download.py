@@ -211,7 +211,10 @@ class Download:
             if self._paused is not None:
                 _resolve(self._paused)
         elif isinstance(alert, lt.torrent_removed_alert):
-            self.fail("torrent removed")
+            # Alerts come by infohash: a torrent of the same blob removed just before this one
+            # was added (a stale download replaced) reports its removal late, to this one.
+            if alert.handle == self._handle:
+                self.fail("torrent removed")
         elif isinstance(alert, lt.torrent_error_alert):
             self.fail(f"torrent error: {alert.message()}")
         elif isinstance(alert, lt.hash_failed_alert):

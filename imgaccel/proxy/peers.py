@@ -362,8 +362,10 @@ class PeerNetwork:
             await _land(fill, metainfo, download.pieces_had(), landed)
             raise
         finally:
-            await download.stop_writing()
-            self.swarm.remove(metainfo.infohash)
+            try:
+                await download.stop_writing()
+            finally:  # a disk thread too slow to confirm the pause must not leave the torrent
+                self.swarm.remove(metainfo.infohash)
 
     def distrust(self, digest: Digest, seconds: float = 600.0) -> None:
         """The swarm's torrent for ``digest`` produced a blob that failed its digest."""

@@ -261,3 +261,20 @@ async def test_landed_pieces_are_in_the_file_when_they_are_reported(
         await asyncio.wait_for(download.stop_writing(), 1)  # once stopped, at once
         downloader.remove(blob.metainfo.infohash)
     assert target.read_bytes() == blob.data  # removing the torrent kept the file
+
+
+async def test_a_late_removal_alert_of_a_replaced_torrent_leaves_the_new_one_alone(
+    make_swarm: SwarmFactory, blob: Blob, tmp_path: Path
+) -> None:
+    """A stale torrent of a blob is removed and the blob added again at once (a new fill):
+    libtorrent reports the first one's removal after the second was added, by infohash."""
+    target = tmp_path / "fill"
+    target.touch()
+    async with make_swarm() as swarm:
+        swarm.seed(blob.metainfo, blob.path)
+        swarm.remove(blob.metainfo.infohash)
+        download = swarm.download_to(blob.metainfo, target)
+        await asyncio.sleep(1.0)  # the removal alert arrives
+
+        assert download._failure is None
+        swarm.remove(blob.metainfo.infohash)
