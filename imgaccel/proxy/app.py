@@ -139,12 +139,15 @@ async def _p2p_metrics(peers: PeerNetwork, metrics: NodeMetrics, every: float = 
     """Copy libtorrent's counters into the node's metrics."""
     sent = received = releases = 0
     while True:
-        if peers.swarm is not None:
-            stats = await peers.swarm.stats()
-            metrics.p2p_upload.inc(max(0, stats.total_uploaded - sent))
-            metrics.p2p_download.inc(max(0, stats.total_downloaded - received))
-            metrics.p2p_share_releases.inc(max(0, stats.share_releases - releases))
-            sent, received = stats.total_uploaded, stats.total_downloaded
-            releases = stats.share_releases
-            metrics.p2p_peers.set(stats.peers)
+        try:
+            if peers.swarm is not None:
+                stats = await peers.swarm.stats()
+                metrics.p2p_upload.inc(max(0, stats.total_uploaded - sent))
+                metrics.p2p_download.inc(max(0, stats.total_downloaded - received))
+                metrics.p2p_share_releases.inc(max(0, stats.share_releases - releases))
+                sent, received = stats.total_uploaded, stats.total_downloaded
+                releases = stats.share_releases
+                metrics.p2p_peers.set(stats.peers)
+        except Exception:  # the gauges would freeze (and their alerts never fire) if this ended
+            log.exception("reading libtorrent's counters failed")
         await asyncio.sleep(every)

@@ -21,7 +21,6 @@ client request is in flight or a fill it did not start is running.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import ssl
@@ -54,6 +53,7 @@ log = logging.getLogger(__name__)
 _PARALLEL = 4
 _YIELD_POLL_SECONDS = 0.1
 _RETRY_SECONDS = 2.0
+_LAST_REPORTS_SECONDS = 3.0
 _HOT_BACKOFF_PASSES = 10  # a hot layer that failed is skipped for this many intervals
 _ERRORS = (ImgaccelError, aiohttp.ClientError, ValueError, KeyError, TypeError)
 
@@ -106,10 +106,15 @@ class Prefetcher:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(ImgaccelError):
-            await self._send_reports(0.0)
-        if self._http is not None:
-            await self._http.close()
+        try:
+            # The last reports, briefly: a silent tracker must not eat the pod's grace period.
+            async with asyncio.timeout(_LAST_REPORTS_SECONDS):
+                await self._send_reports(0.0)
+        except (ImgaccelError, aiohttp.ClientError, TimeoutError) as exc:
+            log.info("the last pull reports were not sent: %s", exc)
+        finally:
+            if self._http is not None:
+                await self._http.close()
 
     # -- foreground first -----------------------------------------------------------------------
 
