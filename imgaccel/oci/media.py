@@ -11,3 +11,16 @@ MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 
 #: What the mirror asks the origin for when the client did not say.
 MANIFEST_ACCEPT = ", ".join([OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
+
+
+def accepts(accept: str, media_type: str) -> bool:
+    """Whether the Accept header value ``accept`` names ``media_type``, exactly or by a
+    wildcard (``*/*``, ``type/*``). Parameters such as ``q`` are ignored, as the distribution
+    registry ignores them."""
+    media_type = media_type.lower()
+    kind = media_type.split("/")[0]
+    for item in accept.split(","):
+        name = item.split(";")[0].strip().lower()
+        if name in (media_type, "*/*", f"{kind}/*"):
+            return True
+    return False

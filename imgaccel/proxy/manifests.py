@@ -6,6 +6,10 @@ digest answer is used for ``cache.tag_ttl_seconds``; after that the origin is as
 429, a body cut short), the last answer is served stale with a ``Warning`` header and a log line,
 to a client the access guard lets read it: the guard serves what was last seen readable without
 the client's credentials, and nothing private, while it cannot ask the origin.
+
+The tag cache holds the origin's answer to the full ``MANIFEST_ACCEPT`` (a list or index where
+there is one): the registry picks what to send by the client's Accept, so a client whose Accept
+does not name the cached type is passed through to the origin with its own Accept, uncached.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from aiohttp import web
 from imgaccel.cache.meta import Manifest
 from imgaccel.errors import ManifestUnknown, UpstreamError, UpstreamUnavailable
 from imgaccel.oci.digest import Digest
-from imgaccel.oci.media import MANIFEST_ACCEPT
+from imgaccel.oci.media import MANIFEST_ACCEPT, accepts
 from imgaccel.oci.reference import validate_reference
 from imgaccel.proxy.access import refusal
 from imgaccel.proxy.state import NODE, Node
@@ -100,13 +104,16 @@ async def _by_tag(
 ) -> tuple[Manifest, dict[str, str]]:
     entry = node.meta.tag(target.registry, target.repo, tag)
     cached = node.meta.manifest(entry.digest) if entry else None
+    if cached is not None and not _admits(accept, cached.media_type):
+        node.metrics.cache_misses.labels("tag").inc()
+        return await _pass_through(node, target, tag, auth, accept)
     if entry is not None and cached is not None:
         if time.time() - entry.fetched_at < node.settings.cache.tag_ttl_seconds:
             await node.guard.check(target.registry, target.repo, entry.digest, auth, "manifests")
             node.metrics.cache_hits.labels("tag").inc()
             return cached, {}
         try:
-            if await _still_current(node, target, tag, auth, accept, entry.digest):
+            if await _still_current(node, target, tag, auth, entry.digest):
                 node.metrics.cache_hits.labels("tag").inc()
                 return cached, {}
         except (UpstreamError, UpstreamUnavailable) as exc:
@@ -116,9 +123,10 @@ async def _by_tag(
     if node.not_found.get(missing_key, 0.0) > time.monotonic():
         raise ManifestUnknown("manifest unknown (the origin said so moments ago)")
     try:
-        fetched = await _fetch(node, target, tag, auth, accept)
+        fetched = await _fetch(node, target, tag, auth, MANIFEST_ACCEPT)
     except ManifestUnknown:
         # Negative caching: a missing tag asked for in a loop costs the origin one request.
+        # Asked with every manifest type, a 404 holds for any client's Accept.
         now = time.monotonic()
         if len(node.not_found) > 10_000:  # hostile tag names must not grow it without bound
             node.not_found = {k: t for k, t in node.not_found.items() if t > now}
@@ -130,7 +138,24 @@ async def _by_tag(
         return await _stale(node, target, tag, auth, cached, exc)
     node.not_found.pop(missing_key, None)
     node.meta.put_tag(target.registry, target.repo, tag, fetched.digest)
+    if not _admits(accept, fetched.media_type):
+        return await _pass_through(node, target, tag, auth, accept)
     return fetched, {"X-Imgaccel-Source": "origin"}
+
+
+def _admits(accept: str, media_type: str) -> bool:
+    """Whether a client asking with ``accept`` would get the tag cache's answer (of type
+    ``media_type``, fetched with ``MANIFEST_ACCEPT``) from the origin too."""
+    return accept == MANIFEST_ACCEPT or accepts(accept, media_type)
+
+
+async def _pass_through(
+    node: Node, target: Target, tag: str, auth: str | None, accept: str
+) -> tuple[Manifest, dict[str, str]]:
+    """The origin's answer to a client whose Accept refuses the cached type: a child manifest
+    of a list, or a 404 for an index. Neither is the tag's answer for other clients, so it
+    is not cached by tag (nor is its 404), and nothing cached is served stale in its place."""
+    return await _fetch(node, target, tag, auth, accept), {"X-Imgaccel-Source": "origin"}
 
 
 async def _stale(
@@ -153,7 +178,7 @@ async def _stale(
 
 
 async def _still_current(
-    node: Node, target: Target, tag: str, auth: str | None, accept: str, digest: Digest
+    node: Node, target: Target, tag: str, auth: str | None, digest: Digest
 ) -> bool:
     """Revalidate a tag with a HEAD; True (and the TTL restarts) when it still names ``digest``."""
     async with node.client.open(
@@ -162,7 +187,7 @@ async def _still_current(
         target.repo,
         f"manifests/{tag}",
         client_auth=auth,
-        headers={"Accept": accept},
+        headers={"Accept": MANIFEST_ACCEPT},
         kind="manifest-head",
     ) as answer:
         if answer.status >= 500:
