@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import time
+from typing import IO, Any
 
 import aiohttp
 from aiohttp import web
@@ -24,6 +25,10 @@ from imgaccel.upstream.blobs import BlobLocation, batches, parse_content_length
 
 log = logging.getLogger("imgaccel.serve")
 
+#: Bytes handed to ``loop.sendfile`` at a time from a fill: what a client that goes away leaves
+#: uncounted at most (one call's progress is lost when it fails).
+_SENDFILE_CHUNK = 4 << 20
+
 
 def _headers(digest: Digest) -> dict[str, str]:
     return {
@@ -40,7 +45,9 @@ async def blob(request: web.Request) -> web.StreamResponse:
     target = target_of(request, node.settings.default_registry)
     auth = client_auth(request)
     # A fill can commit the blob (and the store evict it) while this request awaits: look again.
-    # The request counts once, as a hit or a miss, by what the first look found.
+    # The request counts once, as a hit or a miss, by what the first look found; only a whole-blob
+    # GET counts (a HEAD or a ranged GET, a resume, says nothing about how the cache serves pulls).
+    counts = _whole_get(request)
     for attempt in range(3):
         cached, filling = digest in node.store, digest in node.fetcher.fills
         joining = filling and not cached
@@ -56,10 +63,10 @@ async def blob(request: web.Request) -> web.StreamResponse:
         if cached:
             await node.guard.check(target.registry, target.repo, digest, auth, "blobs")
             if (entry := node.store.lookup(digest)) is not None:
-                if attempt == 0:
+                if attempt == 0 and counts:
                     node.metrics.cache_hits.labels("blob").inc()
                 return _cached(request, node, digest, entry.size)
-        if attempt == 0:
+        if attempt == 0 and counts:
             node.metrics.cache_misses.labels("blob").inc()
         if request.method == "HEAD" and digest not in node.fetcher.fills:
             return await _head_origin(node, target, digest, auth)
@@ -76,6 +83,11 @@ async def blob(request: web.Request) -> web.StreamResponse:
             continue
         return await _from_fill(request, node, fill)
     raise UpstreamUnavailable("the blob was evicted from the cache while being requested")
+
+
+def _whole_get(request: web.BaseRequest) -> bool:
+    """A GET of the whole blob: what hits, misses and ``blob_serve_seconds`` count."""
+    return request.method == "GET" and "Range" not in request.headers
 
 
 def _cached(request: web.Request, node: Node, digest: Digest, size: int) -> CachedBlob:
@@ -98,6 +110,7 @@ class CachedBlob(web.FileResponse):
         super().__init__(node.store.path(digest), chunk_size=1 << 20, headers=_headers(digest))
         self._node, self._digest, self._size = node, digest, size
         self._range = byte_range
+        self._sent: int | None = None  # set by _sendfile
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         started = time.monotonic()
@@ -106,10 +119,23 @@ class CachedBlob(web.FileResponse):
             writer = await super().prepare(_with_range(request, self._range))
         finally:
             self._node.store.release(self._digest)
-        sent = 0 if request.method == "HEAD" else (self.content_length or 0)
-        self._node.metrics.served("cache", sent)
-        _log_served(request, self._digest, "cache", sent, self._size, started)
+            # What sendfile got out, also to a client that went away. aiohttp's _sendfile is
+            # not public API: should a new aiohttp not call it, count the response's length.
+            if self._sent is None:
+                self._sent = 0 if request.method == "HEAD" else (self.content_length or 0)
+            self._node.metrics.served("cache", self._sent)
+        _log_served(request, self._digest, "cache", self._sent, self._size, started)
         return writer
+
+    async def _sendfile(
+        self, request: web.BaseRequest, fobj: IO[Any], offset: int, count: int
+    ) -> AbstractStreamWriter:
+        try:
+            return await super()._sendfile(request, fobj, offset, count)
+        finally:
+            # loop.sendfile leaves the file after the last byte it sent, also when it fails
+            # (and where it was, before ``offset``, when it failed before sending any).
+            self._sent = min(max(0, fobj.tell() - offset), count)
 
 
 def _with_range(request: web.BaseRequest, byte_range: tuple[int, int] | None) -> web.BaseRequest:
@@ -168,16 +194,17 @@ async def _through_origin(
             good = hasher.hexdigest() == digest.hex and sent + len(held) == size
             if good:
                 await response.write(held)
-                await response.write_eof()
                 sent += len(held)
+                await response.write_eof()
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
             if request.transport is None or request.transport.is_closing():
                 log.info("client %s went away while %s was being sent", request.remote, digest)
             else:
                 log.warning("reading %s from %s failed: %s", digest, target.registry, exc)
                 request.transport.abort()
-            node.metrics.served("origin", sent)
             return response
+        finally:
+            node.metrics.served("origin", sent)
         if not good:
             log.warning(
                 "%s sent bytes that are not %s (asked through %s): aborting the response",
@@ -187,7 +214,6 @@ async def _through_origin(
             )
             if request.transport is not None:
                 request.transport.abort()
-            node.metrics.served("origin", sent)
             return response
     node.guard.record(
         target.registry,
@@ -198,7 +224,6 @@ async def _through_origin(
         client_auth=auth,
         verified=True,
     )
-    node.metrics.served("origin", size)
     _log_served(request, digest, "origin", size, size, started)
     return response
 
@@ -228,41 +253,54 @@ async def _send_fill(request: web.Request, node: Node, fill: Fill) -> web.Stream
     await response.prepare(request)
     if request.method == "HEAD":
         return response
-    sent = 0
+    sent = _Sent()
     try:
-        sent = await _send_windows(request, fill, start, end)
+        await _send_windows(request, fill, start, end, sent)
     except ConnectionError:
         log.info("client %s went away while %s was being sent", request.remote, fill.digest)
         return response
     except FillFailed as exc:
         # Abort: the client sees a truncated body and rejects the blob; nothing was cached.
-        log.warning("aborting %s to %s after %d bytes: %s", fill.digest, request.remote, sent, exc)
-        node.metrics.served(fill.source, sent)
+        log.warning(
+            "aborting %s to %s after %d bytes: %s", fill.digest, request.remote, sent.bytes, exc
+        )
         if request.transport is not None:
             request.transport.abort()
         return response
+    finally:
+        node.metrics.served(fill.source, sent.bytes)  # on every path: a client gone too
     await response.write_eof()
-    node.metrics.served(fill.source, sent)
-    _log_served(request, fill.digest, fill.source, sent, fill.size, started)
+    _log_served(request, fill.digest, fill.source, sent.bytes, fill.size, started)
     return response
 
 
-async def _send_windows(request: web.Request, fill: Fill, start: int, end: int) -> int:
+class _Sent:
+    """Bytes of a response body handed to the transport so far."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+
+async def _send_windows(
+    request: web.Request, fill: Fill, start: int, end: int, sent: _Sent
+) -> None:
     """Send ``[start, end)`` of a fill as it lands, with sendfile (no copy through Python).
 
     Like aiohttp's FileResponse: the response is prepared, then the body goes straight to the
-    transport. Returns the bytes sent; raises :class:`FillFailed` if the fill is abandoned.
+    transport. Counts the bytes sent in ``sent`` as it goes (the file's offset is shared with
+    other readers of the fill, so it cannot tell); raises :class:`FillFailed` if the fill is
+    abandoned.
     """
     loop = asyncio.get_running_loop()
-    sent = 0
     with os.fdopen(os.dup(fill.fd), "rb", buffering=0) as file:
         async for offset, limit in fill.windows(start, end):
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                raise ConnectionResetError("client went away")
-            await loop.sendfile(transport, file, offset, limit - offset)
-            sent += limit - offset
-    return sent
+            for chunk in range(offset, limit, _SENDFILE_CHUNK):
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    raise ConnectionResetError("client went away")
+                count = min(_SENDFILE_CHUNK, limit - chunk)
+                await loop.sendfile(transport, file, chunk, count)
+                sent.bytes += count
 
 
 def _log_served(
@@ -270,7 +308,8 @@ def _log_served(
 ) -> None:
     seconds = time.monotonic() - started
     if isinstance(request, web.Request):
-        request.app[NODE].metrics.blob_seconds.labels(source).observe(seconds)
+        if _whole_get(request):  # a HEAD or a few bytes would pull the latencies down
+            request.app[NODE].metrics.blob_seconds.labels(source).observe(seconds)
         if request.method == "GET":
             request.app[NODE].recent.add(str(digest), source, sent, seconds)
     log.info(

@@ -6,7 +6,13 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+#: Up to an hour: a multi-GB layer over a slow WAN takes tens of minutes, and must not land in +Inf.
+# fmt: off
+_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600,
+    1200, 1800, 3600,
+)
+# fmt: on
 
 
 class NodeMetrics:

@@ -2,9 +2,12 @@
 traffic from the prefetch worker's.
 
 A client's ``GET`` of an image manifest opens a pull (the manifest names its config and layers);
-its ``GET``\\s of those blobs add to it. The prefetch worker sends the pulls to the tracker in
-batches (``{image, registry, repository, digests}``). Requests marked ``X-Imgaccel-Prewarm``
-(``imgaccel prewarm``) are not workload pulls and are not recorded.
+another ``GET`` of the same manifest adds to that pull, and its ``GET``\\s of those blobs add to
+it. A blob ``GET`` is in flight from the moment it starts (a multi-GB layer streams for minutes
+inside its handler): the pull is not taken while one is, so its big layers are not lost. The
+prefetch worker sends the pulls to the tracker in batches (``{image, registry, repository,
+digests}``). Requests marked ``X-Imgaccel-Prewarm`` (``imgaccel prewarm``) are not workload pulls
+and are not recorded.
 
 :attr:`PullRecorder.active` counts client ``/v2/`` requests in progress: the prefetch worker
 waits while it is not zero, so prefetching never competes with a pull someone waits for.
@@ -15,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,11 +29,14 @@ from imgaccel.oci.media import INDEX_TYPES
 from imgaccel.prewarm.node import PREWARM_HEADER
 from imgaccel.prewarm.plan import blobs_of
 from imgaccel.proxy.state import NODE
-from imgaccel.proxy.target import target_of
+from imgaccel.proxy.target import Target, target_of
 
 log = logging.getLogger(__name__)
 
 _MAX_OPEN = 1000
+#: A pull is taken this long after it opened even with a blob request still in flight: a stuck
+#: request must not hold it (and its memory) forever.
+_MAX_AGE = 3600.0
 
 
 @dataclass
@@ -38,8 +45,12 @@ class Pull:
     registry: str
     repository: str
     wanted: set[str]
+    opened: float
     fetched: set[str] = field(default_factory=set)
-    opened: float = field(default_factory=time.monotonic)
+    #: When a manifest or blob request for it last started or ended.
+    seen: float = 0.0
+    #: Blob requests for it in progress.
+    in_flight: int = 0
 
     def as_report(self) -> dict[str, Any]:
         return {
@@ -51,10 +62,11 @@ class Pull:
 
 
 class PullRecorder:
-    """Open pulls by (registry, repository), and the client requests in flight."""
+    """Open pulls by (registry, repository, reference), and the client requests in flight."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.active = 0
+        self._clock = clock
         self._open: dict[tuple[str, str, str], Pull] = {}
 
     def manifest_served(self, registry: str, repo: str, reference: str, body: bytes) -> None:
@@ -65,23 +77,53 @@ class PullRecorder:
         if not isinstance(document, dict) or "manifests" in document:
             return  # an index: the platform's manifest GET that follows opens the pull
         wanted = {b.digest for b in blobs_of(document)}
-        if wanted and len(self._open) < _MAX_OPEN:
+        now = self._clock()
+        if (pull := self._open.get((registry, repo, reference))) is not None:
+            pull.wanted |= wanted  # the same pull asked again (a retry): keep what it fetched
+            pull.seen = now
+        elif wanted and len(self._open) < _MAX_OPEN:
             image = (
                 f"{registry}/{repo}:{reference}"
                 if ":" not in reference
                 else (f"{registry}/{repo}@{reference}")
             )
-            self._open[(registry, repo, reference)] = Pull(image, registry, repo, wanted)
+            self._open[(registry, repo, reference)] = Pull(
+                image, registry, repo, wanted, opened=now, seen=now
+            )
 
-    def blob_served(self, registry: str, repo: str, digest: str) -> None:
-        for (reg, name, _), pull in self._open.items():
-            if reg == registry and name == repo and digest in pull.wanted:
+    def blob_started(self, registry: str, repo: str, digest: str) -> list[Pull]:
+        """The open pulls that want ``digest``, each holding it in flight until
+        :meth:`blob_ended` is called with them."""
+        now = self._clock()
+        pulls = [
+            pull
+            for (reg, name, _), pull in self._open.items()
+            if reg == registry and name == repo and digest in pull.wanted
+        ]
+        for pull in pulls:
+            pull.in_flight += 1
+            pull.seen = now
+        return pulls
+
+    def blob_ended(self, pulls: list[Pull], digest: str, *, served: bool) -> None:
+        """The blob request :meth:`blob_started` returned ``pulls`` for is over; ``served``:
+        it succeeded, and the blob counts as fetched by them."""
+        now = self._clock()
+        for pull in pulls:
+            pull.in_flight -= 1
+            pull.seen = now
+            if served:
                 pull.fetched.add(digest)
 
     def take(self, older_than: float) -> list[dict[str, Any]]:
-        """The pulls opened more than ``older_than`` seconds ago (they leave the recorder)."""
-        now = time.monotonic()
-        done = [k for k, p in self._open.items() if now - p.opened >= older_than]
+        """The pulls with no blob request in flight and none started or ended for ``older_than``
+        seconds, and any opened more than an hour ago (they leave the recorder)."""
+        now = self._clock()
+        done = [
+            key
+            for key, p in self._open.items()
+            if now - p.opened >= _MAX_AGE or (p.in_flight == 0 and now - p.seen >= older_than)
+        ]
         pulls = [self._open.pop(k) for k in done]
         return [p.as_report() for p in pulls if p.fetched]
 
@@ -91,28 +133,40 @@ RECORDER = web.AppKey("pull_recorder", PullRecorder)
 
 @web.middleware
 async def record_pulls(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Count client requests in flight and record successful manifest and blob GETs."""
+    """Count client requests in flight and record successful manifest and blob GETs (a blob
+    from when its request starts: see the module's docstring)."""
     recorder = request.app.get(RECORDER)
     if recorder is None or not request.path.startswith("/v2/") or PREWARM_HEADER in request.headers:
         return await handler(request)  # type: ignore[no-any-return]
+    target = _target(request) if request.method == "GET" else None
+    digest = request.match_info.get("digest")
+    pulls = recorder.blob_started(target.registry, target.repo, digest) if target and digest else []
     recorder.active += 1
+    ok = False
     try:
         response: web.StreamResponse = await handler(request)
+        ok = response.status == 200
     finally:
         recorder.active -= 1
-    if request.method == "GET" and response.status == 200:
-        _record(request, recorder, response)
+        if digest is not None:
+            recorder.blob_ended(pulls, digest, served=ok)
+    if ok and target is not None and "reference" in request.match_info:
+        _record_manifest(request, recorder, target, response)
     return response
 
 
-def _record(request: web.Request, recorder: PullRecorder, response: web.StreamResponse) -> None:
+def _target(request: web.Request) -> Target | None:
     try:
-        target = target_of(request, request.app[NODE].settings.default_registry)
+        return target_of(request, request.app[NODE].settings.default_registry)
     except (ImgaccelError, KeyError):
+        return None
+
+
+def _record_manifest(
+    request: web.Request, recorder: PullRecorder, target: Target, response: web.StreamResponse
+) -> None:
+    if not isinstance(response, web.Response) or response.content_type in INDEX_TYPES:
         return
-    info = request.match_info
-    if "reference" in info and isinstance(response, web.Response):
-        if response.content_type not in INDEX_TYPES and isinstance(response.body, bytes):
-            recorder.manifest_served(target.registry, target.repo, info["reference"], response.body)
-    elif "digest" in info:
-        recorder.blob_served(target.registry, target.repo, info["digest"])
+    if isinstance(response.body, bytes):
+        reference = request.match_info["reference"]
+        recorder.manifest_served(target.registry, target.repo, reference, response.body)
