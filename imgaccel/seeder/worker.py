@@ -8,6 +8,7 @@ fetcher, so it is single-flight with local clients, verified, committed, seeded 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from imgaccel.cache.fill import FillFailed
@@ -21,6 +22,9 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 20.0
 RETRY_SECONDS = 2.0
+#: How often a work item waiting for a fetch slot renews the claim the tracker made for this
+#: seeder when it queued the item (well within the shortest lease a tracker would set).
+QUEUED_RENEW_SECONDS = 5.0
 
 
 class SeederWorker:
@@ -52,25 +56,52 @@ class SeederWorker:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _fetch(self, item: Work) -> None:
-        async with self._slots:
-            try:
-                location = BlobLocation(item.registry, item.repository, Digest.parse(item.digest))
-                fill = await self.fetcher.fill(location)
-                if fill is None:
-                    await self._republish(location.digest)
-                    return
-                await fill.done
-            except (ImgaccelError, FillFailed, ValueError) as exc:
-                log.warning(
-                    "seeder: could not fetch %s from %s/%s: %s",
-                    item.digest,
-                    item.registry,
-                    item.repository,
-                    exc,
-                )
+        await self._wait_for_slot(item)
+        try:
+            await self._fetch_in_slot(item)
+        finally:
+            self._slots.release()
+
+    async def _wait_for_slot(self, item: Work) -> None:
+        """Wait for a fetch slot, keeping the claim the tracker made when it queued the item
+        alive meanwhile (the nodes waiting for this blob would otherwise idle out its lease,
+        then fetch it from the origin themselves); a seeder stopping releases it."""
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(QUEUED_RENEW_SECONDS)
+                with contextlib.suppress(TrackerError):
+                    await self.tracker.renew(item.digest)
+
+        renewing = asyncio.create_task(renew(), name=f"renew-{item.digest}")
+        try:
+            await self._slots.acquire()
+        except asyncio.CancelledError:
+            with contextlib.suppress(TrackerError):
+                await self.tracker.release(item.digest)
+            raise
+        finally:
+            renewing.cancel()
+
+    async def _fetch_in_slot(self, item: Work) -> None:
+        try:
+            location = BlobLocation(item.registry, item.repository, Digest.parse(item.digest))
+            fill = await self.fetcher.fill(location)
+            if fill is None:
+                await self._republish(location.digest)
                 return
-            self.fetched += 1
-            log.info("seeder: %s is in the cache and the swarm", item.digest)
+            await fill.done
+        except (ImgaccelError, FillFailed, ValueError) as exc:
+            log.warning(
+                "seeder: could not fetch %s from %s/%s: %s",
+                item.digest,
+                item.registry,
+                item.repository,
+                exc,
+            )
+            return
+        self.fetched += 1
+        log.info("seeder: %s is in the cache and the swarm", item.digest)
 
     async def _republish(self, digest: Digest) -> None:
         """The tracker elected this seeder for a blob it holds (the tracker lost its torrent,
