@@ -54,7 +54,7 @@ from imgaccel.oci.media import MANIFEST_ACCEPT
 from imgaccel.proxy.singleflight import SingleFlight
 from imgaccel.upstream.auth import identity
 from imgaccel.upstream.blobs import batches, parse_content_length
-from imgaccel.upstream.client import UpstreamClient
+from imgaccel.upstream.client import Answer, UpstreamClient
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,29 @@ class AccessGuard:
             self._granted[(registry, repo, identity(client_auth))] = expires
         else:
             self._open[(registry, repo)] = expires
+
+    def record_answer(
+        self,
+        registry: str,
+        repo: str,
+        digest: Digest,
+        answer: Answer,
+        client_auth: str | None,
+        *,
+        verified: bool = False,
+        filling: asyncio.Future[Fill] | None = None,
+    ) -> None:
+        """:meth:`record` what the origin's 200 ``answer`` says of the credentials it took."""
+        self.record(
+            registry,
+            repo,
+            digest,
+            anonymous=answer.anonymous,
+            used_client_auth=answer.used_client_auth,
+            client_auth=client_auth,
+            verified=verified,
+            filling=filling,
+        )
 
     def _track(
         self, registry: str, digest: Digest, ready: asyncio.Future[Fill], anonymous: bool
@@ -241,13 +264,12 @@ class AccessGuard:
             "HEAD", registry, repo, f"{kind}/{digest}", client_auth=client_auth, kind="access-check"
         ) as answer:
             if answer.status == 200:
-                self.record(
+                self.record_answer(
                     registry,
                     repo,
                     digest,
-                    anonymous=answer.anonymous,
-                    used_client_auth=answer.used_client_auth,
-                    client_auth=client_auth,
+                    answer,
+                    client_auth,
                 )
                 return
             log.info(
@@ -306,13 +328,12 @@ class AccessGuard:
                 repo,
             )
             raise refusal(404, kind, None)
-        self.record(
+        self.record_answer(
             registry,
             repo,
             digest,
-            anonymous=answer.anonymous,
-            used_client_auth=answer.used_client_auth,
-            client_auth=client_auth,
+            answer,
+            client_auth,
             verified=True,
         )
 

@@ -215,13 +215,12 @@ async def _through_origin(
             if request.transport is not None:
                 request.transport.abort()
             return response
-    node.guard.record(
+    node.guard.record_answer(
         target.registry,
         target.repo,
         digest,
-        anonymous=answer.anonymous,
-        used_client_auth=answer.used_client_auth,
-        client_auth=auth,
+        answer,
+        auth,
         verified=True,
     )
     _log_served(request, digest, "origin", size, size, started)

@@ -163,13 +163,12 @@ class BlobFetcher:
             size = parse_content_length(answer.headers.get("Content-Length"))
             if size is None:
                 raise UpstreamUnavailable("origin sent a blob without Content-Length")
-            self.guard.record(
+            self.guard.record_answer(
                 location.registry,
                 location.repo,
                 location.digest,
-                anonymous=answer.anonymous,
-                used_client_auth=answer.used_client_auth,
-                client_auth=location.client_auth,
+                answer,
+                location.client_auth,
                 filling=ready,  # the registry vouches for the digest once its bytes verify
             )
             response = answer.response

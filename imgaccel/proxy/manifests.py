@@ -194,13 +194,12 @@ async def _still_current(
             raise UpstreamUnavailable(f"origin answered {answer.status}")
         if answer.status != 200 or answer.headers.get("Docker-Content-Digest") != str(digest):
             return False
-        node.guard.record(
+        node.guard.record_answer(
             target.registry,
             target.repo,
             digest,
-            anonymous=answer.anonymous,
-            used_client_auth=answer.used_client_auth,
-            client_auth=auth,
+            answer,
+            auth,
         )
     node.meta.put_tag(target.registry, target.repo, tag, digest)
     return True
@@ -242,13 +241,12 @@ async def _fetch_once(
     digest = Digest(algorithm, hashlib.new(algorithm, body).hexdigest())
     found = Manifest(digest, media_type, body)
     node.meta.put_manifest(found)
-    node.guard.record(
+    node.guard.record_answer(
         target.registry,
         target.repo,
         digest,
-        anonymous=answer.anonymous,
-        used_client_auth=answer.used_client_auth,
-        client_auth=auth,
+        answer,
+        auth,
         verified=True,  # the digest is the body's own hash
     )
     return found
