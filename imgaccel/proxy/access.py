@@ -261,7 +261,13 @@ class AccessGuard:
         self, registry: str, repo: str, digest: Digest, client_auth: str | None, kind: str
     ) -> None:
         async with self._client.open(
-            "HEAD", registry, repo, f"{kind}/{digest}", client_auth=client_auth, kind="access-check"
+            "HEAD",
+            registry,
+            repo,
+            f"{kind}/{digest}",
+            client_auth=client_auth,
+            headers=_accept(kind),
+            kind="access-check",
         ) as answer:
             if answer.status == 200:
                 self.record_answer(
@@ -296,15 +302,13 @@ class AccessGuard:
     async def _fetch_and_hash(
         self, registry: str, repo: str, digest: Digest, client_auth: str | None, kind: str
     ) -> None:
-        # A registry may 404 a manifest whose type the request does not accept.
-        accept = {"Accept": MANIFEST_ACCEPT} if kind == "manifests" else {}
         async with self._client.open(
             "GET",
             registry,
             repo,
             f"{kind}/{digest}",
             client_auth=client_auth,
-            headers=accept,
+            headers=_accept(kind),
             kind="access-verify",
         ) as answer:
             if answer.status != 200:
@@ -347,3 +351,9 @@ def _alive(ready: asyncio.Future[Fill]) -> bool:
     if not ready.done() or ready.cancelled() or ready.exception() is not None:
         return False
     return ready.result().error is None
+
+
+def _accept(kind: str) -> dict[str, str]:
+    """Every manifest type: the registry answers MANIFEST_UNKNOWN for a manifest whose type the
+    request does not accept (an OCI manifest or index, to a request without Accept)."""
+    return {"Accept": MANIFEST_ACCEPT} if kind == "manifests" else {}

@@ -184,3 +184,21 @@ async def test_a_stale_index_is_not_served_to_a_client_that_does_not_accept_it(
     assert await ask(node.url, "index", CONTAINERD_ACCEPT, ns=address) == (200, tags["index"])
     status, _ = await ask(node.url, "index", OCI_SINGLE_ONLY, ns=address)
     assert status == 503
+
+
+@needs_registry
+@needs_skopeo
+async def test_cached_oci_manifests_are_served_again_after_the_access_check_expires(
+    origin: DistributionRegistry,
+    tags: dict[str, str],
+    multiarch: Image,
+    node_factory: Callable[..., Any],
+) -> None:
+    # The re-check of a cached manifest asks the origin with a HEAD: without an Accept that
+    # names OCI types, the registry says MANIFEST_UNKNOWN for every OCI manifest and index.
+    node: NodeServer = await node_factory(origin, cache={"auth_ttl_seconds": 0})
+    amd64 = multiarch.platforms["amd64"].digest
+    for _ in range(2):  # the second time from the cache, after a re-check at the origin
+        assert await via(node, origin)("index", CONTAINERD_ACCEPT) == (200, tags["index"])
+        assert await via(node, origin)(amd64, CONTAINERD_ACCEPT) == (200, amd64)
+        assert await via(node, origin)(tags["index"], CONTAINERD_ACCEPT) == (200, tags["index"])
