@@ -21,9 +21,12 @@ made it is trusted: ``repos`` (which becomes provenance) only for digests the bu
 or an earlier bundle), and every ``images`` entry must be a valid host, name, tag and a manifest
 of the bundle, or nothing loads.
 
-Import into the cache of a stopped node, or restart the node after: a running node indexes its
-blobs (and counts them against its quota) at start, so until then it does not serve the imported
-blobs from its cache but fetches them again, though it sees the imported manifests and tags.
+Import is safe beside a node running on the same cache. That node reads manifests, tags and
+provenance from ``meta.db`` at every request, so it serves them at once; its blobs it indexes in
+memory (:class:`~imgaccel.cache.store.BlobStore`), and it indexes an imported one when a ``GET``
+misses it (:meth:`~imgaccel.cache.store.BlobStore.adopt`), or all of them, counting them against
+its quota, when told (``POST /_imgaccel/rescan``: ``imgaccel snapshot import --node``) or at its
+next start.
 """
 
 from __future__ import annotations

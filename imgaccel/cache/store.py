@@ -7,8 +7,14 @@ Layout under the cache dir::
                                  emptied at start-up (crashes leave these)
 
 A blob becomes visible only through :meth:`BlobStore.commit`: fsync, rename into ``blobs/``, fsync
-the directory. The quota counts the bytes of imgaccel's own blobs (and of fills in progress), not
-the filesystem's; eviction takes the least recently used blob that nobody reads, writes or pinned.
+the directory. So every regular file in ``blobs/`` named by a digest was verified before it got
+there: the node's own fills, and blobs another process committed (``imgaccel snapshot import``,
+beside a running node). The owning node indexes those at start, and a running one when it misses
+one (:meth:`BlobStore.adopt`) or is told to look (:meth:`BlobStore.rescan`); anything else in
+``blobs/`` (a symlink, a directory, another name) is never indexed, so never served.
+
+The quota counts the bytes of imgaccel's own blobs (and of fills in progress), not the
+filesystem's; eviction takes the least recently used blob that nobody reads, writes or pinned.
 Every path is built from a validated :class:`Digest` (fixed-length lowercase hex), never from a
 name or a header, so no request can reach outside the cache dir.
 """
@@ -18,10 +24,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,16 +80,9 @@ class BlobStore:
             else:
                 stale.unlink(missing_ok=True)
         found: list[tuple[float, Digest, int]] = []
-        for algorithm in _ALGORITHMS:
-            directory = self.root / "blobs" / algorithm
-            for path in directory.iterdir():
-                try:
-                    digest = Digest.parse(f"{algorithm}:{path.name}")
-                except DigestInvalid:
-                    log.warning("ignoring %s: not a blob name", path)
-                    continue
-                stat = path.stat()
-                found.append((stat.st_mtime, digest, stat.st_size))
+        for digest in self.on_disk():
+            if (blob := self._blob_file(digest)) is not None:
+                found.append((blob.st_mtime, digest, blob.st_size))
         for mtime, digest, size in sorted(found, key=lambda item: item[0]):
             self._entries[digest] = Entry(size, mtime)
         log.info("cache at %s: %d blobs, %d bytes", self.root, len(self._entries), self.used_bytes)
@@ -93,6 +93,36 @@ class BlobStore:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         for algorithm in _ALGORITHMS:
             (self.root / "blobs" / algorithm).mkdir(parents=True, exist_ok=True)
+
+    def on_disk(self) -> list[Digest]:
+        """The digests that name entries of ``blobs/<algorithm>/``, by name alone (what each is,
+        :meth:`adopt` checks). Blocking (a directory listing): off the event loop when the node
+        runs. Other names are logged and skipped."""
+        found: list[Digest] = []
+        for algorithm in _ALGORITHMS:
+            with os.scandir(self.root / "blobs" / algorithm) as entries:
+                for entry in entries:
+                    try:
+                        found.append(Digest.parse(f"{algorithm}:{entry.name}"))
+                    except DigestInvalid:
+                        log.warning("ignoring %s: not a blob name", entry.path)
+        return found
+
+    def _blob_file(self, digest: Digest) -> os.stat_result | None:
+        """The file of ``digest`` if it is one the store may serve: a regular file (not a
+        symlink, which could point anywhere, nor a directory or a FIFO); None if missing."""
+        path = self.path(digest)
+        try:
+            found = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("ignoring %s: %s", path, exc)
+            return None
+        if not stat.S_ISREG(found.st_mode):
+            log.warning("ignoring %s: not a regular file", path)
+            return None
+        return found
 
     # -- paths ----------------------------------------------------------------------------------
 
@@ -207,6 +237,39 @@ class BlobStore:
                 "cache is over its quota of %d bytes: everything left is pinned or in use",
                 self.quota_bytes,
             )
+
+    def adopt(self, digest: Digest) -> bool:
+        """Index the file of ``digest`` in ``blobs/`` if the index lacks it: a blob another
+        process committed there (a snapshot import), verified as every file there is. Only a
+        regular file counts, at its size on disk; room is made for it as :meth:`add` makes it
+        (a blob larger than the whole quota is left out, as :meth:`reserve` refuses one). One
+        ``lstat`` when there is no such file. True when ``digest`` is in the index now.
+
+        Not for a digest a fill of this process is committing: its file is renamed into place
+        before :meth:`add` turns the fill's reservation into the entry (the caller checks)."""
+        if digest in self._entries:
+            return True
+        found = self._blob_file(digest)
+        if found is None:
+            return False
+        if self.quota_bytes and found.st_size > self.quota_bytes:
+            log.warning(
+                "not indexing %s: its %d bytes are more than the cache quota of %d",
+                digest,
+                found.st_size,
+                self.quota_bytes,
+            )
+            return False
+        log.info("indexing %s (%d bytes), committed by another process", digest, found.st_size)
+        self.add(digest, found.st_size)
+        return digest in self._entries
+
+    def rescan(self, found: Iterable[Digest], busy: Container[Digest] = ()) -> dict[Digest, int]:
+        """:meth:`adopt` each of ``found`` (from :meth:`on_disk`) the index lacks, except those
+        ``busy`` names (being filled by this process); the size of each blob indexed that the
+        quota kept (adding some may have evicted others, or each other)."""
+        added = [d for d in found if d not in self._entries and d not in busy and self.adopt(d)]
+        return {d: self._entries[d].size for d in added if d in self._entries}
 
     def remove(self, digest: Digest) -> bool:
         """Delete a blob unless it is being read; True when it is gone."""

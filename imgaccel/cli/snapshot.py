@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -27,7 +29,9 @@ def _cache_dir(value: Path | None) -> Path:
 @click.group()
 def snapshot() -> None:
     """Bundles of cached images, e.g. to bake caches into node images or carry them into an
-    air-gapped cluster. Exit codes: 0 ok, 1 error (nothing imported), 3 image not cached."""
+    air-gapped cluster. Exit codes: 0 ok, 1 error (nothing imported), 3 image not cached,
+    4 imported, but the node named by --node was not told (unreachable, refused, or it runs
+    on another cache directory)."""
 
 
 @snapshot.command("export")
@@ -61,17 +65,86 @@ def export(images: tuple[str, ...], output: Path, cache_dir: Path | None) -> Non
 @snapshot.command("import")
 @click.argument("bundle", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @_CACHE_DIR
-def import_(bundle: Path, cache_dir: Path | None) -> None:
+@click.option(
+    "--node",
+    "node_url",
+    metavar="URL",
+    help="The node running on this cache, e.g. http://127.0.0.1:65001: after the import, tell "
+    "it to index the new blobs (POST /_imgaccel/rescan), so its quota counts them at once.",
+)
+def import_(bundle: Path, cache_dir: Path | None, node_url: str | None) -> None:
     """Verify every digest of BUNDLE, then load it into a cache. A bundle that fails
-    verification loads nothing. Safe beside a running node, but that node serves the imported
-    blobs from its cache only once restarted (it indexes its blobs at start)."""
+    verification loads nothing. Safe beside a running node, which serves the imported
+    manifests and tags at once, and each imported blob from its cache when first asked for it;
+    give --node so that it also indexes them all and counts them against its quota now
+    (evicting least recently used blobs if they do not fit), or restart it."""
     from imgaccel.cache.snapshot import import_bundle
     from imgaccel.errors import ImgaccelError
 
+    directory = _cache_dir(cache_dir)
     try:
-        contents = import_bundle(bundle, _cache_dir(cache_dir))
+        contents = import_bundle(bundle, directory)
     except ImgaccelError as exc:
         raise Failure(f"{bundle} rejected, nothing imported: {exc}", 1) from exc
     except (OSError, sqlite3.Error) as exc:  # the cache dir cannot be created or written
         raise Failure(f"{bundle}: import failed: {exc}", 1) from exc
     click.echo(f"imported {len(contents.manifests)} manifests and {len(contents.blobs)} blobs")
+    if node_url is not None:
+        _tell_node(node_url, directory)
+
+
+def _tell_node(node_url: str, cache_dir: Path) -> None:
+    """Have the node at ``node_url`` index what was imported into ``cache_dir``."""
+    answer = _rescan(node_url)
+    served = answer.get("cache_dir")
+    if not isinstance(served, str) or "indexed" not in answer:
+        raise Failure(f"{node_url}: the answer to the rescan is not an imgaccel node's", 4)
+    if not _same_dir(Path(served), cache_dir):
+        raise Failure(
+            f"imported into {cache_dir}, but the node at {node_url} runs on {served}: it indexed "
+            "none of it (give --cache-dir the node's cache directory)",
+            4,
+        )
+    quota = answer.get("quota_bytes") or "no quota"
+    click.echo(
+        f"node {node_url}: indexed {len(answer['indexed'])} new blobs "
+        f"({answer.get('indexed_bytes')} bytes); {answer.get('used_bytes')} bytes used of "
+        f"{quota}, {answer.get('evicted')} blobs evicted"
+    )
+
+
+def _rescan(node_url: str) -> dict[str, Any]:
+    import asyncio
+
+    import aiohttp
+
+    from imgaccel.prewarm.errors import PrewarmError
+    from imgaccel.prewarm.node import NodeAPI
+
+    async def call() -> dict[str, Any]:
+        async with aiohttp.ClientSession() as http:
+            api = NodeAPI(node_url, http)
+            return await api.admin("POST", f"{api.base_url}/_imgaccel/rescan")
+
+    try:
+        return asyncio.run(call())
+    except PrewarmError as exc:
+        raise Failure(
+            f"imported, but the node was not told: {exc}. It serves each imported blob when "
+            "first asked for it, and counts them all against its quota once told (POST "
+            "/_imgaccel/rescan, or this import again with --node) or restarted",
+            4,
+        ) from exc
+
+
+def _same_dir(served: Path, imported: Path) -> bool:
+    """Whether the node's cache directory (as it names it) is ``imported``. A name this host
+    does not resolve (the node in a container that mounts it elsewhere) is given the benefit
+    of the doubt, with a warning."""
+    try:
+        return os.path.samefile(served, imported)
+    except OSError:
+        click.echo(
+            f"warning: cannot tell whether the node's cache {served} is {imported}", err=True
+        )
+        return True

@@ -11,6 +11,10 @@ POST   /_imgaccel/gc                ``{target_bytes?}`` (default: the quota) -> 
                                     used_bytes}``: expired pins dropped, then least recently used
                                     unpinned blobs deleted down to the target (with no quota and
                                     no target, none: "no quota" is not "a quota of 0 bytes")
+POST   /_imgaccel/rescan            -> ``{indexed, indexed_bytes, evicted, used_bytes,
+                                    quota_bytes, cache_dir}``: index the blobs another process
+                                    committed to the cache (``imgaccel snapshot import``), and
+                                    evict down to the quota as a fill would
 ====== ============================ ==========================================================
 
 The routes are fixed paths beside ``/v2/`` (no registry name can reach them: names are
@@ -23,6 +27,7 @@ edit its cache nor tells it which (private) images the node holds and runs.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import math
@@ -130,6 +135,28 @@ async def collect_garbage(request: web.Request) -> web.Response:
     )
 
 
+async def rescan(request: web.Request) -> web.Response:
+    """Index what a snapshot import (another process) committed to this node's cache, so it is
+    served and counted against the quota (a miss indexes one such blob by itself, but only the
+    quota's count makes eviction see them all). A fill running here indexes its own blob."""
+    require_admin(request)
+    node = request.app[NODE]
+    store = node.store
+    found = await asyncio.to_thread(store.on_disk)  # a listing of every blob: off the loop
+    evictions = store.evictions
+    indexed = store.rescan(found, busy=node.fetcher.fills)
+    return web.json_response(
+        {
+            "indexed": [str(d) for d in indexed],
+            "indexed_bytes": sum(indexed.values()),
+            "evicted": store.evictions - evictions,
+            "used_bytes": store.used_bytes,
+            "quota_bytes": store.quota_bytes,
+            "cache_dir": str(store.root.absolute()),  # the importer compares it with its own
+        }
+    )
+
+
 async def _body(request: web.Request) -> dict[str, Any]:
     # Not request.json(): a declared charset Python does not know makes it raise
     # LookupError, which no handler expects (a 500).
@@ -150,3 +177,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/_imgaccel/pins", pin_blobs)
     app.router.add_delete("/_imgaccel/pins/{digest}", unpin_blob)
     app.router.add_post("/_imgaccel/gc", collect_garbage)
+    app.router.add_post("/_imgaccel/rescan", rescan)

@@ -75,7 +75,8 @@ class BlobFetcher:
 
     async def fill(self, location: BlobLocation, pacer: Pacer | None = None) -> Fill | None:
         """The fill for ``location.digest``: an existing one, or a new one from the origin;
-        None when the blob is in the store (a fill committed it since the caller looked).
+        None when the blob is in the store (a fill committed it since the caller looked, or
+        another process did: a snapshot import, see :meth:`_stored`).
 
         A fill this call starts with a ``pacer`` (a background fetch) keeps to its bandwidth
         budget while no client reads it; joining an existing fill leaves it as it is.
@@ -94,13 +95,18 @@ class BlobFetcher:
                 return await self._join(location, existing)
             starting = self._starting.get(digest)
             if starting is None:
-                return None if digest in self.store else await self._start(location, pacer)
+                return None if self._stored(digest) else await self._start(location, pacer)
             try:
                 started = await asyncio.shield(starting)
             except RegistryError:
                 continue  # the starter was refused; try with our own credentials
             return await self._join(location, started)
-        return None if digest in self.store else await self._start(location, pacer)
+        return None if self._stored(digest) else await self._start(location, pacer)
+
+    def _stored(self, digest: Digest) -> bool:
+        """In the store's index, or its file committed to the cache by another process and
+        indexed now (a stat; never a file of a fill of ours, which its commit indexes)."""
+        return digest in self.store or (digest not in self.fills and self.store.adopt(digest))
 
     async def _join(self, location: BlobLocation, fill: Fill) -> Fill:
         await self.guard.check(

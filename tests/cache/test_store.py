@@ -167,3 +167,89 @@ def test_a_reserved_blob_is_counted_once_when_it_is_added(store: BlobStore) -> N
 
     assert digest in store and a in store
     assert store.used_bytes == 250
+
+
+# -- blobs another process committed (a snapshot import beside the running node) ----------------
+
+
+def committed_elsewhere(root: Path, data: bytes) -> Digest:
+    """``data`` committed into the cache at ``root`` as a snapshot import does: by another
+    BlobStore, which the running node's store knows nothing of."""
+    other = BlobStore(root)
+    other.make_layout()
+    digest = Digest.of(data)
+    temp = other.temp_path()
+    temp.write_bytes(data)
+    other.commit(temp, digest, len(data))
+    return digest
+
+
+def junk(store: BlobStore, outside: Path) -> list[Digest]:
+    """Entries of ``blobs/`` that are not blob files, named by valid digests; also two files
+    with names that are not digests."""
+    outside.write_bytes(blob(9))
+    link, directory, fifo = Digest.of(blob(9)), Digest.of(blob(10)), Digest.of(blob(11))
+    os.symlink(outside, store.path(link))
+    store.path(directory).mkdir()
+    os.mkfifo(store.path(fifo))
+    sha256 = store.root / "blobs" / "sha256"
+    (sha256 / Digest.of(blob(12)).hex.upper()).write_bytes(blob(12))
+    (sha256 / "not-a-digest").write_bytes(blob(13))
+    return [link, directory, fifo, Digest.of(blob(12))]
+
+
+def test_adopt_indexes_a_blob_another_process_committed_and_evicts_like_add(
+    store: BlobStore, clock: Clock
+) -> None:
+    a = put(store, blob(1))
+    clock.tick()
+    b = put(store, blob(2))
+    clock.tick()
+    imported = committed_elsewhere(store.root, blob(3))
+    assert imported not in store
+
+    assert store.adopt(imported) is True
+
+    assert imported in store and store.used_bytes == 200  # quota 250
+    assert a not in store and not store.path(a).exists()  # least recently used, as add does
+    assert b in store
+    assert store.adopt(Digest.of(blob(4))) is False  # nothing there: a miss stays a miss
+
+
+def test_rescan_indexes_only_regular_files_named_by_digests(
+    store: BlobStore, tmp_path: Path
+) -> None:
+    ignored = junk(store, tmp_path / "outside")
+    first, busy = committed_elsewhere(store.root, blob(1)), committed_elsewhere(store.root, blob(2))
+
+    indexed = store.rescan(store.on_disk(), busy={busy})
+
+    assert indexed == {first: 100}
+    assert busy not in store  # a fill of ours commits it: the fill indexes it
+    assert all(digest not in store and not store.adopt(digest) for digest in ignored)
+    assert store.used_bytes == 100
+    assert store.rescan(store.on_disk()) == {busy: 100}  # the fill gone: taken now
+
+
+def test_adopt_leaves_a_blob_larger_than_the_quota_alone(store: BlobStore) -> None:
+    a = put(store, blob(1))
+    big = committed_elsewhere(store.root, blob(2, size=251))
+
+    assert store.adopt(big) is False
+
+    assert big not in store and store.path(big).exists()
+    assert a in store and store.used_bytes == 100
+
+
+def test_start_up_ignores_symlinks_directories_and_fifos_in_blobs(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    first = BlobStore(root)
+    first.open()
+    kept = put(first, blob(1))
+    ignored = junk(first, tmp_path / "outside")
+
+    second = BlobStore(root)
+    second.open()
+
+    assert [d for d, _ in second.entries()] == [kept]
+    assert all(digest not in second for digest in ignored)
