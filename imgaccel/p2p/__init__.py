@@ -4,12 +4,14 @@ Nouns:
   ``certs``     the cluster CA and node certificates that authenticate peers and the tracker API
   ``metainfo``  a blob's v1 SSL torrent, hashed in the same pass as the blob's digest
   ``alerts``    libtorrent alerts delivered on the asyncio loop (``set_alert_fd`` + ``add_reader``)
+  ``calls``     libtorrent calls that wait for its network thread, made in worker threads
+  ``shares``    piece shares: each downloader asks the seeds only for its own share
   ``download``  one torrent read as an in-order stream of verified bytes
   ``swarm``     the node's session: seed, download, remove, add peers, stats
   ``errors``    ``P2PError`` and its subclasses
 
-Imports point down this list's reverse: swarm -> download, alerts, metainfo -> errors (and the
-core modules ``imgaccel.bencode`` and ``imgaccel.address``).
+Imports point down this list's reverse: swarm -> download, shares, calls, alerts, metainfo ->
+errors (and the core modules ``imgaccel.bencode`` and ``imgaccel.address``).
 Core package: imports nothing from the CLI or the web services.
 """
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import libtorrent as lt
 
+from imgaccel.p2p.calls import BlockingCalls
 from imgaccel.p2p.errors import NoPeers, SwarmStalled, TorrentFailed
 from imgaccel.p2p.metainfo import Metainfo
 from imgaccel.p2p.shares import Shares
@@ -60,10 +61,12 @@ class Download:
         *,
         stall_seconds: float,
         no_peers_grace: float,
+        calls: BlockingCalls,
     ) -> None:
         self.metainfo = metainfo
         self.path = path
         self._handle = handle
+        self._calls = calls  # the swarm's: its close waits for a poll still in a thread
         self._stall_seconds = stall_seconds
         self._no_peers_grace = min(no_peers_grace, stall_seconds)
         self._tick = min(0.25, stall_seconds / 4)
@@ -113,8 +116,8 @@ class Download:
                 await asyncio.sleep(wait)  # let more pieces finish: one flush for them all
             batch = [index for index in self._take_finished() if not landed[index]]
             if not batch:
-                self._check(clock)
-                changed = self._changed
+                changed = self._changed  # before the check: a piece may finish during it
+                await self._check(clock)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._tick):
                         await changed.wait()
@@ -174,16 +177,21 @@ class Download:
             return []
         return [index for index, had in enumerate(have) if had]
 
-    def _check(self, clock: _Clock) -> None:
+    async def _check(self, clock: _Clock) -> None:
         """Raise if the landing should give up on the swarm (asking libtorrent at most once
-        per tick: the status is a round trip to its network thread)."""
+        per tick, in a worker thread: the status is a round trip to its network thread)."""
         now = time.monotonic()
         if self._failure is not None:
             raise TorrentFailed(self._failure)
         if now - clock.checked < self._tick:
             return
         clock.checked = now
-        status = self._handle.status()
+        try:
+            status = await self._calls.run(self._handle.status)
+        except RuntimeError:  # libtorrent: the handle went invalid (removed meanwhile)
+            status = None
+        if status is None or self._failure is not None:  # failed while libtorrent answered
+            raise TorrentFailed(self._failure or "torrent removed")
         if not self._answered and now - clock.started < ANNOUNCE_WAIT:
             clock.peer_seen = self._last_progress = now  # who holds it is not known yet
         elif status.num_peers > 0:

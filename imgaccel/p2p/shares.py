@@ -119,7 +119,8 @@ def _local_ip(peer: Any) -> str:
 
 
 class Shares:
-    """The share-keeping of one downloading torrent; :meth:`update` runs a few times a second."""
+    """The share-keeping of one downloading torrent; :meth:`update` runs a few times a second,
+    in a worker thread (its libtorrent calls wait for the network thread), never two at once."""
 
     def __init__(
         self,

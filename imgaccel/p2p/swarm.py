@@ -29,6 +29,7 @@ import libtorrent as lt
 
 from imgaccel.address import split_listen
 from imgaccel.p2p.alerts import ALERT_MASK, AlertPump
+from imgaccel.p2p.calls import BlockingCalls
 from imgaccel.p2p.certs import FFDHE2048_PEM, NodeIdentity
 from imgaccel.p2p.download import Download
 from imgaccel.p2p.errors import MetainfoInvalid, P2PError, TorrentFailed
@@ -126,6 +127,7 @@ class Swarm:
         # Pieces of its share a downloader asks for first, front to back (0: all at once).
         self._share_window = share_window
         self._sharing: asyncio.Task[None] | None = None
+        self._calls = BlockingCalls()  # libtorrent calls in worker threads, drained on close
         self._share_releases = 0
         self._session: Any = None
         self._pump: AlertPump | None = None
@@ -172,6 +174,9 @@ class Swarm:
         for download in self._torrents.values():
             download.fail("swarm closed")
         self._torrents.clear()
+        # A share update or a landing's poll may still be in a thread, its caller cancelled:
+        # libtorrent must not see its session destroyed under it.
+        await self._calls.drain()
         pump, self._pump = self._pump, None
         assert pump is not None
         pump.stop()
@@ -183,27 +188,33 @@ class Swarm:
     async def _share_forever(self) -> None:
         while True:
             await asyncio.sleep(SHARE_TICK_SECONDS)
+            # One torrent after another: their calls queue for libtorrent's one network thread
+            # anyway, and a Shares is never updated by two threads at once.
             for download in list(self._torrents.values()):
-                if download.shares is None:
-                    continue
-                released = download.shares.released
-                try:
-                    download.shares.update(download.handle)
-                except RuntimeError:  # libtorrent: the torrent was removed meanwhile
-                    continue
-                except Exception:  # a bug here must not stop every torrent's sharing
-                    log.exception("%s: piece shares failed; libtorrent picks", download.infohash)
-                    shares, download.shares = download.shares, None
-                    with contextlib.suppress(Exception):
-                        shares.release(download.handle)
-                    continue
-                if download.shares.released and not released:
-                    self._share_releases += 1
-                    log.info(
-                        "%s: nothing to fetch for %.0fs while incomplete; piece shares dropped",
-                        download.infohash,
-                        download.shares.release_seconds,
-                    )
+                current = self._torrents.get(download.infohash) is download  # not removed since
+                if current and download.shares is not None:
+                    await self._share(download, download.shares)
+
+    async def _share(self, download: Download, shares: Shares) -> None:
+        """Update ``download``'s piece shares in a worker thread (:mod:`imgaccel.p2p.calls`)."""
+        released = shares.released
+        try:
+            await self._calls.run(shares.update, download.handle)
+        except RuntimeError:  # libtorrent: the torrent was removed meanwhile
+            return
+        except Exception:  # a bug here must not stop every torrent's sharing
+            log.exception("%s: piece shares failed; libtorrent picks", download.infohash)
+            download.shares = None
+            with contextlib.suppress(Exception):
+                shares.release(download.handle)  # only posts the priorities: on the loop
+            return
+        if shares.released and not released:
+            self._share_releases += 1
+            log.info(
+                "%s: nothing to fetch for %.0fs while incomplete; piece shares dropped",
+                download.infohash,
+                shares.release_seconds,
+            )
 
     @property
     def port(self) -> int:
@@ -274,6 +285,7 @@ class Swarm:
             path,
             stall_seconds=self._stall_seconds,
             no_peers_grace=self._no_peers_grace,
+            calls=self._calls,
         )
         if self._share_pieces and not seed:
             download.shares = Shares(

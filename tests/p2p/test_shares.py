@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -291,6 +292,110 @@ async def test_the_swarm_counts_and_logs_a_release(
         assert (await swarm.stats()).share_releases == 1
     assert handle.set_to[-1] == [DEFAULT_PRIORITY] * 4
     assert "piece shares dropped" in caplog.text
+
+
+@dataclass
+class _SlowHandle(_Handle):
+    """A handle whose ``status()`` waits for :attr:`answer`, as libtorrent's does for its busy
+    network thread, noting the thread it was called in."""
+
+    asked: threading.Event = field(default_factory=threading.Event)
+    answer: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+    timed_out: bool = False
+
+    def status(self, flags: int = 0) -> _Status:
+        self.threads.append(threading.current_thread())
+        self.asked.set()
+        # Bounded: called on the loop thread, it would wait for an answer nobody can give.
+        self.timed_out |= not self.answer.wait(2.0)
+        return self.state
+
+
+def _slow_download() -> SimpleNamespace:
+    handle = _SlowHandle(_sharing_handle().peers, availability=[1, 1, 1, 2])
+    return SimpleNamespace(
+        handle=handle, shares=Shares("ef" * 20, 4), infohash="ef" * 20, fail=lambda reason: None
+    )
+
+
+async def test_the_share_tick_waits_for_libtorrent_off_the_loop(make_swarm: SwarmFactory) -> None:
+    """While libtorrent is slow to answer a share update, the loop goes on serving."""
+    slow = _slow_download()
+    async with make_swarm() as swarm:
+        swarm._torrents["ef" * 20] = slow  # type: ignore[assignment]  # stands in for a Download
+        try:
+            await asyncio.to_thread(slow.handle.asked.wait, 5)
+            await swarm.stats()  # a round trip through the loop while the update waits
+        finally:
+            slow.handle.answer.set()
+        async with asyncio.timeout(5):
+            while not slow.handle.set_to:  # noqa: ASYNC110 (the stand-in signals nothing)
+                await asyncio.sleep(0.01)
+        del swarm._torrents["ef" * 20]
+    assert threading.current_thread() not in slow.handle.threads
+    assert not slow.handle.timed_out
+
+
+async def test_closing_waits_for_a_share_update_in_flight(make_swarm: SwarmFactory) -> None:
+    """The session outlives every update still asking libtorrent: destroying it under a call
+    in flight is undefined behaviour in libtorrent."""
+    slow = _slow_download()
+    manager = make_swarm()
+    swarm = await manager.__aenter__()
+    swarm._torrents["ef" * 20] = slow  # type: ignore[assignment]  # stands in for a Download
+    try:
+        await asyncio.to_thread(slow.handle.asked.wait, 5)
+        closing = asyncio.create_task(manager.__aexit__(None, None, None))
+        await asyncio.sleep(0.2)  # ample for a close that does not wait to destroy the session
+        assert not closing.done()
+        assert swarm._session is not None
+    finally:
+        slow.handle.answer.set()
+    async with asyncio.timeout(10):
+        await closing
+    assert slow.handle.set_to  # the update went to its end before the session went
+    assert swarm._session is None
+
+
+async def test_a_torrent_removed_during_its_share_update_is_skipped(
+    make_swarm: SwarmFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """libtorrent raises RuntimeError for a handle whose torrent is gone: not a bug to log."""
+    handle = _sharing_handle()
+    calls = []
+
+    def gone() -> list[_Peer]:
+        calls.append(1)
+        raise RuntimeError("invalid torrent handle used")
+
+    handle.get_peer_info = gone  # type: ignore[method-assign]
+    removed = SimpleNamespace(handle=handle, shares=Shares("ef" * 20, 4), infohash="ef" * 20)
+    async with make_swarm() as swarm:
+        swarm._torrents["ef" * 20] = removed  # type: ignore[assignment]
+        async with asyncio.timeout(5):
+            while len(calls) < 2:  # noqa: ASYNC110 (the stand-in signals nothing)
+                await asyncio.sleep(0.01)
+        del swarm._torrents["ef" * 20]
+    assert removed.shares is not None
+    assert "piece shares failed" not in caplog.text
+
+
+async def test_failing_shares_leave_the_picking_to_libtorrent(
+    make_swarm: SwarmFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    handle = _sharing_handle()
+    download = SimpleNamespace(handle=handle, shares=Shares("ef" * 20, 4), infohash="ef" * 20)
+    download.shares.update(handle)  # shares applied
+    handle.availability = None  # type: ignore[assignment]  # a bug: update raises TypeError
+    async with make_swarm() as swarm:
+        swarm._torrents["ef" * 20] = download  # type: ignore[assignment]
+        async with asyncio.timeout(5):
+            while download.shares is not None:  # noqa: ASYNC110 (the stand-in signals nothing)
+                await asyncio.sleep(0.01)
+        del swarm._torrents["ef" * 20]
+    assert handle.set_to[-1] == [DEFAULT_PRIORITY] * 4
+    assert "piece shares failed; libtorrent picks" in caplog.text
 
 
 # -- real sessions ---------------------------------------------------------------------------

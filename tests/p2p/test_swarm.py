@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,6 +130,39 @@ async def test_no_peers_at_all_raises_promptly(
         async with asyncio.timeout(10):
             with pytest.raises(NoPeers):
                 await collect(download)
+
+
+class _PollRecorder:
+    """A torrent handle that notes the thread of each ``status()`` without flags (a landing's
+    progress poll; ``pieces_had`` asks with ``query_pieces``)."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.threads: list[threading.Thread] = []
+
+    def status(self, *flags: Any) -> Any:
+        if not flags:
+            self.threads.append(threading.current_thread())
+        return self.handle.status(*flags)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.handle, name)
+
+
+async def test_a_landing_polls_libtorrent_off_the_loop(
+    make_swarm: SwarmFactory, blob: Blob, tmp_path: Path
+) -> None:
+    """A landing asks libtorrent for its progress every tick: a round trip to its network
+    thread, which must not hold the loop."""
+    async with make_swarm(stall_seconds=30.0) as leecher:
+        download = leecher.download(blob.metainfo, tmp_path / "dl")
+        recorder = _PollRecorder(download.handle)
+        download._handle = recorder
+        async with asyncio.timeout(10):
+            with pytest.raises(NoPeers):
+                await collect(download)
+    assert recorder.threads
+    assert threading.current_thread() not in recorder.threads
 
 
 async def test_a_piece_slower_than_the_stall_time_is_progress_while_its_data_comes(
