@@ -7,6 +7,7 @@ The defaults are the embedded configuration: ``imgaccel node`` runs with no file
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from ipaddress import ip_network
@@ -31,7 +32,8 @@ from pydantic_settings import (
 
 from imgaccel.address import split_listen
 from imgaccel.cache.config import CacheSettings
-from imgaccel.errors import ConfigError
+from imgaccel.errors import ConfigError, NameInvalid
+from imgaccel.oci.reference import DOCKER_HUB, DOCKER_HUB_ALIASES, validate_host
 from imgaccel.upstream.config import DOCKER_HUB_URL, UpstreamClientSettings, UpstreamSettings
 
 
@@ -197,6 +199,21 @@ class Settings(BaseSettings):
         default_factory=_default_upstreams,
         description="Registry host -> origin. Hosts not listed are reached at https://HOST.",
     )
+    registries: list[str] = Field(
+        default_factory=list,
+        description="The only registries the node (and a seeder) fetches from, whoever asks: "
+        "clients, the tracker's seeder work, prewarm jobs, hot layers. Empty: every registry. "
+        "An entry is a host, with a port if the registry has one (`registry.local:5000` "
+        "matches only that port), or `*.example.com` for every name under example.com (not "
+        "example.com itself). docker.io, index.docker.io and registry-1.docker.io are one "
+        "registry, docker.io. A request for any other registry gets 403 DENIED and the origin "
+        "is not asked (containerd then pulls from the origin itself); work for it is skipped. "
+        "Nothing is allowed implicitly: list `default_registry` for clients without ?ns= "
+        "(dockerd), and the hosts of your `upstreams` tables (the node warns at start about "
+        'any it will not use). Example: `registries = ["docker.io", "nvcr.io", '
+        '"*.corp.example"]`; as a variable, JSON: '
+        "`IMGACCEL_REGISTRIES='[\"nvcr.io\"]'`.",
+    )
     upstream_client: UpstreamClientSettings = Field(default_factory=UpstreamClientSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     p2p: P2PSettings = Field(default_factory=P2PSettings)
@@ -209,6 +226,18 @@ class Settings(BaseSettings):
         if value is not None:
             split_listen(value)
         return value
+
+    @field_validator("registries")
+    @classmethod
+    def _registry_patterns(cls, entries: list[str]) -> list[str]:
+        return [registry_pattern(entry) for entry in entries]
+
+    def registry_allowed(self, host: str) -> bool:
+        """Whether the node may contact the registry ``host`` (``registries``; empty: any)."""
+        if not self.registries:
+            return True
+        host = canonical_registry(host)
+        return any(_pattern_matches(pattern, host) for pattern in self.registries)
 
     def upstream_for(self, host: str) -> UpstreamSettings:
         """The origin for a registry host (``https://HOST`` when none is configured)."""
@@ -227,6 +256,56 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings
+
+
+def canonical_registry(host: str) -> str:
+    """``host`` as the mirror names a registry: lowercase, Docker Hub's aliases as docker.io."""
+    host = host.lower()
+    return DOCKER_HUB if host in DOCKER_HUB_ALIASES else host
+
+
+def registry_pattern(entry: str) -> str:
+    """A ``registries`` entry checked and normalised (lowercase, Docker Hub's aliases as
+    docker.io): ``HOST``, ``HOST:PORT``, or ``*.DOMAIN`` with an optional port."""
+    text = entry.strip().lower()
+    wildcard = text.startswith("*.")
+    host = text[2:] if wildcard else text
+    try:
+        validate_host(host)
+    except NameInvalid:
+        raise ValueError(
+            f"registries: {entry!r} is not a registry: give HOST, HOST:PORT or *.DOMAIN "
+            "(no scheme, path or other wildcard), e.g. nvcr.io, registry.local:5000, "
+            "*.corp.example"
+        ) from None
+    if wildcard and _is_ip(_split_port(host)[0]):
+        raise ValueError(f"registries: {entry!r}: a wildcard needs a DNS name, not an address")
+    return text if wildcard else canonical_registry(host)
+
+
+def _pattern_matches(pattern: str, host: str) -> bool:
+    if not pattern.startswith("*."):
+        return host == pattern
+    name, port = _split_port(host)
+    domain, wanted_port = _split_port(pattern[1:])  # keeps the dot: ".corp.example"
+    return port == wanted_port and name.endswith(domain)
+
+
+def _split_port(host: str) -> tuple[str, str | None]:
+    """``name:port`` as (name, port); a bracketed IPv6 address keeps its colons."""
+    end = host.rfind("]")
+    name, sep, port = host.rpartition(":")
+    if not sep or end > host.rfind(":"):
+        return host, None
+    return name, port
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def parse_upstream_flag(text: str) -> tuple[str, str]:
@@ -256,7 +335,8 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     try:
         from_env = EnvSettingsSource(Settings, case_sensitive=False)()
     except SettingsError as exc:
-        raise ConfigError(f"invalid IMGACCEL_* environment variable: {exc}") from exc
+        hint = "lists and tables are JSON, e.g. IMGACCEL_REGISTRIES='[\"nvcr.io\"]'"
+        raise ConfigError(f"invalid IMGACCEL_* environment variable: {exc} ({hint})") from exc
     try:
         return Settings.model_validate(_deep_merge(data, from_env, overrides))
     except ValueError as exc:

@@ -95,6 +95,8 @@ def _default(field: FieldInfo) -> str:
         value = field.default
     if value is None:
         return "unset"
+    if isinstance(value, list | dict) and not value:
+        return "`[]`" if isinstance(value, list) else "`{}`"
     text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
     if "imgaccel" in text and text.startswith("/"):
         return "`/var/lib/imgaccel` (root) or `~/.cache/imgaccel`"

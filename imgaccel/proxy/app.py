@@ -29,7 +29,7 @@ from imgaccel.proxy.prefetch import Prefetcher
 from imgaccel.proxy.pulls import RECORDER, PullRecorder, record_pulls
 from imgaccel.proxy.state import NODE, Node
 from imgaccel.proxy.status import status
-from imgaccel.proxy.target import client_auth
+from imgaccel.proxy.target import ALLOWLIST, RegistryAllowlist, client_auth
 from imgaccel.settings import Settings
 from imgaccel.upstream.client import UpstreamClient
 
@@ -43,11 +43,13 @@ async def api_version(request: web.Request) -> web.Response:
 
     Clients such as skopeo and dockerd decide here whether to authenticate at all: a bare 200
     means they never send credentials, and private images cannot be read through the mirror.
+    A default registry that ``registries`` does not allow is not asked: a bare 200.
     """
     headers = {"Docker-Distribution-API-Version": "registry/2.0"}
-    if client_auth(request) is None:
-        node = request.app[NODE]
-        challenge = await node.client.challenge(node.settings.default_registry)
+    node = request.app[NODE]
+    default = node.settings.default_registry
+    if client_auth(request) is None and request.app[ALLOWLIST].allows(default):
+        challenge = await node.client.challenge(default)
         if challenge is not None:
             raise Unauthorized("authentication required", headers={"WWW-Authenticate": challenge})
     return web.json_response({}, headers=headers)
@@ -73,6 +75,8 @@ async def metrics(request: web.Request) -> web.Response:
 def make_app(settings: Settings) -> web.Application:
     """The node app; its store, metadata, HTTP client and fetcher live in ``cleanup_ctx``."""
     app = web.Application(middlewares=[registry_errors, record_pulls], client_max_size=1024)
+    app[ALLOWLIST] = RegistryAllowlist(settings)
+    app[ALLOWLIST].warn_unused_upstreams()
     if settings.p2p.tracker_url and settings.prefetch.enabled:
         app[RECORDER] = PullRecorder()
     app.cleanup_ctx.append(_node_context(settings))
@@ -94,7 +98,7 @@ def _node_context(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            app[NODE] = await _open_node(settings, stack)
+            app[NODE] = await _open_node(settings, app[ALLOWLIST], stack)
             if RECORDER in app:  # prewarm jobs, hot layers, pull reports (needs the tracker)
                 await stack.enter_async_context(Prefetcher(app[NODE], app[RECORDER]))
             yield
@@ -102,8 +106,11 @@ def _node_context(
     return context
 
 
-async def _open_node(settings: Settings, stack: contextlib.AsyncExitStack) -> Node:
-    """Every part of the node, each closed by ``stack`` in reverse order."""
+async def _open_node(
+    settings: Settings, allowlist: RegistryAllowlist, stack: contextlib.AsyncExitStack
+) -> Node:
+    """Every part of the node, each closed by ``stack`` in reverse order. The upstream client
+    finds origins through ``allowlist``: no path reaches a registry it refuses."""
     root = settings.cache.dir
     root.mkdir(parents=True, exist_ok=True)
     store = BlobStore(root, settings.cache.quota_bytes)
@@ -121,7 +128,7 @@ async def _open_node(settings: Settings, stack: contextlib.AsyncExitStack) -> No
     )
     stack.push_async_callback(session.close)
     client = UpstreamClient(
-        session, settings.upstream_for, settings.upstream_client, node_metrics.observe_upstream
+        session, allowlist.upstream_for, settings.upstream_client, node_metrics.observe_upstream
     )
     guard = AccessGuard(meta, client, settings.cache.auth_ttl_seconds)
     fetcher = BlobFetcher(store, guard, client, settings.upstream_client, node_metrics)

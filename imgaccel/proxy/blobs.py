@@ -20,7 +20,7 @@ from imgaccel.proxy.access import refusal
 from imgaccel.proxy.fetcher import open_blob
 from imgaccel.proxy.ranges import parse_range
 from imgaccel.proxy.state import NODE, Node
-from imgaccel.proxy.target import Target, client_auth, target_of
+from imgaccel.proxy.target import ALLOWLIST, Target, client_auth, target_of
 from imgaccel.upstream.blobs import BlobLocation, batches, parse_content_length
 
 log = logging.getLogger("imgaccel.serve")
@@ -43,6 +43,7 @@ async def blob(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
     digest = Digest.parse(request.match_info["digest"])
     target = target_of(request, node.settings.default_registry)
+    request.app[ALLOWLIST].check(target.registry)
     auth = client_auth(request)
     # A fill can commit the blob (and the store evict it) while this request awaits: look again.
     # The request counts once, as a hit or a miss, by what the first look found; only a whole-blob

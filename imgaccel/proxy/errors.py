@@ -1,7 +1,10 @@
 """One middleware turns every error into the registry error JSON with the right status.
 
 Client mistakes are 4xx with a log line at INFO; only a bug is a 500, and even then the client
-gets the OCI error body, never a traceback.
+gets the OCI error body, never a traceback. A registry the ``registries`` setting does not allow
+(:class:`RegistryNotAllowed`, a 403 ``DENIED``) is logged once per registry where it is refused
+(:mod:`imgaccel.proxy.target`), and each request only at DEBUG: a pod pulling in a loop must not
+flood the log.
 """
 
 from __future__ import annotations
@@ -11,9 +14,14 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from imgaccel.errors import RegistryError, UpstreamError, UpstreamUnavailable
+from imgaccel.errors import Denied, RegistryError, UpstreamError, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
+
+
+class RegistryNotAllowed(Denied):
+    """403 DENIED: the ``registries`` setting does not allow the registry a request names."""
+
 
 _HTTP_CODES = {
     400: "UNSUPPORTED",
@@ -37,7 +45,8 @@ async def registry_errors(request: web.Request, handler: Handler) -> web.StreamR
     try:
         return await handler(request)
     except RegistryError as exc:
-        log.info(
+        log.log(
+            logging.DEBUG if isinstance(exc, RegistryNotAllowed) else logging.INFO,
             "%s %s -> %d %s: %s",
             request.method,
             request.path_qs[:300],

@@ -28,7 +28,7 @@ from imgaccel.oci.media import MANIFEST_ACCEPT, accepts
 from imgaccel.oci.reference import validate_reference
 from imgaccel.proxy.access import refusal
 from imgaccel.proxy.state import NODE, Node
-from imgaccel.proxy.target import Target, client_auth, target_of
+from imgaccel.proxy.target import ALLOWLIST, Target, client_auth, target_of
 from imgaccel.upstream.auth import identity
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ async def manifest(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
     started = time.monotonic()
     target = target_of(request, node.settings.default_registry)
+    request.app[ALLOWLIST].check(target.registry)
     reference = validate_reference(request.match_info["reference"])
     auth = client_auth(request)
     accept = client_accept(request.headers.getall("Accept", []))

@@ -1,12 +1,14 @@
-"""Which origin and repository a mirror request is for.
+"""Which origin and repository a mirror request is for, and whether the node may contact it.
 
 containerd names the registry in the ``?ns=`` query; dockerd's ``registry-mirrors`` sends none, so
 the default registry (Docker Hub) is meant, with its rule that official images live under
-``library/``.
+``library/``. Whoever can create a pod names that registry: the ``registries`` setting limits
+which ones the node fetches from (:class:`RegistryAllowlist`).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -18,6 +20,15 @@ from imgaccel.oci.reference import (
     validate_host,
     validate_name,
 )
+from imgaccel.proxy.errors import RegistryNotAllowed
+from imgaccel.settings import Settings
+from imgaccel.upstream.config import UpstreamSettings
+
+log = logging.getLogger(__name__)
+
+#: Refused registries remembered to log each once; a client naming ever new hosts (any pod can)
+#: fills it, and the rest are logged at DEBUG.
+MAX_LOGGED_REGISTRIES = 1024
 
 
 @dataclass(frozen=True)
@@ -44,3 +55,65 @@ def client_auth(request: web.Request) -> str | None:
     if not value or len(value) > 16384 or not value.isprintable():
         return None
     return value
+
+
+class RegistryAllowlist:
+    """The ``registries`` setting at work: which registries the node may contact, each refused
+    one logged once (at WARNING, with what asked first) however often it is asked for."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._logged: set[str] = set()
+
+    def allows(self, registry: str) -> bool:
+        return self._settings.registry_allowed(registry)
+
+    def warn_unused_upstreams(self) -> None:
+        """Log the ``upstreams`` tables the operator wrote for registries the setting refuses
+        (nothing is allowed implicitly; the default Docker Hub table is no statement)."""
+        if "upstreams" not in self._settings.model_fields_set:
+            return
+        for host in self._settings.upstreams:
+            if not self.allows(host):
+                log.warning(
+                    "upstreams.%s is not used: the `registries` setting does not allow %s",
+                    host,
+                    host,
+                )
+
+    def refuses(self, registry: str, asker: str) -> bool:
+        """True (logged once per registry) when ``registry`` is not allowed; ``asker`` says
+        who wanted it, e.g. "a client", "the tracker's hot list"."""
+        if self.allows(registry):
+            return False
+        if registry in self._logged or len(self._logged) >= MAX_LOGGED_REGISTRIES:
+            log.debug(
+                "registry %s is not allowed (setting `registries`); %s asked", registry, asker
+            )
+            return True
+        self._logged.add(registry)
+        log.warning(
+            "registry %s is not allowed by this node's `registries` setting: it is not "
+            "contacted for %s or anyone else (logged once per registry)",
+            registry,
+            asker,
+        )
+        return True
+
+    def check(self, registry: str, asker: str = "a client") -> None:
+        """Raise :class:`RegistryNotAllowed` (403 DENIED) for a registry not allowed."""
+        if self.refuses(registry, asker):
+            raise RegistryNotAllowed(
+                f"registry {registry} is not allowed through this mirror (imgaccel setting "
+                "`registries`); pull from it directly",
+                detail={"registry": registry},
+            )
+
+    def upstream_for(self, registry: str) -> UpstreamSettings:
+        """The origin of an allowed registry: the upstream client's only way to an origin, so
+        no code path can reach a registry the setting refuses."""
+        self.check(registry, "a fetch inside the node")
+        return self._settings.upstream_for(registry)
+
+
+ALLOWLIST = web.AppKey("registry_allowlist", RegistryAllowlist)
