@@ -100,7 +100,8 @@ def _node_context(
         async with contextlib.AsyncExitStack() as stack:
             app[NODE] = await _open_node(settings, app[ALLOWLIST], stack)
             if RECORDER in app:  # prewarm jobs, hot layers, pull reports (needs the tracker)
-                await stack.enter_async_context(Prefetcher(app[NODE], app[RECORDER]))
+                prefetcher = Prefetcher(app[NODE], app[RECORDER], app[ALLOWLIST])
+                await stack.enter_async_context(prefetcher)
             yield
 
     return context

@@ -10,9 +10,16 @@ With a tracker, the node runs three owned tasks:
   blob in flight (the reply to the progress report says so); what it fetched stays pinned.
 - **hot**: reads the tracker's hot list every ``prefetch.hot_interval_seconds`` and fetches
   hot layers it lacks, within the bandwidth budget (a token bucket), a share of the cache quota
-  and the room pins leave in it, and pins them. A layer that fails (a repository this node may
-  not read, a blob the origin lacks) is skipped for some passes; the others go on.
+  and the room pins leave in it, and pins them. A layer the list gives a size for that would
+  not fit in what is left of that share, or of that room, is skipped before any of it is
+  fetched (a list or reports without sizes: fetched, as before). A layer that fails (a
+  repository this node may not read, a blob the origin lacks) is skipped for some passes; the
+  others go on.
 - **reports**: sends the pulls workloads made (:mod:`imgaccel.proxy.pulls`) in batches.
+
+Jobs and hot layers come from other nodes' pulls and the tracker: an image or layer of a registry
+the ``registries`` setting does not allow is skipped (logged; the rest goes on), as the node
+would refuse its clients that registry anyway.
 
 Background fetches always yield to foreground pulls: before each blob the worker waits while a
 client request is in flight or a fill it did not start is running.
@@ -43,7 +50,7 @@ from imgaccel.proxy.bandwidth import TokenBucket
 from imgaccel.proxy.manifests import lookup
 from imgaccel.proxy.pulls import PullRecorder
 from imgaccel.proxy.state import Node
-from imgaccel.proxy.target import Target
+from imgaccel.proxy.target import RegistryAllowlist, Target
 from imgaccel.settings import P2PSettings
 from imgaccel.tracker.auth import client_context
 from imgaccel.upstream.blobs import BlobLocation
@@ -72,14 +79,18 @@ class NodeManifests:
 class Prefetcher:
     """The background worker of one node (an async context manager owning its tasks)."""
 
-    def __init__(self, node: Node, recorder: PullRecorder) -> None:
+    def __init__(
+        self, node: Node, recorder: PullRecorder, registries: RegistryAllowlist | None = None
+    ) -> None:
         self.node = node
+        self.registries = registries or RegistryAllowlist(node.settings)
         self.settings = node.settings.prefetch
         self.recorder = recorder
         self.node_id = node.settings.p2p.node_id or _hostname()
         self.bucket = TokenBucket(self.settings.bandwidth_bytes_per_second)
         self.hot_bytes = 0
         self._hot_failed: dict[Digest, float] = {}  # hot layers that failed: skipped until
+        self._hot_unfit: set[Digest] = set()  # hot layers skipped as too big (logged once)
         self._hot_stopped: str | None = None  # why the last pass stopped early (logged once)
         self._own: set[Digest] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -166,12 +177,16 @@ class Prefetcher:
         progress = _Progress(self.tracker, str(job["id"]), self.node_id)
         reason = job_pin_reason(str(job["id"]))
         try:
-            plans = [await self._plan(image, job) for image in job["images"]]
+            images, skipped = self._allowed_images(job)
+            if skipped and not images:  # nothing to warm here: the job's status says why
+                await progress.send("failed", skipped)
+                return
+            plans = [await self._plan(image, job) for image in images]
             progress.total = sum(p.total_bytes for p in plans)
             await progress.add(0)
             for plan in plans:
                 await self._warm(plan, progress.add, reason)
-            await progress.send("done")
+            await progress.send("done", skipped)
             log.info("prewarm job %s done: %d bytes", job["id"], progress.total)
         except JobCancelled:
             # What the job fetched stays cached, but only pinned if something else pins it.
@@ -186,6 +201,28 @@ class Prefetcher:
         except (ImgaccelError, aiohttp.ClientError, ValueError) as exc:
             log.warning("prewarm job %s failed: %s", job["id"], exc)
             await progress.send("failed", str(exc))
+
+    def _allowed_images(self, job: dict[str, Any]) -> tuple[list[str], str | None]:
+        """The job's images whose registry this node may contact, and what was skipped (also
+        logged: an operator asked for the job, so each image skipped says so)."""
+        images: list[str] = []
+        refused: list[str] = []
+        for image in job["images"]:
+            registry = ImageRef.parse(image).registry
+            if not self.registries.allows(registry):
+                log.warning(
+                    "prewarm job %s: skipping %s: its registry %s is not in this node's "
+                    "`registries` setting",
+                    job["id"],
+                    image,
+                    registry,
+                )
+                refused.append(image)
+            else:
+                images.append(image)
+        if not refused:
+            return images, None
+        return images, f"skipped (registry not allowed on this node): {', '.join(refused)}"
 
     async def _plan(self, image: str, job: dict[str, Any]) -> ImagePlan:
         platform = Platform.parse(job["platform"]) if job.get("platform") else None
@@ -229,8 +266,11 @@ class Prefetcher:
         layers = [(Digest.parse(layer["digest"]), layer) for layer in hot]
         listed = {digest for digest, _ in layers}
         self._hot_failed = {d: t for d, t in self._hot_failed.items() if d in listed}
+        self._hot_unfit &= listed
         for digest, layer in layers:
             if digest in self.node.store or self._hot_failed.get(digest, 0.0) > time.monotonic():
+                continue
+            if self.registries.refuses(str(layer["registry"]), "the tracker's hot-layer list"):
                 continue
             if not await self._hot_layer(digest, layer):
                 return
@@ -243,6 +283,13 @@ class Prefetcher:
                 log.info("hot-layer prefetch stopped: %s", full)
             self._hot_stopped = full
             return False
+        if (unfit := self._hot_unfit_why(layer)) is not None:
+            again = digest in self._hot_unfit
+            self._hot_unfit.add(digest)
+            log.log(
+                logging.DEBUG if again else logging.INFO, "hot layer %s skipped: %s", digest, unfit
+            )
+            return True  # a smaller one after it may fit
         try:
             size = await self.fetch(layer["registry"], layer["repository"], digest, self.bucket)
         except ImgaccelError as exc:
@@ -263,6 +310,22 @@ class Prefetcher:
             return "its share of the cache quota is used"
         if sum(e.size for d, e in store.entries() if store.pinned_until(d)) >= quota:
             return "the cache quota is full of pinned blobs"
+        return None
+
+    def _hot_unfit_why(self, layer: dict[str, Any]) -> str | None:
+        """Why a hot layer of the size the list gives cannot be kept within prefetch's share of
+        the quota, or the room pins leave in it; None when it can, or its size is not known (a
+        tracker or reports from before sizes): such a layer is fetched, as always."""
+        size, store = layer.get("size"), self.node.store
+        quota = store.quota_bytes
+        if not quota or type(size) is not int or size < 0:
+            return None
+        share = int(self.settings.cache_share * quota) - self.hot_bytes
+        if size > share:
+            return f"its {size} bytes exceed the {share} bytes left of prefetch's cache share"
+        room = quota - sum(e.size for d, e in store.entries() if store.pinned_until(d))
+        if size > room:
+            return f"its {size} bytes exceed the {room} bytes pins leave of the cache quota"
         return None
 
     def _hot_failure(self, digest: Digest, layer: dict[str, Any], exc: ImgaccelError) -> None:

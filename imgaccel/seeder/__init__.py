@@ -2,7 +2,8 @@
 Dragonfly's "seed peer"). It runs the node's mirror and swarm, and takes the tracker's work:
 cold blobs it fetches from the origin once for the whole cluster, then seeds.
 
-Nouns: ``worker`` (the loop that takes work from the tracker), ``app`` (``make_app``).
+Nouns: ``worker`` (the loop that takes work from the tracker), ``capacity`` (whether the cache
+can keep a blob, decided before fetching it), ``metrics`` (SeederMetrics), ``app`` (``make_app``).
 Service package: imports ``imgaccel.proxy`` and core packages.
 """
 

@@ -11,6 +11,8 @@ from aiohttp import web
 from imgaccel.errors import ConfigError
 from imgaccel.proxy.app import make_app as make_node_app
 from imgaccel.proxy.state import NODE
+from imgaccel.proxy.target import ALLOWLIST
+from imgaccel.seeder.metrics import SeederMetrics
 from imgaccel.seeder.worker import SeederWorker
 from imgaccel.settings import Settings
 
@@ -32,7 +34,12 @@ async def _worker(app: web.Application) -> AsyncIterator[None]:
     node = app[NODE]
     peers = node.fetcher.peers
     assert peers is not None and peers.tracker is not None
-    worker = SeederWorker(peers.tracker, node.fetcher)
+    worker = SeederWorker(
+        peers.tracker,
+        node.fetcher,
+        metrics=SeederMetrics(node.metrics.registry),
+        registries=app[ALLOWLIST],
+    )
     app[WORKER] = worker
     task = asyncio.create_task(worker.run(), name="seeder-work")
     yield

@@ -3,6 +3,12 @@
 The long poll for work is also the seeder's heartbeat: while it runs, the tracker elects this
 seeder for cold blobs. Fetches run concurrently up to a limit; each goes through the node's own
 fetcher, so it is single-flight with local clients, verified, committed, seeded and published.
+
+Work the seeder's cache could not keep (see :mod:`imgaccel.seeder.capacity`) is given back before
+any of it is fetched: the claim is released at once, which wakes the nodes waiting for the blob,
+and the tracker elects no seeder for it for a lease, so one of them fetches it for the cluster.
+Work from a registry the ``registries`` setting does not allow is given back the same way, before
+it waits for a fetch slot: the seeder never contacts that origin (nodes may, if theirs allow it).
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ from imgaccel.cache.fill import FillFailed
 from imgaccel.errors import ImgaccelError
 from imgaccel.oci.digest import Digest
 from imgaccel.proxy.fetcher import BlobFetcher
+from imgaccel.proxy.target import RegistryAllowlist
+from imgaccel.seeder.capacity import Decline, decline, origin_size
+from imgaccel.seeder.metrics import SeederMetrics
 from imgaccel.tracker.client import TrackerClient, TrackerError, Work
 from imgaccel.upstream.blobs import BlobLocation
 
@@ -30,9 +39,18 @@ QUEUED_RENEW_SECONDS = 5.0
 class SeederWorker:
     """Runs until cancelled; every fetch task is kept and cancelled with it."""
 
-    def __init__(self, tracker: TrackerClient, fetcher: BlobFetcher, concurrency: int = 4) -> None:
+    def __init__(
+        self,
+        tracker: TrackerClient,
+        fetcher: BlobFetcher,
+        concurrency: int = 4,
+        metrics: SeederMetrics | None = None,
+        registries: RegistryAllowlist | None = None,
+    ) -> None:
         self.tracker = tracker
         self.fetcher = fetcher
+        self.registries = registries  # None: every registry
+        self.metrics = metrics if metrics is not None else SeederMetrics()
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self.fetched = 0
@@ -56,6 +74,13 @@ class SeederWorker:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _fetch(self, item: Work) -> None:
+        if self.registries is not None and self.registries.refuses(
+            item.registry, "the tracker's seeder work"
+        ):
+            log.debug("seeder: not fetching %s: %s is not allowed", item.digest, item.registry)
+            with contextlib.suppress(TrackerError):  # else its lease lapses on its own
+                await self.tracker.release(item.digest)
+            return
         await self._wait_for_slot(item)
         try:
             await self._fetch_in_slot(item)
@@ -86,6 +111,9 @@ class SeederWorker:
     async def _fetch_in_slot(self, item: Work) -> None:
         try:
             location = BlobLocation(item.registry, item.repository, Digest.parse(item.digest))
+            if (cannot := await self._cannot_keep(location)) is not None:
+                await self._decline(item, cannot)
+                return
             fill = await self.fetcher.fill(location)
             if fill is None:
                 await self._republish(location.digest)
@@ -102,6 +130,31 @@ class SeederWorker:
             return
         self.fetched += 1
         log.info("seeder: %s is in the cache and the swarm", item.digest)
+
+    async def _cannot_keep(self, location: BlobLocation) -> Decline | None:
+        """Why the cache could not keep the blob, or None (also for a blob held or being filled
+        already: the fetcher republishes or joins it). Asks the origin for the size only when
+        the quota does not decide it alone."""
+        store, digest = self.fetcher.store, location.digest
+        if not store.quota_bytes or digest in store or digest in self.fetcher.fills:
+            return None
+        if (full := decline(store, None)) is not None:
+            return full
+        return decline(store, await origin_size(self.fetcher.client, location))
+
+    async def _decline(self, item: Work, cannot: Decline) -> None:
+        self.metrics.declined.labels(cannot.reason).inc()
+        log.warning(
+            "seeder: not fetching %s from %s/%s: %s; claim released, a node fetches it",
+            item.digest,
+            item.registry,
+            item.repository,
+            cannot.why,
+        )
+        try:
+            await self.tracker.release(item.digest)
+        except TrackerError as exc:  # the lease lapses on its own
+            log.warning("seeder: could not release the claim on %s: %s", item.digest, exc)
 
     async def _republish(self, digest: Digest) -> None:
         """The tracker elected this seeder for a blob it holds (the tracker lost its torrent,

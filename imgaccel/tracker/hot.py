@@ -1,8 +1,9 @@
 """Hot layers: which blobs the cluster is pulling now, so nodes can fetch them before asked.
 
-Nodes report each pull a workload made (``POST /v1/pulls``: the image and the blob digests it
-fetched). A blob's popularity counts the distinct nodes that pulled it within a sliding window,
-each weighted by how recent its last pull was (exponential decay with a half-life):
+Nodes report each pull a workload made (``POST /v1/pulls``: the image, the blob digests it
+fetched and, where the node knew them, their sizes). A blob's popularity counts the distinct
+nodes that pulled it within a sliding window, each weighted by how recent its last pull was
+(exponential decay with a half-life):
 
     score(blob) = sum over nodes n that pulled it within WINDOW of 2 ** (-(now - t_n) / HALF_LIFE)
 
@@ -12,10 +13,16 @@ second does not. ``GET /v1/hot`` publishes the list, hottest first. Reports live
 Ranking reads the whole window, and every node polls the list: the ranking is kept for
 ``HOT_CACHE_SECONDS``, so a report shows in the list within that time.
 
+A layer's ``size`` is the latest one reported for it, so a node can tell whether the layer fits
+its cache before fetching it. ``sizes`` is optional in a report (nodes before it send none) and
+``size`` is null in the list while no report gave one; a size is a non-negative integer below
+2**63 (anything else is a 400), and sizes of digests the pull does not list are ignored.
+
 ====== ============ ==========================================================================
-POST   /v1/pulls    ``{node, pulls: [{image, registry, repository, digests}]}`` -> ``{accepted}``
+POST   /v1/pulls    ``{node, pulls: [{image, registry, repository, digests, sizes?: {digest:
+                    bytes}}]}`` -> ``{accepted}``
 GET    /v1/hot      ``?limit=N&min_score=S`` -> ``{window_seconds, half_life_seconds,
-                    layers: [{digest, registry, repository, image, score, nodes}]}``
+                    layers: [{digest, registry, repository, image, score, nodes, size}]}``
 ====== ============ ==========================================================================
 """
 
@@ -32,6 +39,7 @@ from aiohttp import web
 from imgaccel.oci.digest import Digest
 from imgaccel.tracker.api import ApiError, close_at_cleanup, json_body, node_field, text_field
 from imgaccel.tracker.state import STATE
+from imgaccel.tracker.store import MAX_INT64
 
 DB_NAME = "hot.sqlite3"
 WINDOW_SECONDS = 6 * 3600.0
@@ -42,9 +50,12 @@ _MAX_REPORT = 1000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pulls (
     node TEXT NOT NULL, digest TEXT NOT NULL, registry TEXT NOT NULL, repository TEXT NOT NULL,
-    image TEXT NOT NULL, seen REAL NOT NULL, PRIMARY KEY (node, digest));
+    image TEXT NOT NULL, seen REAL NOT NULL, size INTEGER, PRIMARY KEY (node, digest));
 CREATE INDEX IF NOT EXISTS pulls_by_seen ON pulls (seen);
 """
+#: Columns added since the first release, for databases made before them (NULL: not reported).
+_ADDED_COLUMNS = {"size": "INTEGER"}
+_COLUMNS = "node, digest, registry, repository, image, seen, size"
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,7 @@ class Pull:
     repository: str
     image: str
     seen: float
+    size: int | None = None  # bytes, when the node knew them
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,7 @@ class HotLayer:
     image: str
     score: float
     nodes: int
+    size: int | None = None  # bytes, as last reported; None while no report gave it
 
 
 def rank(
@@ -79,6 +92,7 @@ def rank(
     scores: dict[str, float] = {}
     nodes: dict[str, int] = {}
     latest: dict[str, Pull] = {}
+    sized: dict[str, Pull] = {}  # the latest pull of each blob that reported its size
     for pull in pulls:
         age = now - pull.seen
         if age > window:
@@ -87,8 +101,20 @@ def rank(
         nodes[pull.digest] = nodes.get(pull.digest, 0) + 1
         if pull.digest not in latest or latest[pull.digest].seen < pull.seen:
             latest[pull.digest] = pull
+        if pull.size is not None and (
+            pull.digest not in sized or sized[pull.digest].seen < pull.seen
+        ):
+            sized[pull.digest] = pull
     layers = [
-        HotLayer(d, latest[d].registry, latest[d].repository, latest[d].image, s, nodes[d])
+        HotLayer(
+            d,
+            latest[d].registry,
+            latest[d].repository,
+            latest[d].image,
+            s,
+            nodes[d],
+            sized[d].size if d in sized else None,
+        )
         for d, s in scores.items()
     ]
     return sorted(layers, key=lambda layer: (-layer.score, layer.digest))
@@ -102,20 +128,29 @@ class PullLog:
         self._db = sqlite3.connect(data_dir / DB_NAME, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(pulls)")}
+        for column, kind in _ADDED_COLUMNS.items():
+            if column not in present:
+                self._db.execute(f"ALTER TABLE pulls ADD COLUMN {column} {kind}")
         self._ranked: tuple[float, list[HotLayer]] | None = None  # when ranked, the ranking
 
     def close(self) -> None:
         self._db.close()
 
     def add(self, pulls: list[Pull]) -> None:
+        """Record each pull as its node's latest of its blob; a pull without a size keeps the
+        size the node reported for the blob before (a digest's size never changes)."""
         self._db.executemany(
-            "INSERT OR REPLACE INTO pulls VALUES (?, ?, ?, ?, ?, ?)",
-            [(p.node, p.digest, p.registry, p.repository, p.image, p.seen) for p in pulls],
+            f"INSERT INTO pulls ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (node, digest) DO UPDATE SET registry = excluded.registry, "
+            "repository = excluded.repository, image = excluded.image, seen = excluded.seen, "
+            "size = COALESCE(excluded.size, pulls.size)",
+            [(p.node, p.digest, p.registry, p.repository, p.image, p.seen, p.size) for p in pulls],
         )
 
     def since(self, when: float) -> list[Pull]:
-        rows = self._db.execute("SELECT * FROM pulls WHERE seen > ?", (when,)).fetchall()
-        return [Pull(*row) for row in rows]
+        query = f"SELECT {_COLUMNS} FROM pulls WHERE seen > ?"
+        return [Pull(*row) for row in self._db.execute(query, (when,)).fetchall()]
 
     def prune(self, before: float) -> None:
         self._db.execute("DELETE FROM pulls WHERE seen <= ?", (before,))
@@ -153,9 +188,24 @@ def _pulls(node: str, report: object, now: float) -> list[Pull]:
     digests = report.get("digests")
     if not isinstance(digests, list) or len(digests) > _MAX_REPORT:
         raise ApiError(400, f"'digests' must be a list of at most {_MAX_REPORT} digests")
+    sizes = _sizes(report)
     return [
-        Pull(node, str(Digest.parse(str(d))), registry, repository, image, now) for d in digests
+        Pull(node, str(Digest.parse(str(d))), registry, repository, image, now, sizes.get(str(d)))
+        for d in digests
     ]
+
+
+def _sizes(report: dict[str, object]) -> dict[str, int]:
+    """The report's optional ``sizes`` (digest -> bytes; absent or null: none), or a 400."""
+    sizes = report.get("sizes")
+    if sizes is None:
+        return {}
+    if not isinstance(sizes, dict) or len(sizes) > _MAX_REPORT:
+        raise ApiError(400, f"'sizes' must be an object of at most {_MAX_REPORT} digests")
+    for size in sizes.values():
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_INT64:
+            raise ApiError(400, "'sizes' must map digests to non-negative integers below 2**63")
+    return sizes
 
 
 async def handle_hot(request: web.Request) -> web.Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import types
 from typing import Any
 
 import pytest
@@ -29,9 +30,11 @@ class FakeTracker:
 
 
 class BlockingFetcher:
-    """A fetch that never ends: the slot stays taken."""
+    """A fetch that never ends: the slot stays taken (into a cache without a quota, so the
+    worker does not ask the origin whether the blob fits)."""
 
     peers = None
+    store = types.SimpleNamespace(quota_bytes=0)
 
     async def fill(self, _location: Any) -> Any:
         await asyncio.sleep(3600)

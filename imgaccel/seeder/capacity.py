@@ -1,0 +1,74 @@
+"""Whether the seeder's cache can keep a blob, decided before any of it is fetched.
+
+A fill the quota cannot hold is still streamed and verified, but not kept (see
+:mod:`imgaccel.proxy.fetcher`): right for a client waiting for the blob, egress for nothing for
+a seeder, which seeds only what it keeps. So the seeder learns the blob's size from a ``HEAD``
+(no body) and gives back what could not be kept: a blob larger than the quota, or than the room
+eviction can make, which is the quota less the pinned blobs and what fills in progress reserved.
+A blob being read counts as room: the read ends, and in the rare case it has not by the time the
+fill reserves, the fill streams without keeping, as before.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from imgaccel.cache.store import BlobStore
+from imgaccel.errors import ImgaccelError
+from imgaccel.upstream.blobs import BlobLocation, parse_content_length
+from imgaccel.upstream.client import UpstreamClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Decline:
+    """Why the cache cannot keep a blob. ``reason`` is the metric's label: ``quota`` (larger
+    than the whole quota) or ``pinned`` (larger than the room pins and fills leave)."""
+
+    reason: str
+    why: str
+
+
+def room(store: BlobStore) -> int | None:
+    """The bytes eviction could free for a new blob (may be negative); None without a quota."""
+    if not store.quota_bytes:
+        return None
+    entries = store.entries()
+    reserved = store.used_bytes - sum(entry.size for _, entry in entries)
+    pinned = sum(entry.size for digest, entry in entries if store.pinned_until(digest))
+    return store.quota_bytes - reserved - pinned
+
+
+def decline(store: BlobStore, size: int | None) -> Decline | None:
+    """Why a blob of ``size`` bytes cannot be kept, or None when it can. With ``size`` None
+    (not known) only a cache with no room at all declines."""
+    quota, free = store.quota_bytes, room(store)
+    if free is None:
+        return None
+    if size is not None and size > quota:
+        return Decline("quota", f"its {size} bytes exceed the cache quota of {quota}")
+    if free > 0 if size is None else size <= free:
+        return None
+    what = "nothing fits" if size is None else f"its {size} bytes do not fit"
+    return Decline(
+        "pinned",
+        f"{what} in the {max(free, 0)} bytes that pinned blobs and fills in progress leave of "
+        f"the cache quota of {quota}",
+    )
+
+
+async def origin_size(client: UpstreamClient, location: BlobLocation) -> int | None:
+    """The blob's size from the origin's answer to a ``HEAD`` (which sends no body); None when
+    the origin would not tell (the fetch then goes ahead and meets whatever it says)."""
+    try:
+        async with client.open(
+            "HEAD", location.registry, location.repo, location.path, kind="blob-head"
+        ) as answer:
+            if answer.status != 200:
+                return None
+            return parse_content_length(answer.headers.get("Content-Length"))
+    except ImgaccelError as exc:
+        log.info("seeder: no size for %s from %s: %s", location.digest, location.registry, exc)
+        return None
