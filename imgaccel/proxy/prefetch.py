@@ -10,7 +10,8 @@ With a tracker, the node runs three owned tasks:
   blob in flight (the reply to the progress report says so); what it fetched stays pinned.
 - **hot**: reads the tracker's hot list every ``prefetch.hot_interval_seconds`` and fetches
   hot layers it lacks, within the bandwidth budget (a token bucket), a share of the cache quota
-  and the room pins leave in it, and pins them. A layer the list gives a size for that would
+  (counted on the blobs its hot pins hold now: the share frees as they end) and the room pins
+  leave in it, and pins them. A layer the list gives a size for that would
   not fit in what is left of that share, or of that room, is skipped before any of it is
   fetched (a list or reports without sizes: fetched, as before). A layer that fails (a
   repository this node may not read, a blob the origin lacks) is skipped for some passes; the
@@ -57,6 +58,9 @@ from imgaccel.upstream.blobs import BlobLocation
 
 log = logging.getLogger(__name__)
 
+#: The pin reason of prefetched hot layers.
+HOT_PIN = "hot"
+
 _PARALLEL = 4
 _YIELD_POLL_SECONDS = 0.1
 _RETRY_SECONDS = 2.0
@@ -88,7 +92,6 @@ class Prefetcher:
         self.recorder = recorder
         self.node_id = node.settings.p2p.node_id or _hostname()
         self.bucket = TokenBucket(self.settings.bandwidth_bytes_per_second)
-        self.hot_bytes = 0
         self._hot_failed: dict[Digest, float] = {}  # hot layers that failed: skipped until
         self._hot_unfit: set[Digest] = set()  # hot layers skipped as too big (logged once)
         self._hot_stopped: str | None = None  # why the last pass stopped early (logged once)
@@ -291,13 +294,20 @@ class Prefetcher:
             )
             return True  # a smaller one after it may fit
         try:
-            size = await self.fetch(layer["registry"], layer["repository"], digest, self.bucket)
+            await self.fetch(layer["registry"], layer["repository"], digest, self.bucket)
         except ImgaccelError as exc:
             self._hot_failure(digest, layer, exc)
             return not isinstance(exc, CacheFull)  # the layers after it would not fit either
-        pins.pin(self.node.store, self.node.meta, digest, self.settings.pin_seconds, "hot")
-        self.hot_bytes += size
+        pins.pin(self.node.store, self.node.meta, digest, self.settings.pin_seconds, HOT_PIN)
         return True
+
+    @property
+    def hot_bytes(self) -> int:
+        """Bytes of the cached blobs pinned as hot layers now: the share prefetch has used. As
+        hot pins end (``prefetch.pin_seconds``) and their blobs are evicted, it frees again."""
+        store, now = self.node.store, time.time()
+        hot = {d for d, until, reason in self.node.meta.pins() if reason == HOT_PIN and until > now}
+        return sum(entry.size for digest, entry in store.entries() if digest in hot)
 
     def _hot_full(self) -> str | None:
         """Why no hot layer may be fetched now, or None. A cache whose quota pins fill would

@@ -166,3 +166,32 @@ async def pull(node: Any, origin: DistributionRegistry, image: Image) -> None:
             async with http.get(f"{base}/blobs/{digest}", params=params) as response:
                 assert response.status == 200
                 await response.read()
+
+
+async def test_the_cache_share_frees_again_when_hot_pins_end(
+    origin: DistributionRegistry,
+    pushed: str,
+    small_image: Image,
+    node_factory: Callable[..., Any],
+    jobs_client: JobsClient,
+) -> None:
+    _, medium, small = small_image.layers  # 300 kB, 20 kB
+    # prefetch's quarter of the quota holds the medium layer and no more.
+    node = await node_factory(
+        origin, cache={"quota_bytes": 4 * medium.size}, prefetch={"pin_seconds": 1.0}
+    )
+    state = node.app[NODE]
+    worker = Prefetcher(state, PullRecorder())
+    worker.tracker = jobs_client
+    await make_hot(jobs_client, origin, [(medium.digest, medium.size), (small.digest, None)])
+
+    await worker.hot_pass()
+    assert Digest.parse(medium.digest) in state.store
+    assert Digest.parse(small.digest) not in state.store  # the share is used
+    assert worker.hot_bytes == medium.size
+
+    await until(lambda: not state.store.pinned_until(Digest.parse(medium.digest)), seconds=5)
+    assert worker.hot_bytes == 0  # the pin ended: the blob is ordinary cache now
+    await worker.hot_pass()
+    assert Digest.parse(small.digest) in state.store
+    assert state.store.pinned_until(Digest.parse(small.digest))
