@@ -11,6 +11,7 @@ ImgaccelError
 │   ├── NameUnknown               404 NAME_UNKNOWN
 │   ├── Unauthorized              401 UNAUTHORIZED (carries the origin's challenge)
 │   ├── Denied                    403 DENIED
+│   │   └── RegistryNotAllowed    (proxy.errors) a registry the `registries` setting refuses
 │   ├── Unsupported               405 UNSUPPORTED
 │   ├── TooManyRequests           429 TOOMANYREQUESTS
 │   └── UpstreamUnavailable       502/503/504 UNAVAILABLE: the origin cannot be reached

@@ -132,21 +132,27 @@ async def _check(response: aiohttp.ClientResponse, ref: ImageRef, what: str = ""
     """Raise for an error answer; ``what`` (default: the image) is named in the message."""
     if response.status == 200:
         return
-    detail = await _error_message(response)
+    detail, refused_registry = await _error_message(response)
     what = what or str(ref)
     if response.status == 404:
         raise UnknownImage(f"{what}: unknown to the registry ({detail})")
+    if response.status == 403 and refused_registry:  # the node's `registries` setting
+        raise Denied(f"{what}: {detail}")
     if response.status in (401, 403):
         raise Denied(f"{what}: access denied ({detail}); give --username and --password-stdin")
     raise PrewarmError(f"{what}: the node answered {response.status} ({detail})")
 
 
-async def _error_message(response: aiohttp.ClientResponse) -> str:
+async def _error_message(response: aiohttp.ClientResponse) -> tuple[str, bool]:
+    """The registry error's message, and whether it is the node refusing the registry itself
+    (credentials would not help)."""
     try:
-        body = await response.json(content_type=None)
-        return str(body["errors"][0]["message"])
-    except (ValueError, KeyError, IndexError, TypeError, aiohttp.ClientError):
-        return response.reason or str(response.status)
+        error = (await response.json(content_type=None))["errors"][0]
+        detail = error.get("detail")
+        refused = isinstance(detail, dict) and "registry" in detail
+        return str(error["message"]), refused
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, aiohttp.ClientError):
+        return response.reason or str(response.status), False
 
 
 async def warm(
