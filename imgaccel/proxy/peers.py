@@ -22,6 +22,7 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 import aiohttp
@@ -395,10 +396,13 @@ class PeerNetwork:
     async def republish(self, digest: Digest) -> bool:
         """Seed and publish the stored torrent of a cached blob (the tracker asked for a blob
         this node holds: it lost the torrent, or the publish failed); whether the tracker took
-        it. Without a torrent to publish, release this node's claim: the nodes waiting for it
-        then fetch at once instead of when the lease lapses."""
+        it. A cached blob with no torrent (a snapshot import, or one whose torrent was dropped)
+        gets one made from its file. Without a torrent to publish, release this node's claim:
+        the nodes waiting for it then fetch at once instead of when the lease lapses."""
         assert self.swarm is not None
         data = self.meta.torrent(digest)
+        if data is None and await self._publish_from_file(digest):
+            return True
         if data is not None:
             try:
                 metainfo = parse_torrent(data)[0]
@@ -412,6 +416,27 @@ class PeerNetwork:
             return True
         await self._release(digest)
         return False
+
+    async def _publish_from_file(self, digest: Digest) -> bool:
+        """Make the torrent of a cached blob from its file (read once, in a thread, the blob
+        held meanwhile) and publish it; whether the tracker took it. It says which registries
+        the blob was verified from, and no repository public: a node then asks the origin
+        whether its client may read it (a HEAD), as for any private layer from peers."""
+        entry = self.store.lookup(digest)
+        if entry is None or entry.size == 0:
+            return False
+        hasher = PieceHasher(entry.size)
+        self.store.acquire(digest)
+        try:
+            await asyncio.to_thread(_hash_file, self.store.path(digest), hasher)
+            metainfo = self.metainfo_of(hasher, digest)  # MetainfoInvalid: not entry.size bytes
+        except (OSError, MetainfoInvalid) as exc:
+            log.warning("could not make the torrent of %s: %s", digest, exc)
+            return False
+        finally:
+            self.store.release(digest)
+        log.info("made the torrent of %s (%d bytes) from the cache", digest, entry.size)
+        return await self.publish(digest, metainfo, frozenset(), self.meta.origins_of(digest))
 
     async def _tell_tracker(self, digest: Digest, data: bytes) -> bool:
         assert self.tracker is not None
@@ -428,6 +453,15 @@ class PeerNetwork:
         return hasher.finish(
             torrent_name(digest), ssl_cert=self.identity.ca_cert_pem, announce=self.announce_url
         )
+
+
+def _hash_file(path: Path, hasher: PieceHasher, chunk: int = 4 << 20) -> None:
+    """Feed the file at ``path`` to ``hasher`` (blocking: in a thread)."""
+    with open(path, "rb", buffering=0) as f:
+        buffer = bytearray(chunk)
+        view = memoryview(buffer)
+        while n := f.readinto(buffer):
+            hasher.update(view[:n])
 
 
 async def _land(fill: Fill, metainfo: Metainfo, pieces: list[int], landed: set[int]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
+from imgaccel.cache.meta import MetaStore
+from imgaccel.oci.digest import Digest
 from imgaccel.p2p.certs import KeyPair
 from imgaccel.seeder import make_app
 from imgaccel.settings import Settings, load_settings
@@ -114,3 +117,37 @@ async def test_a_seeder_asked_for_a_blob_it_holds_publishes_it_again(
     finally:
         if seeder is not None:
             await seeder.close()
+
+
+async def test_a_seeder_holding_a_blob_without_its_torrent_makes_one_and_seeds_it(
+    origin: DistributionRegistry,
+    repo: str,
+    big_image: Image,
+    tracker: str,
+    cluster_ca: KeyPair,
+    p2p_node: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    """A blob came into the seeder's cache with no torrent (a snapshot import): elected for
+    it, the seeder makes the torrent from the file, and the nodes get the blob from it."""
+    layer = big_image.layers[0]
+    blobs = tmp_path / "seeder-cache" / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    shutil.copyfile(big_image.blob_path(layer.digest), blobs / layer.digest.split(":")[1])
+    meta = MetaStore(tmp_path / "seeder-cache" / "meta.db")  # the bundle's provenance
+    meta.add_origin(origin.address, Digest.parse(layer.digest), anonymous=True)
+    meta.close()
+    seeder = TestServer(make_app(seeder_settings(origin, tracker, cluster_ca, tmp_path)))
+    await seeder.start_server()
+    try:
+        nodes = [await p2p_node(f"s{i}") for i in range(2)]
+
+        bodies = await asyncio.gather(*(get_blob(n, origin, repo, layer.digest) for n in nodes))
+
+        assert all(sha256(body) == layer.digest for body in bodies)
+        await origin.settle()
+        assert origin.blob_gets(layer.digest) == []  # nobody fetched it from the origin
+        for node in nodes:
+            assert await metric(node, 'imgaccel_bytes_served_total{source="origin"}') == 0
+    finally:
+        await seeder.close()
