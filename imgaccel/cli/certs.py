@@ -10,7 +10,16 @@ from pathlib import Path
 
 import click
 
-from imgaccel.p2p.certs import CA_CERT, CA_KEY, NODE_CERT, NODE_KEY, issue, load_ca, make_ca
+from imgaccel.p2p.certs import (
+    CA_CERT,
+    CA_KEY,
+    NODE_CERT,
+    NODE_KEY,
+    Validity,
+    issue,
+    load_ca,
+    make_ca,
+)
 
 _DIR = click.Path(file_okay=False, path_type=Path)
 
@@ -23,14 +32,23 @@ def certs() -> None:
 @certs.command("init")
 @click.option("--dir", "directory", type=_DIR, required=True, help="Where ca.crt and ca.key go.")
 @click.option("--cluster", default="imgaccel", show_default=True, help="Name in the CA's CN.")
-@click.option("--days", type=click.IntRange(min=1), default=3650, show_default=True)
+@click.option(
+    "--days",
+    type=click.IntRange(min=1),
+    default=3650,
+    show_default=True,
+    help="How long the CA is valid, from now. Every certificate it signed stops verifying "
+    "when it ends: replacing it means new certificates everywhere (docs/deploy.md).",
+)
 @click.option("--force", is_flag=True, help="Replace an existing CA (every node must re-issue).")
 def init(directory: Path, cluster: str, days: int, force: bool) -> None:
     """Create a new cluster CA in DIR (ca.key is written mode 0600)."""
     if (directory / CA_KEY).exists() and not force:
         raise click.ClickException(f"{directory / CA_KEY} exists; --force replaces it")
-    make_ca(cluster, days).write(directory, CA_CERT, CA_KEY)
+    ca = make_ca(cluster, days)
+    ca.write(directory, CA_CERT, CA_KEY)
     click.echo(f"wrote {directory / CA_CERT} and {directory / CA_KEY}")
+    click.echo(f"{CA_CERT} is valid until {Validity.of(ca.cert_pem).not_after:%Y-%m-%d %H:%M} UTC")
 
 
 @certs.command("issue")
@@ -41,7 +59,14 @@ def init(directory: Path, cluster: str, days: int, force: bool) -> None:
     "--dns", multiple=True, help="Extra DNS name, e.g. the tracker Service's (repeatable)."
 )
 @click.option("--ip", "ips", multiple=True, help="Extra IP address (repeatable).")
-@click.option("--days", type=click.IntRange(min=1), default=365, show_default=True)
+@click.option(
+    "--days",
+    type=click.IntRange(min=1),
+    default=365,
+    show_default=True,
+    help="How long the certificate is valid, from now. Peers and the tracker refuse it "
+    "afterwards: renew before (imgaccel doctor warns 30 days ahead).",
+)
 def issue_command(
     ca_dir: Path, out: Path, name: str, dns: tuple[str, ...], ips: tuple[str, ...], days: int
 ) -> None:
@@ -54,3 +79,11 @@ def issue_command(
     pair.write(out, NODE_CERT, NODE_KEY)
     (out / CA_CERT).write_bytes(ca.cert_pem)
     click.echo(f"wrote {out / CA_CERT}, {out / NODE_CERT} and {out / NODE_KEY}")
+    ends, ca_ends = Validity.of(pair.cert_pem).not_after, Validity.of(ca.cert_pem).not_after
+    click.echo(f"{NODE_CERT} is valid until {ends:%Y-%m-%d %H:%M} UTC")
+    if ca_ends < ends:
+        click.echo(
+            f"warning: the CA ends first, {ca_ends:%Y-%m-%d %H:%M} UTC: {NODE_CERT} stops "
+            "verifying then (see docs/deploy.md, 'Renewing certificates')",
+            err=True,
+        )

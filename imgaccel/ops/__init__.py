@@ -3,7 +3,8 @@
 
 Nouns: ``check`` (one finding: ok, warn, FAIL or skip, with the fix), ``runtime`` (containerd's
 ``hosts.toml`` and ``config.toml``, dockerd's ``daemon.json``), ``reach`` (the node daemon and the
-tracker answer), ``disk`` (cache directory writable, free space against the quota), ``doctor``
+tracker answer), ``certificates`` (the node's, the CA's and the tracker's not expired, not about
+to), ``disk`` (cache directory writable, free space against the quota), ``doctor``
 (runs every check, renders them), ``status`` (the node's ``/_imgaccel/status`` as a summary),
 ``units`` (byte counts for people).
 

@@ -3,9 +3,9 @@
 The checks, in order: containerd's ``hosts.toml`` for each registry and its ``config_path``
 (when containerd is on the node with its CRI plugin on), dockerd's ``registry-mirrors`` (when
 it has a ``daemon.json``),
-the node daemon's ``/healthz``, the tracker's ``/healthz`` with the node's certificate and that
-certificate's expiry (when peer-to-peer is on, by the settings or by the running node), the
-cache directory, and the disk under it.
+the node daemon's ``/healthz``, the tracker's ``/healthz`` with the node's certificate and the
+expiry of the tracker's certificate, the node's and the CA's (when peer-to-peer is on, by the
+settings or by the running node), the cache directory, and the disk under it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from imgaccel.ops import disk, reach, runtime
+from imgaccel.ops import certificates, disk, reach, runtime
 from imgaccel.ops.check import Check, Status, skip
 from imgaccel.ops.status import NodeUnreachable, fetch_status
 
@@ -40,7 +40,7 @@ async def run_checks(inputs: DoctorInputs) -> list[Check]:
     if health is not None and inputs.tracker_url is None:
         inputs = await _p2p_of_running_node(inputs)
     tracker = await reach.tracker_health(inputs.tracker_url, inputs.certs_dir)
-    certificate = [reach.certificate(inputs.certs_dir)] if inputs.tracker_url else []
+    certs = await _certificate_checks(inputs, tracker) if inputs.tracker_url else []
     used = health.get("cache_bytes") if health else None
     if not isinstance(used, int):
         used = disk.cache_bytes_on_disk(inputs.cache_dir) if inputs.cache_dir.is_dir() else 0
@@ -48,10 +48,21 @@ async def run_checks(inputs: DoctorInputs) -> list[Check]:
         *runtime_checks(inputs),
         node,
         tracker,
-        *certificate,
+        *certs,
         disk.cache_writable(inputs.cache_dir),
         disk.disk_headroom(inputs.cache_dir, inputs.quota_bytes, used),
     ]
+
+
+async def _certificate_checks(inputs: DoctorInputs, tracker: Check) -> list[Check]:
+    """The tracker's certificate (when it answered over TLS: an expired one fails the tracker
+    check already), then this node's and the CA's."""
+    found = certificates.node_certificates(inputs.certs_dir)
+    url = inputs.tracker_url
+    if url and url.startswith("https://") and tracker.status is Status.OK:
+        der = await reach.tracker_certificate(url, inputs.certs_dir)
+        found.insert(0, certificates.tracker_certificate(url, der))
+    return found
 
 
 async def _p2p_of_running_node(inputs: DoctorInputs) -> DoctorInputs:

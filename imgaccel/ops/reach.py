@@ -3,22 +3,22 @@ cluster certificate (it takes no request without one)."""
 
 from __future__ import annotations
 
-import datetime as dt
+import asyncio
+import contextlib
 import ssl
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from cryptography import x509
+from yarl import URL
 
 from imgaccel.address import split_listen
-from imgaccel.ops.check import Check, fail, ok, skip, warn
+from imgaccel.ops.certificates import tracker_fix
+from imgaccel.ops.check import Check, fail, ok, skip
 from imgaccel.p2p.certs import CA_CERT, NODE_CERT, NODE_KEY
 from imgaccel.tracker.auth import client_context
 
 TIMEOUT = aiohttp.ClientTimeout(total=5)
-#: A certificate closer than this to its end is worth a warning.
-EXPIRY_WARNING = dt.timedelta(days=30)
 
 
 def local_url(listen: str) -> str:
@@ -69,7 +69,7 @@ async def tracker_health(url: str | None, certs_dir: Path | None) -> Check:
             status = resp.status
     except aiohttp.ClientConnectorCertificateError as exc:
         detail = f"{url}: the tracker's certificate does not verify: {exc.certificate_error}"
-        return fail(name, detail, _TRACKER_CERT_FIX)
+        return fail(name, detail, tracker_fix(url))
     except aiohttp.ClientSSLError as exc:
         detail = f"TLS with {url} failed ({_reason(exc)}): is node.crt from the tracker's CA?"
         return fail(name, detail, _CERTS_FIX)
@@ -78,6 +78,28 @@ async def tracker_health(url: str | None, certs_dir: Path | None) -> Check:
     if status != 200:
         return fail(name, f"{url}/healthz answered {status}", _unreachable_fix(url))
     return ok(name, f"{url} answers" + (" (mTLS with this node's certificate)" if context else ""))
+
+
+async def tracker_certificate(url: str, certs_dir: Path | None) -> bytes | None:
+    """The certificate (DER) an ``https://`` tracker presents in a handshake with this node's
+    certificate; None when there is none to have (``tracker_health`` says why)."""
+    try:
+        context = _client_tls(url, certs_dir)
+    except (OSError, ssl.SSLError, ValueError):
+        return None
+    parsed = URL(url)
+    if context is None or parsed.host is None:
+        return None
+    try:
+        async with asyncio.timeout(TIMEOUT.total):
+            _, writer = await asyncio.open_connection(parsed.host, parsed.port, ssl=context)
+    except (OSError, TimeoutError):
+        return None
+    der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return der if isinstance(der, bytes) else None
 
 
 def _client_tls(url: str, certs_dir: Path | None) -> ssl.SSLContext | None:
@@ -91,31 +113,9 @@ def _client_tls(url: str, certs_dir: Path | None) -> ssl.SSLContext | None:
     return client_context(certs_dir / CA_CERT, certs_dir / NODE_CERT, certs_dir / NODE_KEY)
 
 
-def certificate(certs_dir: Path | None, now: dt.datetime | None = None) -> Check:
-    """This node's cluster certificate is valid now and not about to expire."""
-    name = "node certificate"
-    if certs_dir is None or not (certs_dir / NODE_CERT).is_file():
-        return skip(name, "no node.crt (p2p.certs_dir unset or empty)")
-    try:
-        cert = x509.load_pem_x509_certificate((certs_dir / NODE_CERT).read_bytes())
-    except (OSError, ValueError) as exc:
-        return fail(name, f"{certs_dir / NODE_CERT}: {exc}", _CERTS_FIX)
-    now = now or dt.datetime.now(dt.UTC)
-    left = cert.not_valid_after_utc - now
-    if left <= dt.timedelta(0):
-        return fail(name, f"{certs_dir / NODE_CERT} expired {-left.days} days ago", _CERTS_FIX)
-    if left < EXPIRY_WARNING:
-        return warn(name, f"{certs_dir / NODE_CERT} expires in {left.days} days", _CERTS_FIX)
-    return ok(name, f"{certs_dir / NODE_CERT} valid for {left.days} more days")
-
-
 _CERTS_FIX = (
     "issue one from the cluster CA: `imgaccel certs issue --ca-dir ./imgaccel-ca --out DIR`, "
     "then put ca.crt, node.crt and node.key in p2p.certs_dir (Secret imgaccel-node-tls)"
-)
-_TRACKER_CERT_FIX = (
-    "issue the tracker's certificate from this cluster CA and for the name nodes use: "
-    "`imgaccel certs issue --ca-dir ./imgaccel-ca --out tracker --dns <tracker host>`"
 )
 
 

@@ -2,13 +2,20 @@
 
 Peers (libtorrent SSL torrents) and the tracker API accept only certificates signed by the
 cluster CA, so a host without the cluster's credentials can neither download from a peer nor
-announce. Keys are EC P-256; the CA lives for ten years, node certificates for one.
+announce. Keys are EC P-256; the CA lives for ten years, node certificates for one (both
+``days=``, ``imgaccel certs init|issue --days``).
+
+Nothing renews them. Once a certificate or the CA has expired, peers and the tracker refuse it at
+the TLS handshake and every node quietly falls back to the origin, so a process logs each
+certificate's end when it loads it (a warning within :data:`EXPIRY_WARNING`), and
+:class:`Validity` feeds the expiry metric and ``imgaccel doctor``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +24,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+log = logging.getLogger(__name__)
+
 CA_CERT, CA_KEY, NODE_CERT, NODE_KEY = "ca.crt", "ca.key", "node.crt", "node.key"
+#: A certificate closer than this to its end is worth a warning (at start, in ``doctor``).
+EXPIRY_WARNING = dt.timedelta(days=30)
+#: What to do about it, for logs and ``doctor`` (docs/deploy.md has the commands).
+RENEW_HINT = (
+    "renew it (`imgaccel certs issue`, the CA `certs init`), update its Secret and restart: "
+    "docs/deploy.md, 'Renewing certificates'"
+)
 
 
 @dataclass(frozen=True)
@@ -122,6 +138,74 @@ def load_ca(directory: Path) -> KeyPair:
     return KeyPair((directory / CA_CERT).read_bytes(), (directory / CA_KEY).read_bytes())
 
 
+@dataclass(frozen=True)
+class Validity:
+    """Whom a certificate names and when it is good: the first certificate of a PEM file (the
+    one TLS presents, or the CA the cluster trusts)."""
+
+    subject: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+    @classmethod
+    def of(cls, pem: bytes) -> Validity:
+        """The validity of ``pem``'s first certificate; ValueError if it holds none."""
+        cert = x509.load_pem_x509_certificate(pem)
+        subject = cert.subject.rfc4514_string()
+        return cls(subject, cert.not_valid_before_utc, cert.not_valid_after_utc)
+
+    def valid(self, now: dt.datetime) -> bool:
+        return self.not_before <= now < self.not_after
+
+    def needs_renewal(self, now: dt.datetime) -> bool:
+        """Not valid now, or valid for less than :data:`EXPIRY_WARNING`."""
+        return not self.valid(now) or self.not_after - now < EXPIRY_WARNING
+
+    def describe(self, now: dt.datetime) -> str:
+        """``SUBJECT, valid until T (N days left)``, ``..., expired T (N days ago)`` or
+        ``..., not valid before T (in N days)``."""
+        if now < self.not_before:
+            when = f"not valid before {_stamp(self.not_before)} (in {_span(self.not_before - now)})"
+        elif now >= self.not_after:
+            when = f"expired {_stamp(self.not_after)} ({_span(now - self.not_after)} ago)"
+        else:
+            when = f"valid until {_stamp(self.not_after)} ({_span(self.not_after - now)} left)"
+        return f"{self.subject}, {when}"
+
+
+def _stamp(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _span(delta: dt.timedelta) -> str:
+    if delta >= dt.timedelta(days=2):
+        return f"{delta.days} days"
+    return f"{int(delta.total_seconds() // 3600)} hours"
+
+
+def log_validity(
+    role: str, path: Path, pem: bytes, now: dt.datetime | None = None
+) -> Validity | None:
+    """Log what a process loaded at start: the subject and end of the ``role`` certificate
+    (``node``, ``tracker``, ``ca``) read from ``path``; a WARNING when it is not valid now or
+    ends within :data:`EXPIRY_WARNING`. None (and a warning) when ``pem`` holds no certificate.
+    """
+    try:
+        validity = Validity.of(pem)
+    except ValueError as exc:
+        log.warning("%s certificate %s: cannot read it: %s", role, path, exc)
+        return None
+    now = now or _now()
+    fields = {"cert": role, "path": str(path), "not_after": validity.not_after.isoformat()}
+    text = f"{role} certificate {path}: {validity.describe(now)}"
+    if not validity.needs_renewal(now):
+        log.info("%s", text, extra=fields)
+    else:
+        then = "stops when it ends" if validity.valid(now) else "is off: pulls go to the origin"
+        log.warning("%s; peer-to-peer %s; %s", text, then, RENEW_HINT, extra=fields)
+    return validity
+
+
 # RFC 7919 ffdhe2048, the standard 2048-bit finite-field group (``openssl genpkey -genparam
 # -algorithm DH -pkeyopt group:ffdhe2048``). libtorrent's set_ssl_certificate wants a DH params
 # file and reports a torrent error without one; the named group is vetted, costs nothing to
@@ -147,11 +231,26 @@ class NodeIdentity:
 
     @classmethod
     def load(cls, directory: Path) -> NodeIdentity:
-        """``ca.crt``, ``node.crt`` and ``node.key`` from ``directory``."""
+        """``ca.crt``, ``node.crt`` and ``node.key`` from ``directory``; each certificate's
+        subject and end are logged (see :func:`log_validity`)."""
         node = KeyPair((directory / NODE_CERT).read_bytes(), (directory / NODE_KEY).read_bytes())
-        return cls((directory / CA_CERT).read_bytes(), node)
+        identity = cls((directory / CA_CERT).read_bytes(), node)
+        log_validity("node", directory / NODE_CERT, identity.node.cert_pem)
+        log_validity("ca", directory / CA_CERT, identity.ca_cert_pem)
+        return identity
 
     @classmethod
     def issue(cls, ca: KeyPair, common_name: str = "*") -> NodeIdentity:
         """A fresh node identity signed by ``ca`` (tests, single-host setups)."""
         return cls(ca.cert_pem, issue(ca, common_name))
+
+    def validity(self) -> dict[str, Validity]:
+        """``node`` (the certificate this node presents) and ``ca`` (the CA it trusts), each
+        when its PEM holds a certificate."""
+        found: dict[str, Validity] = {}
+        for role, pem in (("node", self.node.cert_pem), ("ca", self.ca_cert_pem)):
+            try:
+                found[role] = Validity.of(pem)
+            except ValueError:
+                continue  # logged at load; libtorrent and the tracker will refuse it too
+        return found

@@ -136,6 +136,7 @@ async def _open_node(
     stack.push_async_callback(fetcher.close)
     if settings.p2p.tracker_url:
         peers = await stack.enter_async_context(PeerNetwork(settings.p2p, store, meta))
+        node_metrics.track_certificates(peers.identity.validity())
         fetcher.peers = peers
         store.on_evict.append(peers.forget)
         task = asyncio.create_task(_p2p_metrics(peers, node_metrics), name="p2p-metrics")

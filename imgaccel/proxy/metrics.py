@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from imgaccel.p2p.certs import Validity
 
 #: Up to an hour: a multi-GB layer over a slow WAN takes tens of minutes, and must not land in +Inf.
 # fmt: off
@@ -95,6 +97,13 @@ class NodeMetrics:
             "Tag answers served stale because the origin was down.",
             registry=r,
         )
+        self.certificate_expiry = Gauge(
+            "imgaccel_certificate_expiry_timestamp_seconds",
+            "When a cluster certificate loaded at start ends (notAfter, Unix time): cert=node "
+            "is the one presented to peers and the tracker, cert=ca the CA trusted.",
+            ["cert"],
+            registry=r,
+        )
 
     def served(self, source: str, nbytes: int) -> None:
         self.bytes_served.labels(source).inc(nbytes)
@@ -103,6 +112,10 @@ class NodeMetrics:
 
     def observe_upstream(self, kind: str, seconds: float) -> None:
         self.upstream_seconds.labels(kind).observe(seconds)
+
+    def track_certificates(self, validity: Mapping[str, Validity]) -> None:
+        for cert, found in validity.items():
+            self.certificate_expiry.labels(cert).set(found.not_after.timestamp())
 
     def track_cache(self, used: Callable[[], int], count: Callable[[], int]) -> None:
         self.cache_bytes.set_function(lambda: float(used()))

@@ -8,7 +8,8 @@ handlers share), ``announce`` (``/announce``, ``/scrape``), ``metainfo`` (``/v1/
 and the HTTP API reference), ``server`` (``running``: the app on a socket), ``client`` (the
 typed client nodes and seeders use).
 
-A service package: it imports core (``imgaccel.oci``, ``imgaccel.errors``) and never the CLI;
+A service package: it imports core (``imgaccel.oci``, ``imgaccel.errors``) and
+``imgaccel.p2p.certs`` (its certificates' validity), never the CLI;
 ``swarm`` and ``store`` import nothing from the web layer; ``client`` imports nothing
 of the server side, so a node can use it without the tracker.
 """

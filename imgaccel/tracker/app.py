@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from imgaccel.p2p.certs import Validity, log_validity
 from imgaccel.tracker import announce, claims, hot, jobs, metainfo, metrics, seeders
 from imgaccel.tracker.api import error_middleware
 from imgaccel.tracker.config import TrackerSettings
@@ -77,7 +78,18 @@ def _make_state(settings: TrackerSettings, clock: Clock) -> TrackerState:
         cluster_ca_der=cluster_ca_der(settings),
     )
     registry.register(metrics.StateCollector(state))
+    metrics.certificate_expiry(registry, _certificates(settings))
     return state
+
+
+def _certificates(settings: TrackerSettings) -> dict[str, Validity]:
+    """The TLS tracker's certificate and CA, logged (see :func:`log_validity`)."""
+    found: dict[str, Validity] = {}
+    for cert, path in (("tracker", settings.cert), ("ca", settings.ca_cert)):
+        validity = None if path is None else log_validity(cert, path, path.read_bytes())
+        if validity is not None:
+            found[cert] = validity
+    return found
 
 
 def cluster_ca_der(settings: TrackerSettings) -> bytes | None:

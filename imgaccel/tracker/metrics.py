@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from imgaccel.p2p.certs import Validity
 from imgaccel.tracker.state import STATE, TrackerState
 
 
@@ -19,6 +26,20 @@ def announce_counter(registry: CollectorRegistry) -> Counter:
         ["event"],
         registry=registry,
     )
+
+
+def certificate_expiry(registry: CollectorRegistry, validity: Mapping[str, Validity]) -> Gauge:
+    """The end of each certificate the tracker loaded at start (the node's gauge of that name)."""
+    gauge = Gauge(
+        "imgaccel_certificate_expiry_timestamp_seconds",
+        "When a cluster certificate loaded at start ends (notAfter, Unix time): cert=tracker "
+        "is the one presented to nodes, cert=ca the CA their certificates must chain to.",
+        ["cert"],
+        registry=registry,
+    )
+    for cert, found in validity.items():
+        gauge.labels(cert).set(found.not_after.timestamp())
+    return gauge
 
 
 class StateCollector(Collector):

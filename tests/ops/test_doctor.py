@@ -9,9 +9,10 @@ with a fix that names the command or setting to change.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,10 @@ from imgaccel.cli import main
 from imgaccel.hostconfig import containerd, docker
 from imgaccel.ops import runtime
 from imgaccel.ops.check import Status
-from imgaccel.p2p.certs import KeyPair
-from imgaccel.tracker import Served
+from imgaccel.p2p.certs import CA_CERT, NODE_CERT, NODE_KEY, KeyPair, issue
+from imgaccel.tracker import Served, TrackerSettings, running
 from tests.conftest import NodeServer, needs_registry
+from tests.p2p.dated_certs import dated_pair, days_from_now
 
 from .conftest import write_certs
 
@@ -122,11 +124,13 @@ async def test_a_good_setup_is_all_ok(setup: Setup) -> None:
         "dockerd registry-mirrors",
         "node daemon",
         "tracker",
+        "tracker certificate",
         "node certificate",
+        "cluster CA",
         "cache dir writable",
         "disk headroom",
     }
-    assert result.output.splitlines()[-1].startswith("healthy: 9 ok")
+    assert result.output.splitlines()[-1].startswith("healthy: 11 ok")
 
 
 async def test_json_output_lists_every_check(setup: Setup) -> None:
@@ -244,6 +248,87 @@ async def test_a_certificate_of_another_cluster_fails_at_the_tracker(
     [failed] = lines_of(result, "FAIL")
     assert failed.startswith("FAIL  tracker:")
     assert "imgaccel certs issue" in result.output
+
+
+def _dated_certs(root: Path, ca: KeyPair, pair: KeyPair) -> Path:
+    root.mkdir(parents=True)
+    (root / CA_CERT).write_bytes(ca.cert_pem)
+    pair.write(root, NODE_CERT, NODE_KEY)
+    return root
+
+
+async def test_a_node_certificate_ending_in_10_days_warns_with_the_renewal(
+    setup: Setup, cluster_ca: KeyPair, tmp_path: Path
+) -> None:
+    setup.certs_dir = _dated_certs(tmp_path / "soon", cluster_ca, issue(cluster_ca, days=10))
+    result = await doctor(setup)
+
+    assert result.exit_code == 0, result.output
+    [warned] = lines_of(result, "warn")
+    assert warned.startswith(f"warn  node certificate: {setup.certs_dir / NODE_CERT}: CN=*, ")
+    lines = result.output.splitlines()
+    fix = lines[lines.index(warned) + 1].strip()
+    assert fix.startswith("fix: renew it: `imgaccel certs issue --ca-dir ./imgaccel-ca --out ")
+    assert "kubectl -n imgaccel rollout restart ds/imgaccel-node sts/imgaccel-seeder" in fix
+
+
+async def test_an_expired_node_certificate_fails(
+    setup: Setup, cluster_ca: KeyPair, tmp_path: Path
+) -> None:
+    expired = dated_pair(cluster_ca, days_from_now(-400), days_from_now(-3))
+    setup.certs_dir = _dated_certs(tmp_path / "expired", cluster_ca, expired)
+    result = await doctor(setup)
+
+    assert result.exit_code == 1
+    failed = lines_of(result, "FAIL")
+    assert any(line.startswith("FAIL  tracker: ") for line in failed)  # refused at the handshake
+    assert any(
+        line.startswith(f"FAIL  node certificate: {setup.certs_dir / NODE_CERT}: CN=*, expired ")
+        for line in failed
+    ), result.output
+
+
+@contextlib.asynccontextmanager
+async def _tracker_presenting(pair: KeyPair, ca: KeyPair, root: Path) -> AsyncIterator[str]:
+    certs = _dated_certs(root / "tls", ca, pair)
+    settings = TrackerSettings(
+        listen="127.0.0.1:0",
+        data_dir=root / "data",
+        ca_cert=certs / CA_CERT,
+        cert=certs / NODE_CERT,
+        key=certs / NODE_KEY,
+    )
+    async with running(settings) as served:
+        yield served.url
+
+
+async def test_a_tracker_certificate_ending_in_10_days_warns(
+    setup: Setup, cluster_ca: KeyPair, tmp_path: Path
+) -> None:
+    async with _tracker_presenting(issue(cluster_ca, days=10), cluster_ca, tmp_path) as url:
+        setup.tracker_url = url
+        result = await doctor(setup)
+
+    assert result.exit_code == 0, result.output
+    [warned] = lines_of(result, "warn")
+    assert warned.startswith(f"warn  tracker certificate: {url}: CN=*, valid until ")
+    assert "--out ./tracker --dns 127.0.0.1" in result.output
+    assert "rollout restart deploy/imgaccel-tracker" in result.output
+
+
+async def test_an_expired_tracker_certificate_fails_the_tracker_with_the_renewal(
+    setup: Setup, cluster_ca: KeyPair, tmp_path: Path
+) -> None:
+    expired = dated_pair(cluster_ca, days_from_now(-400), days_from_now(-3))
+    async with _tracker_presenting(expired, cluster_ca, tmp_path) as url:
+        setup.tracker_url = url
+        result = await doctor(setup)
+
+    assert result.exit_code == 1
+    [failed] = lines_of(result, "FAIL")
+    assert failed.startswith(f"FAIL  tracker: {url}: the tracker's certificate does not verify")
+    assert "certificate has expired" in failed
+    assert "secret generic imgaccel-tracker-tls" in result.output
 
 
 async def test_a_cache_path_that_is_a_file_fails(setup: Setup, tmp_path: Path) -> None:
