@@ -14,6 +14,7 @@ ImgaccelError
 │   │   └── RegistryNotAllowed    (proxy.errors) a registry the `registries` setting refuses
 │   ├── Unsupported               405 UNSUPPORTED
 │   ├── TooManyRequests           429 TOOMANYREQUESTS
+│   ├── OriginRefused             the origin's own 4xx for a request it found bad, relayed
 │   └── UpstreamUnavailable       502/503/504 UNAVAILABLE: the origin cannot be reached
 ├── UpstreamError                 talking to the origin failed (internal; mapped to a RegistryError)
 │   ├── UpstreamTimeout           (also a TimeoutError)
@@ -101,6 +102,16 @@ class Unsupported(RegistryError):
 
 class TooManyRequests(RegistryError):
     status, code = 429, "TOOMANYREQUESTS"
+
+
+class OriginRefused(RegistryError):
+    """The origin's 4xx (other than a refusal of access, an unknown name or a rate limit) for a
+    request it cannot serve as asked, e.g. 400 MANIFEST_INVALID to a client whose Accept names
+    no type it can give: the client gets that status and code, not an origin failure."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
 
 
 class UpstreamUnavailable(RegistryError):

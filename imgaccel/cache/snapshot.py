@@ -50,6 +50,7 @@ from imgaccel.cache.meta import Manifest, MetaStore
 from imgaccel.cache.store import BlobStore
 from imgaccel.errors import CacheError, RegistryError, TagInvalid
 from imgaccel.oci.digest import Digest
+from imgaccel.oci.manifest import manifest_digest
 from imgaccel.oci.media import INDEX_TYPES
 from imgaccel.oci.reference import ImageRef, is_tag, validate_host, validate_name
 
@@ -264,7 +265,7 @@ def _stage(bundle: Path, staging: Path, staged: _Staged) -> Contents:
             elif member.name.startswith("blobs/"):
                 _stage_blob(staging, staged, member, reader, index)
             else:
-                _stage_manifest(staged, member, reader)
+                _stage_manifest(staged, member, reader, index)
         if index is None:
             raise SnapshotInvalid("the bundle has no index.json")
         return _check_complete(index, staged)
@@ -302,6 +303,9 @@ def _parse_index(data: bytes) -> dict[str, Any]:
         index["blob_sizes"] = {
             str(Digest.parse(b["digest"])): int(b["size"]) for b in index["blobs"]
         }
+        index["manifest_types"] = {
+            str(Digest.parse(m["digest"])): str(m["media_type"]) for m in index.get("manifests", [])
+        }
         return dict(index)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SnapshotInvalid(f"index.json is invalid: {exc}") from exc
@@ -328,10 +332,13 @@ def _stage_blob(
         raise SnapshotInvalid(f"{digest}: the bundle's bytes do not match the digest")
 
 
-def _stage_manifest(staged: _Staged, member: tarfile.TarInfo, reader: IO[bytes]) -> None:
+def _stage_manifest(
+    staged: _Staged, member: tarfile.TarInfo, reader: IO[bytes], index: dict[str, Any]
+) -> None:
     digest = Digest.parse(member.name.replace("manifests/", "").replace("/", ":"))
     body = _read_small(reader, member.size)
-    if hashlib.new(digest.algorithm, body).hexdigest() != digest.hex:
+    media_type = index["manifest_types"].get(str(digest), "")
+    if manifest_digest(body, media_type, digest.algorithm) != digest:
         raise SnapshotInvalid(f"manifest {digest}: the bundle's bytes do not match the digest")
     staged.manifests[str(digest)] = body
 

@@ -32,6 +32,7 @@ public: that word travels to other nodes (the torrent's ``imgaccel-anonymous`` l
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from imgaccel.errors import (
     BlobUnknown,
     Denied,
     ManifestUnknown,
+    OriginRefused,
     RegistryError,
     Unauthorized,
     UpstreamError,
@@ -62,8 +64,15 @@ log = logging.getLogger(__name__)
 _PRUNE_AT = 10_000
 
 
-def refusal(status: int, kind: str, challenge: str | None) -> RegistryError:
-    """The client-facing error for an origin's refusal of a blob or manifest request."""
+def refusal(
+    status: int, kind: str, challenge: str | None, body: bytes | None = None
+) -> RegistryError:
+    """The client-facing error for an origin's refusal of a blob or manifest request.
+
+    ``body`` is the start of the origin's error answer to a GET, when the caller read it: any
+    other 4xx but a rate limit is then the origin's word on the request, relayed with its status
+    and code. Without it (a HEAD, which may be refused alone), such a status is an origin failure.
+    """
     if status == 401:
         headers = {"WWW-Authenticate": challenge} if challenge else {}
         return Unauthorized("authentication required", headers=headers)
@@ -75,7 +84,18 @@ def refusal(status: int, kind: str, challenge: str | None) -> RegistryError:
             if kind == "blobs"
             else ManifestUnknown("manifest unknown")
         )
+    if body is not None and 400 <= status < 500 and status != 429:  # 429: may serve stale
+        return OriginRefused(status, *_origin_error(status, body))
     return UpstreamUnavailable(f"origin registry answered {status}")
+
+
+def _origin_error(status: int, body: bytes) -> tuple[str, str]:
+    """The code and message of the first error in a registry error body, else generic ones."""
+    try:
+        first = json.loads(body)["errors"][0]
+        return str(first["code"])[:100], str(first.get("message", ""))[:1000]
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError, AttributeError):
+        return "UNSUPPORTED", f"origin registry answered {status}"
 
 
 class AccessGuard:

@@ -125,7 +125,9 @@ async def _open_node(
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=256, limit_per_host=64),
         auto_decompress=False,
-        headers={"User-Agent": f"imgaccel/{__version__}"},
+        # The bytes as stored, which the digests are of: aiohttp would ask for gzip, and some
+        # origins and CDNs then compress manifests and blobs, which are not decoded here.
+        headers={"User-Agent": f"imgaccel/{__version__}", "Accept-Encoding": "identity"},
     )
     stack.push_async_callback(session.close)
     client = UpstreamClient(

@@ -183,7 +183,8 @@ async def _through_origin(
             raise UpstreamUnavailable(f"the origin sent blob {digest} without a length")
         response = web.StreamResponse(status=200, headers=_headers(digest))
         response.content_length = size
-        await response.prepare(request)
+        if not await _started(request, response, digest):
+            return response
         hasher, held, sent = digest.hasher(), b"", 0
         try:
             async for batch in batches(answer.response):
@@ -250,8 +251,7 @@ async def _send_fill(request: web.Request, node: Node, fill: Fill) -> web.Stream
     response.content_length = end - start
     if byte_range:
         response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{fill.size}"
-    await response.prepare(request)
-    if request.method == "HEAD":
+    if not await _started(request, response, fill.digest) or request.method == "HEAD":
         return response
     sent = _Sent()
     try:
@@ -272,6 +272,17 @@ async def _send_fill(request: web.Request, node: Node, fill: Fill) -> web.Stream
     await response.write_eof()
     _log_served(request, fill.digest, fill.source, sent.bytes, fill.size, started)
     return response
+
+
+async def _started(request: web.Request, response: web.StreamResponse, digest: Digest) -> bool:
+    """Send the headers of ``response``; False when the client went away first (it may leave
+    while the node waits for the origin: no error, as when it leaves mid-body)."""
+    try:
+        await response.prepare(request)
+    except ConnectionError:
+        log.info("client %s went away before %s was sent", request.remote, digest)
+        return False
+    return True
 
 
 class _Sent:

@@ -14,7 +14,6 @@ does not name the cached type is passed through to the origin with its own Accep
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 
@@ -24,6 +23,7 @@ from aiohttp import web
 from imgaccel.cache.meta import Manifest
 from imgaccel.errors import ManifestUnknown, UpstreamError, UpstreamUnavailable
 from imgaccel.oci.digest import Digest
+from imgaccel.oci.manifest import manifest_digest
 from imgaccel.oci.media import MANIFEST_ACCEPT, accepts
 from imgaccel.oci.reference import validate_reference
 from imgaccel.proxy.access import refusal
@@ -236,10 +236,11 @@ async def _fetch_once(
         if answer.status >= 500:
             raise UpstreamUnavailable(f"origin answered {answer.status}")
         if answer.status != 200:
-            raise refusal(answer.status, "manifests", answer.challenge)
+            error = await _error_body(answer.response)
+            raise refusal(answer.status, "manifests", answer.challenge, error)
         body = await _read_body(answer.response)
         media_type = answer.headers.get("Content-Type", "").split(";")[0].strip()
-    digest = Digest(algorithm, hashlib.new(algorithm, body).hexdigest())
+    digest = manifest_digest(body, media_type, algorithm)
     found = Manifest(digest, media_type, body)
     node.meta.put_manifest(found)
     node.guard.record_answer(
@@ -251,6 +252,17 @@ async def _fetch_once(
         verified=True,  # the digest is the body's own hash
     )
     return found
+
+
+async def _error_body(response: aiohttp.ClientResponse, limit: int = 65536) -> bytes:
+    """The start of an origin's error answer, for its error code; what arrived if it fails."""
+    body = bytearray()
+    try:
+        while len(body) < limit and (chunk := await response.content.read(limit - len(body))):
+            body += chunk
+    except (aiohttp.ClientError, TimeoutError):
+        pass
+    return bytes(body)
 
 
 async def _read_body(response: aiohttp.ClientResponse) -> bytes:
