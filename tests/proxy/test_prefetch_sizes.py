@@ -13,7 +13,6 @@ import aiohttp
 import pytest
 
 from imgaccel.oci.digest import Digest
-from imgaccel.oci.media import MANIFEST_ACCEPT
 from imgaccel.p2p.certs import KeyPair
 from imgaccel.prewarm.jobs import JobsClient
 from imgaccel.proxy.prefetch import Prefetcher
@@ -24,6 +23,7 @@ from imgaccel.testing.registry import DistributionRegistry
 from imgaccel.tracker import TrackerSettings, running
 from tests.conftest import needs_registry, until
 from tests.p2p_fixtures import certs_dir
+from tests.prewarm.test_hot import pull
 
 pytestmark = [pytest.mark.system, needs_registry]
 
@@ -152,20 +152,6 @@ async def test_a_layer_pulled_on_one_node_reaches_the_hot_list_with_its_size(
 
     assert Digest.parse(big.digest) not in store
     assert Digest.parse(big.digest) not in bystander.app[NODE].fetcher.fills
-
-
-async def pull(node: Any, origin: DistributionRegistry, image: Image) -> None:
-    """What a client does: the manifest, then its blobs."""
-    base = f"{node.url}/v2/test/app"
-    params = {"ns": origin.address}
-    async with aiohttp.ClientSession() as http:
-        accept = {"Accept": MANIFEST_ACCEPT}
-        async with http.get(f"{base}/manifests/v1", params=params, headers=accept) as response:
-            assert response.status == 200
-        for digest in [image.config.digest, *(layer.digest for layer in image.layers)]:
-            async with http.get(f"{base}/blobs/{digest}", params=params) as response:
-                assert response.status == 200
-                await response.read()
 
 
 async def test_the_cache_share_frees_again_when_hot_pins_end(
