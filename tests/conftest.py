@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
+from aiohttp import web
 
 from imgaccel.hostconfig.containerd import configure
 from imgaccel.proxy.app import make_app
@@ -68,30 +68,34 @@ NodeFactory = Callable[..., "NodeServer"]
 
 
 class NodeServer:
-    """The node app on a real loopback port (aiohttp's TestServer), with its settings."""
+    """The node app on a real loopback port, with its settings, served as ``imgaccel node``
+    serves it: an ``AppRunner`` that lets a handler run on after its client left (aiohttp's
+    ``TestServer`` cancels it, a path production never takes)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.server = TestServer(make_app(settings), host="127.0.0.1", port=0)
+        self.app = make_app(settings)
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=5
+        )
+        self.port = 0
 
     @property
     def url(self) -> str:
-        return str(self.server.make_url("")).rstrip("/")
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.server.port}"
-
-    @property
-    def app(self) -> Any:
-        return self.server.app
+        return f"127.0.0.1:{self.port}"
 
     async def start(self) -> NodeServer:
-        await self.server.start_server()
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]
         return self
 
     async def close(self) -> None:
-        await self.server.close()
+        await self._runner.cleanup()
 
 
 @pytest.fixture

@@ -111,7 +111,7 @@ async def test_exit_codes_for_unknown_image_full_cache_and_unreachable_node(
     assert full.exit_code == 5, full.output
     assert "cache" in full.stderr
 
-    port = node.server.port
+    port = node.port
     await node.close()
     gone = await run_cli("--node", f"http://127.0.0.1:{port}", pushed)
     assert gone.exit_code == 6, gone.output

@@ -155,7 +155,7 @@ async def hostile(
         default_registry=origin.address,
         upstream_client={"retries": 0},
     )
-    target = Hostile(node.server.port, origin.address, sandbox)
+    target = Hostile(node.port, origin.address, sandbox)
     target.before = snapshot(sandbox)
     yield target
     target.untouched()
