@@ -171,8 +171,11 @@ async def test_a_piece_slower_than_the_stall_time_is_progress_while_its_data_com
     """A link shared with many other blobs can take longer than ``stall_seconds`` to bring one
     piece: its blocks coming all along, the download has not stalled."""
     piece = blob.metainfo.piece_length
-    async with make_swarm(stall_seconds=2.0) as leecher, make_swarm() as seeder:
-        seeder.seed(blob.metainfo, blob.path).handle.set_upload_limit(piece // 4)  # ~4 s a piece
+    # ~4 s a piece, for the session from its start (a limit set on the torrent's handle let
+    # the first piece go at full speed once: the test then proved nothing, and failed).
+    seeding = make_swarm(upload_rate_limit=piece // 4)
+    async with make_swarm(stall_seconds=2.0) as leecher, seeding as seeder:
+        seeder.seed(blob.metainfo, blob.path)
         download = leecher.download(blob.metainfo, tmp_path / "dl")
         leecher.add_peer(blob.metainfo.infohash, "127.0.0.1", seeder.port)
         started = time.monotonic()
