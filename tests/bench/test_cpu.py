@@ -71,7 +71,9 @@ async def test_sample_finds_the_run_s_processes_and_their_cpu(tmp_path: Path) ->
         await asyncio.sleep(1.0)
         spent = cpu.used(before, cpu.sample(tmp_path))
         assert 0.2 <= spent["imgaccel"] <= 0.6, spent
-        assert spent["machine"] >= spent["imgaccel"]
+        # A sample reads the processes, then the machine: CPU the process burns in between, and
+        # the counters' 10 ms ticks, may put it a tick or two ahead (0.54 against 0.53 once).
+        assert spent["machine"] >= spent["imgaccel"] - 0.05, spent
         assert cpu.sample(tmp_path / "other").processes == {}
     finally:
         await terminate(proc)
