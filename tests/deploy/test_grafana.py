@@ -17,7 +17,7 @@ from imgaccel.tracker.state import STATE
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "imgaccel-dashboard.json"
 #: What an operator must see: bytes by source, origin bytes saved, latencies, the cache, P2P
-#: traffic and peers, and the tracker's peers and swarms (issue 5).
+#: traffic and peers, the tracker's peers and swarms (issue 5), and certificates' time left.
 CHARTED = {
     "imgaccel_bytes_served_total",
     "imgaccel_origin_bytes_saved_total",
@@ -32,6 +32,7 @@ CHARTED = {
     "imgaccel_p2p_peers",
     "imgaccel_tracker_peers",
     "imgaccel_tracker_swarms",
+    "imgaccel_certificate_expiry_timestamp_seconds",
 }
 #: Cluster-wide series (one tracker), which the per-node variable does not filter.
 CLUSTER_WIDE = "imgaccel_tracker_"
