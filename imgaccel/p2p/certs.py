@@ -62,8 +62,19 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def make_ca(cluster: str = "imgaccel", days: int = 3650) -> KeyPair:
-    """A new self-signed cluster CA."""
+def _validity(days: float, valid_from: dt.datetime | None) -> tuple[dt.datetime, dt.datetime]:
+    """(not before, not after): from ``valid_from`` until ``days`` after it; by default from
+    five minutes ago (for clocks a little behind) until ``days`` from now."""
+    if valid_from is None:
+        return _now() - dt.timedelta(minutes=5), _now() + dt.timedelta(days=days)
+    return valid_from, valid_from + dt.timedelta(days=days)
+
+
+def make_ca(
+    cluster: str = "imgaccel", days: float = 3650, *, valid_from: dt.datetime | None = None
+) -> KeyPair:
+    """A new self-signed cluster CA (``valid_from``: see :func:`_validity`)."""
+    not_before, not_after = _validity(days, valid_from)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{cluster} cluster CA")])
     cert = (
@@ -72,8 +83,8 @@ def make_ca(cluster: str = "imgaccel", days: int = 3650) -> KeyPair:
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(_now() - dt.timedelta(minutes=5))
-        .not_valid_after(_now() + dt.timedelta(days=days))
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -100,13 +111,16 @@ def issue(
     *,
     dns: tuple[str, ...] = ("*", "localhost"),
     ips: tuple[str, ...] = ("127.0.0.1",),
-    days: int = 365,
+    days: float = 365,
+    valid_from: dt.datetime | None = None,
 ) -> KeyPair:
-    """A node certificate signed by ``ca``, good as TLS server and client.
+    """A node certificate signed by ``ca``, good as TLS server and client (``valid_from``: see
+    :func:`_validity`).
 
     The default name ``*`` matters: libtorrent checks that a peer's certificate names the torrent
     (or ``*``), and torrents here are named by blob digest.
     """
+    not_before, not_after = _validity(days, valid_from)
     ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
     ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
@@ -119,8 +133,8 @@ def issue(
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(_now() - dt.timedelta(minutes=5))
-        .not_valid_after(_now() + dt.timedelta(days=days))
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(
