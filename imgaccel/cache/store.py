@@ -143,6 +143,15 @@ class BlobStore:
         """Bytes of verified blobs plus bytes reserved by fills in progress."""
         return sum(e.size for e in self._entries.values()) + self._reserved
 
+    @property
+    def reserved_bytes(self) -> int:
+        """Bytes reserved by fills in progress."""
+        return self._reserved
+
+    def pinned_bytes(self) -> int:
+        """Bytes of the blobs pinned now: what eviction cannot free."""
+        return sum(e.size for d, e in self._entries.items() if self.pinned_until(d))
+
     def __contains__(self, digest: Digest) -> bool:
         return digest in self._entries
 

@@ -318,7 +318,7 @@ class Prefetcher:
             return None
         if self.hot_bytes >= self.settings.cache_share * quota:
             return "its share of the cache quota is used"
-        if sum(e.size for d, e in store.entries() if store.pinned_until(d)) >= quota:
+        if store.pinned_bytes() >= quota:
             return "the cache quota is full of pinned blobs"
         return None
 
@@ -333,7 +333,7 @@ class Prefetcher:
         share = int(self.settings.cache_share * quota) - self.hot_bytes
         if size > share:
             return f"its {size} bytes exceed the {share} bytes left of prefetch's cache share"
-        room = quota - sum(e.size for d, e in store.entries() if store.pinned_until(d))
+        room = quota - store.pinned_bytes()
         if size > room:
             return f"its {size} bytes exceed the {room} bytes pins leave of the cache quota"
         return None

@@ -35,10 +35,7 @@ def room(store: BlobStore) -> int | None:
     """The bytes eviction could free for a new blob (may be negative); None without a quota."""
     if not store.quota_bytes:
         return None
-    entries = store.entries()
-    reserved = store.used_bytes - sum(entry.size for _, entry in entries)
-    pinned = sum(entry.size for digest, entry in entries if store.pinned_until(digest))
-    return store.quota_bytes - reserved - pinned
+    return store.quota_bytes - store.reserved_bytes - store.pinned_bytes()
 
 
 def decline(store: BlobStore, size: int | None) -> Decline | None:
