@@ -32,6 +32,7 @@ from imgaccel.proxy.status import status
 from imgaccel.proxy.target import ALLOWLIST, RegistryAllowlist, client_auth
 from imgaccel.settings import Settings
 from imgaccel.upstream.client import UpstreamClient
+from imgaccel.upstream.tls import OriginTLS
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +74,15 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def make_app(settings: Settings) -> web.Application:
-    """The node app; its store, metadata, HTTP client and fetcher live in ``cleanup_ctx``."""
+    """The node app; its store, metadata, HTTP client and fetcher live in ``cleanup_ctx``.
+    Raises ConfigError for an upstream's TLS file that cannot be read or used."""
     app = web.Application(middlewares=[registry_errors, record_pulls], client_max_size=1024)
     app[ALLOWLIST] = RegistryAllowlist(settings)
     app[ALLOWLIST].warn_unused_upstreams()
+    tls = OriginTLS.load(settings.upstreams)  # now, so that a bad file stops the start
     if settings.p2p.tracker_url and settings.prefetch.enabled:
         app[RECORDER] = PullRecorder()
-    app.cleanup_ctx.append(_node_context(settings))
+    app.cleanup_ctx.append(_node_context(settings, tls))
     app.router.add_get("/v2/", api_version)
     app.router.add_get(f"/v2/{_NAME}/manifests/{{reference}}", manifest)
     app.router.add_get(f"/v2/{_NAME}/blobs/{{digest}}", blob)
@@ -94,11 +97,11 @@ def make_app(settings: Settings) -> web.Application:
 
 
 def _node_context(
-    settings: Settings,
+    settings: Settings, tls: OriginTLS
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            app[NODE] = await _open_node(settings, app[ALLOWLIST], stack)
+            app[NODE] = await _open_node(settings, app[ALLOWLIST], tls, stack)
             if RECORDER in app:  # prewarm jobs, hot layers, pull reports (needs the tracker)
                 prefetcher = Prefetcher(app[NODE], app[RECORDER], app[ALLOWLIST])
                 await stack.enter_async_context(prefetcher)
@@ -108,7 +111,10 @@ def _node_context(
 
 
 async def _open_node(
-    settings: Settings, allowlist: RegistryAllowlist, stack: contextlib.AsyncExitStack
+    settings: Settings,
+    allowlist: RegistryAllowlist,
+    tls: OriginTLS,
+    stack: contextlib.AsyncExitStack,
 ) -> Node:
     """Every part of the node, each closed by ``stack`` in reverse order. The upstream client
     finds origins through ``allowlist``: no path reaches a registry it refuses."""
@@ -131,7 +137,11 @@ async def _open_node(
     )
     stack.push_async_callback(session.close)
     client = UpstreamClient(
-        session, allowlist.upstream_for, settings.upstream_client, node_metrics.observe_upstream
+        session,
+        allowlist.upstream_for,
+        settings.upstream_client,
+        node_metrics.observe_upstream,
+        tls,
     )
     guard = AccessGuard(meta, client, settings.cache.auth_ttl_seconds)
     fetcher = BlobFetcher(store, guard, client, settings.upstream_client, node_metrics)

@@ -2,6 +2,9 @@
 
 Its request log is parsed so tests and benchmarks can count what the origin served: requests per
 path and the bytes it wrote, from the registry's own ``response completed`` lines.
+
+With :class:`RegistryTLS` it serves HTTPS with a certificate of a private CA (an on-prem Harbor
+behind the company's CA), and can require client certificates of that CA (mTLS).
 """
 
 from __future__ import annotations
@@ -17,7 +20,61 @@ from typing import Any
 from imgaccel.testing.procs import Service, netns_prefix, terminate
 
 _FIELD_RE = re.compile(r'([\w.]+)=("(?:[^"\\]|\\.)*"|\S+)')
-_LISTEN_RE = re.compile(r"listening on (\S+)")
+# "listening on 127.0.0.1:5000" or, with TLS, "listening on 127.0.0.1:5000, tls".
+_LISTEN_RE = re.compile(r'listening on ([^\s,"]+)')
+
+
+@dataclass(frozen=True)
+class RegistryTLS:
+    """PEM files under one directory: a private CA, the registry's certificate (127.0.0.1 and
+    localhost) and a client certificate, both signed by that CA; ``other_ca`` is a CA that
+    signed neither (trusting it must not be enough). The directory itself is laid out as
+    skopeo's ``--cert-dir`` wants it (``*.crt`` CAs, ``client.cert`` and ``client.key``); the
+    registry's own pair is in ``server/``, and the CAs' keys are not kept."""
+
+    directory: Path
+
+    @property
+    def ca(self) -> Path:
+        return self.directory / "ca.crt"
+
+    @property
+    def other_ca(self) -> Path:
+        return self.directory / "other-ca.crt"
+
+    @property
+    def cert(self) -> Path:
+        return self.directory / "server" / "registry.crt"
+
+    @property
+    def key(self) -> Path:
+        return self.directory / "server" / "registry.key"
+
+    @property
+    def client_cert(self) -> Path:
+        return self.directory / "client.cert"  # the names skopeo's --cert-dir reads
+
+    @property
+    def client_key(self) -> Path:
+        return self.directory / "client.key"
+
+    @classmethod
+    def make(cls, directory: Path) -> RegistryTLS:
+        """A new CA and certificates in ``directory``."""
+        from imgaccel.p2p.certs import issue, make_ca
+
+        tls = cls(directory)
+        ca = make_ca("registry-test")
+        directory.mkdir(parents=True, exist_ok=True)
+        tls.ca.write_bytes(ca.cert_pem)
+        tls.other_ca.write_bytes(make_ca("unrelated").cert_pem)
+        for common_name, cert, key in [
+            ("registry", tls.cert, tls.key),
+            ("imgaccel-node", tls.client_cert, tls.client_key),
+        ]:
+            pair = issue(ca, common_name, dns=("localhost",), ips=("127.0.0.1",))
+            pair.write(cert.parent, cert.name, key.name)
+        return tls
 
 
 @dataclass(frozen=True)
@@ -46,7 +103,8 @@ class DistributionRegistry(Service):
 
     ``auth`` is the registry's ``auth:`` section (e.g. ``{"token": {...}}``); ``proxy_remote`` makes
     it a pull-through cache of another registry. ``port`` 0 picks a free one; a restarted registry
-    keeps its port and its data.
+    keeps its port and its data. ``tls``: serve HTTPS with its certificate; with
+    ``client_certs`` as well, accept only clients with a certificate of its CA.
     """
 
     root: Path
@@ -55,6 +113,8 @@ class DistributionRegistry(Service):
     auth: dict[str, Any] | None = None
     proxy_remote: str | None = None
     netns: str | None = None
+    tls: RegistryTLS | None = None
+    client_certs: bool = False
     requests: list[Request] = field(default_factory=list)
     _proc: asyncio.subprocess.Process | None = None
     _reader: asyncio.Task[None] | None = None
@@ -65,7 +125,7 @@ class DistributionRegistry(Service):
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}"
+        return f"{'https' if self.tls else 'http'}://{self.address}"
 
     def config_text(self) -> str:
         import json
@@ -79,6 +139,11 @@ class DistributionRegistry(Service):
             },
             "http": {"addr": f"{self.host}:{self.port}", "secret": "imgaccel-test"},
         }
+        if self.tls:
+            tls: dict[str, Any] = {"certificate": str(self.tls.cert), "key": str(self.tls.key)}
+            if self.client_certs:
+                tls["clientcas"] = [str(self.tls.ca)]
+            config["http"]["tls"] = tls
         if self.auth:
             config["auth"] = self.auth
         if self.proxy_remote:

@@ -16,6 +16,9 @@
 * **Tokens** are cached per identity; one the origin refuses (other than for a scope it does
   not cover) is dropped and fetched afresh once. Credentials never go to a plain-HTTP realm of an
   HTTPS origin, and a token answer has a total time limit and a size limit.
+* **TLS** with the upstream's own context (:mod:`imgaccel.upstream.tls`) for its API, its
+  redirects and its token realm. A certificate either side refuses is not retried: it would be
+  refused again.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +39,7 @@ from yarl import URL
 from imgaccel.errors import UpstreamError, UpstreamStatus, UpstreamTimeout
 from imgaccel.upstream.auth import Challenge, Realms, TokenCache, basic_header, identity
 from imgaccel.upstream.config import UpstreamClientSettings, UpstreamSettings
+from imgaccel.upstream.tls import OriginTLS
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,19 @@ _MAX_RETRY_SLEEP = 30.0
 _MAX_RETRY_SLEEPS = 60.0
 _MAX_TOKEN_BODY = 1024 * 1024
 DENIED = frozenset({401, 403})
+#: OpenSSL's names of the alerts an origin sends about this node's client certificate: none
+#: sent, or one it does not take.
+_CLIENT_CERTIFICATE_ALERTS = frozenset(
+    {
+        "SSLV3_ALERT_BAD_CERTIFICATE",
+        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+        "SSLV3_ALERT_CERTIFICATE_REVOKED",
+        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+        "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
+        "TLSV1_ALERT_UNKNOWN_CA",
+        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+    }
+)
 
 
 @dataclass
@@ -96,8 +114,11 @@ class UpstreamClient:
         upstream_for: Lookup,
         settings: UpstreamClientSettings,
         observe: Observer | None = None,
+        tls: OriginTLS | None = None,
     ) -> None:
+        """``tls``: the upstreams' contexts, loaded at start (default: built on first use)."""
         self._session = session
+        self._tls = tls or OriginTLS()
         self._upstream_for = upstream_for
         self._settings = settings
         self._observe = observe or (lambda kind, seconds: None)
@@ -279,7 +300,7 @@ class UpstreamClient:
                 params=params,
                 headers=headers,
                 timeout=self._token_timeout,
-                ssl=upstream.tls_verify,
+                ssl=self._tls.context(upstream),
             ) as resp:
                 if resp.status != 200:
                     log.info(
@@ -294,7 +315,7 @@ class UpstreamClient:
         except TimeoutError as exc:
             raise UpstreamTimeout(f"token realm {realm} timed out") from exc
         except (aiohttp.ClientError, ValueError) as exc:
-            log.warning("token realm %s failed: %s", realm, exc)
+            log.warning("token realm %s failed: %s", realm, _tls_refusal(exc) or exc)
             return None
         finally:
             self._observe("token", time.monotonic() - started)
@@ -338,6 +359,8 @@ class UpstreamClient:
             except aiohttp.InvalidURL as exc:  # sending it again would not make it valid
                 raise UpstreamError(f"{method} {url} failed: {exc}") from exc
             except (aiohttp.ClientError, TimeoutError) as exc:
+                if (refusal := _tls_refusal(exc)) is not None:  # would be refused again
+                    raise UpstreamError(f"{method} {url} failed: {refusal}") from exc
                 delay = self._retry_delay(attempt, slept, backoff)
                 if delay is None:
                     if isinstance(exc, TimeoutError):
@@ -405,7 +428,7 @@ class UpstreamClient:
                 headers=sent,
                 allow_redirects=False,
                 timeout=self._timeout,
-                ssl=upstream.tls_verify,
+                ssl=self._tls.context(upstream),
             )
             location = response.headers.get("Location")
             if response.status not in _REDIRECTS or not location:
@@ -421,6 +444,26 @@ def _retry_after(response: aiohttp.ClientResponse) -> float:
     """The origin's ``Retry-After`` in seconds; 0 if it sent none, or a date."""
     value = response.headers.get("Retry-After", "")
     return float(value) if value.isascii() and value.isdigit() else 0.0  # "²".isdigit() too
+
+
+def _tls_refusal(exc: BaseException) -> str | None:
+    """What is wrong when either side of a TLS handshake refused the other's certificate (no
+    retry changes that); None for any other failure."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        error = exc.certificate_error
+        reason = getattr(error, "verify_message", None) or error
+        return (
+            f"certificate verify failed for {exc.host}:{exc.port}: {reason} (if a private CA "
+            "signed its certificate, give that CA in the upstream's ca_file)"
+        )
+    cause = exc.__cause__
+    alert = getattr(cause, "reason", None) if isinstance(cause, ssl.SSLError) else None
+    if alert in _CLIENT_CERTIFICATE_ALERTS:
+        return (
+            f"the origin refused this node's TLS client certificate ({alert}): give the "
+            "upstream a client_cert and client_key the origin accepts"
+        )
+    return None
 
 
 def _in_clear(origin_url: str, realm: str) -> bool:

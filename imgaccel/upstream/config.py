@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
 DOCKER_HUB_URL = "https://registry-1.docker.io"
 
@@ -18,7 +20,30 @@ class UpstreamSettings(BaseModel):
     )
     username: str | None = Field(default=None, description="Username for Basic or token auth.")
     password: SecretStr | None = Field(default=None, description="Password or access token.")
-    tls_verify: bool = Field(default=True, description="Verify the origin's TLS certificate.")
+    tls_verify: bool = Field(
+        default=True,
+        description="Verify the origin's TLS certificate. false: any certificate is accepted "
+        "(and ca_file is not used); a client certificate is still presented.",
+    )
+    ca_file: Path | None = Field(
+        default=None,
+        description="PEM file of CA certificates to trust for this origin, in addition to the "
+        "system's trust store (as containerd's hosts.toml `ca`): for a registry behind a "
+        "company-internal CA. Also trusted for the origin's redirects and its token realm. "
+        "Read when the node starts (a relative path is from its working directory).",
+    )
+    client_cert: Path | None = Field(
+        default=None,
+        description="PEM client certificate (with any intermediates after it) to present to an "
+        "origin that requires one (mTLS; containerd's hosts.toml `client`), and to its token "
+        "realm. Needs client_key.",
+    )
+    client_key: Path | None = Field(
+        default=None,
+        validate_default=True,  # so that a client_cert without it is refused
+        description="PEM private key of client_cert, unencrypted (may be the same file as "
+        "client_cert). Set both or neither.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -26,6 +51,17 @@ class UpstreamSettings(BaseModel):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"upstream URL must start with http:// or https://: {value!r}")
         return value.rstrip("/")
+
+    @field_validator("client_key")
+    @classmethod
+    def _client_pair(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # A field validator, not a model one: its error shows this path, not the whole table
+        # (which holds the password).
+        if (value is None) != (info.data.get("client_cert") is None):
+            raise ValueError(
+                "client_cert and client_key go together: set both (PEM files) or neither"
+            )
+        return value
 
 
 class UpstreamClientSettings(BaseModel):
