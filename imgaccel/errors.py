@@ -16,12 +16,15 @@ ImgaccelError
 │   ├── TooManyRequests           429 TOOMANYREQUESTS
 │   ├── OriginRefused             the origin's own 4xx for a request it found bad, relayed
 │   └── UpstreamUnavailable       502/503/504 UNAVAILABLE: the origin cannot be reached
+│       └── DiskFull              503: the cache's disk cannot take a blob (also a CacheFull)
 ├── UpstreamError                 talking to the origin failed (internal; mapped to a RegistryError)
 │   ├── UpstreamTimeout           (also a TimeoutError)
 │   └── UpstreamStatus            the origin answered with an unexpected status
 ├── CacheError
 │   ├── DigestMismatch            the bytes did not hash to the digest they were fetched for
-│   └── CacheFull                 the quota cannot make room (everything left is pinned or busy)
+│   └── CacheFull                 no room to keep a blob: the quota (everything left is pinned
+│       │                         or busy), or the disk's floor: streamed, not kept
+│       └── DiskLow               keeping it would leave less than cache.min_free_percent free
 └── ConfigError                   bad settings or command line (also a ValueError)
 """
 
@@ -144,7 +147,18 @@ class DigestMismatch(CacheError):
 
 
 class CacheFull(CacheError):
-    """The cache quota cannot make room: what is left is pinned or in use."""
+    """The cache cannot make room to keep a blob: what is left is pinned or in use."""
+
+
+class DiskLow(CacheFull):
+    """Keeping the blob would leave less free on the cache's filesystem than
+    ``cache.min_free_percent``, even after evicting what may be evicted."""
+
+
+class DiskFull(UpstreamUnavailable, CacheFull):
+    """The cache's filesystem cannot take the blob at all, not even to stream it through: a fill
+    refused before its first byte. Clients get 503 UNAVAILABLE and pull from the origin
+    (containerd tries its next host on an error status, never after a broken body)."""
 
 
 class ConfigError(ImgaccelError, ValueError):

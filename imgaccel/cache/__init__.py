@@ -3,7 +3,8 @@
 Nouns: ``store`` (BlobStore: verified blobs, LRU, quota), ``fill`` (Fill: a blob being written
 while clients read it), ``meta`` (MetaStore: manifests, tags, repository contents, visibility),
 ``config`` (CacheSettings), ``writeback`` (early writeback of a fill's pages, so the commit's fsync
-is short). Core package: imports only ``imgaccel.oci`` and ``imgaccel.errors``.
+is short), ``space`` (the filesystem's free space, and a fill's blocks taken before its first byte).
+Core package: imports only ``imgaccel.oci`` and ``imgaccel.errors``.
 """
 
 from imgaccel.cache.config import CacheSettings

@@ -28,6 +28,18 @@ class CacheSettings(BaseModel):
         ge=0,
         description="Most bytes of blobs to keep; least recently used go first. 0: no quota.",
     )
+    min_free_percent: float = Field(
+        default=15.0,
+        ge=0,
+        lt=100,
+        description="Least share of the cache's filesystem, in percent of its size, to leave free "
+        "for what shares the disk (containerd's content and snapshots): a blob that would take "
+        "it below this evicts least recently used blobs first, and if that is not enough it is "
+        "streamed to the client but not kept. 15: kubelet's default image-filesystem eviction "
+        "threshold, which the cache must not push the node into. 0: fill the disk up to the "
+        "quota. Whatever this says, a blob the disk cannot take at all is refused with 503 "
+        "before its first byte, so the client pulls it from the origin.",
+    )
     tag_ttl_seconds: float = Field(
         default=60.0,
         ge=0,

@@ -12,6 +12,10 @@ same pass, and the hashing loop reads back only what landed out of order.
 The last byte of the blob is withheld from every reader until the whole blob has been verified
 against its digest. On a mismatch nothing enters the cache and every reader's stream is aborted,
 so the runtime never completes a blob that failed verification.
+
+Before anyone reads it, the owner has the fill take the disk blocks of the whole blob
+(:meth:`Fill.preallocate`, see :mod:`imgaccel.cache.space`): a full disk then refuses the fill
+before its first byte, not halfway through a client's body.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from imgaccel.cache import writeback
+from imgaccel.cache import space, writeback
 from imgaccel.errors import DigestMismatch, ImgaccelError
 from imgaccel.oci.digest import Digest
 
@@ -62,6 +66,7 @@ class Fill:
         self.temp = temp
         self.size = size
         self.fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        self.preallocated = False  # set by preallocate: no write of the blob runs out of space
         self.contiguous = 0
         self.verified = False
         self.committed = False  # set by the owner once the file was renamed into the store
@@ -84,6 +89,22 @@ class Fill:
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # -- writer side ----------------------------------------------------------------------------
+
+    async def preallocate(self) -> bool:
+        """Take the disk blocks of the whole blob before anything is written (in a thread): True
+        when taken (or the blob is empty), False when the filesystem cannot preallocate. Raises
+        OSError when it can but will not, with an errno of :data:`space.NO_SPACE` on a full disk
+        (blocks taken before it failed are freed with the file)."""
+        self.preallocated = await asyncio.to_thread(space.preallocate, self.fd, self.size)
+        return self.preallocated
+
+    @property
+    def unallocated_bytes(self) -> int:
+        """Bytes this fill will still add to the disk: none once preallocated, else those of
+        the blob that have not landed."""
+        if self.preallocated or self.closed:
+            return 0
+        return sum(end - start for start, end in self.missing())
 
     async def write_at(self, offset: int, data: Buffer, source: str = "origin") -> None:
         """Store ``data`` at ``offset`` (in a thread) and wake readers if the prefix grew."""

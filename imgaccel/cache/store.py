@@ -15,6 +15,10 @@ one (:meth:`BlobStore.adopt`) or is told to look (:meth:`BlobStore.rescan`); any
 
 The quota counts the bytes of imgaccel's own blobs (and of fills in progress), not the
 filesystem's; eviction takes the least recently used blob that nobody reads, writes or pinned.
+The filesystem is shared (containerd's content and snapshots live there too), so a blob is kept
+only if the filesystem still has ``min_free_percent`` of its size free afterwards, counting the
+bytes fills in progress have yet to write; eviction makes that room the same way (only the
+cache's own blobs are its to free), and a blob it cannot make room for is not kept.
 Every path is built from a validated :class:`Digest` (fixed-length lowercase hex), never from a
 name or a header, so no request can reach outside the cache dir.
 """
@@ -28,11 +32,13 @@ import stat
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgaccel.errors import CacheFull, DigestInvalid
+from imgaccel.cache import space
+from imgaccel.cache.space import Usage
+from imgaccel.errors import CacheFull, DigestInvalid, DiskLow
 from imgaccel.oci.digest import Digest
 
 log = logging.getLogger(__name__)
@@ -50,14 +56,24 @@ class Entry:
 
 
 class BlobStore:
-    """Verified blobs on disk with LRU eviction under a byte quota (0: no quota)."""
+    """Verified blobs on disk with LRU eviction under a byte quota (0: no quota) and above a
+    floor of free space on the filesystem (``min_free_percent``; 0: only what a blob needs)."""
 
     def __init__(
-        self, root: Path, quota_bytes: int = 0, clock: Callable[[], float] = time.time
+        self,
+        root: Path,
+        quota_bytes: int = 0,
+        clock: Callable[[], float] = time.time,
+        *,
+        min_free_percent: float = 0.0,
+        disk: Callable[[Path], Usage] = space.usage,
     ) -> None:
         self.root = root
         self.quota_bytes = quota_bytes
+        self.min_free_percent = min_free_percent
         self._clock = clock
+        self._disk = disk
+        self._disk_warned = False
         self._entries: OrderedDict[Digest, Entry] = OrderedDict()  # oldest access first
         self._readers: dict[Digest, int] = {}
         self._pinned: dict[Digest, float] = {}  # digest -> pinned until (epoch seconds)
@@ -152,6 +168,29 @@ class BlobStore:
         """Bytes of the blobs pinned now: what eviction cannot free."""
         return sum(e.size for d, e in self._entries.items() if self.pinned_until(d))
 
+    def disk_usage(self) -> Usage | None:
+        """The size and free bytes of the cache's filesystem; None when it cannot be asked."""
+        try:
+            found = self._disk(self.root)
+        except OSError as exc:
+            if not self._disk_warned:
+                log.warning("cannot read the free space of %s: %s", self.root, exc)
+            self._disk_warned = True
+            return None
+        self._disk_warned = False
+        return found
+
+    def disk_room(self, unwritten: int = 0) -> int | None:
+        """Bytes a new blob could take on the filesystem and still leave ``min_free_percent``
+        free, with the ``unwritten`` bytes fills in progress will still add, counting every blob
+        not pinned as room (eviction frees it; one being read frees when its read ends, as the
+        quota's room counts it); None when the filesystem cannot be asked."""
+        found = self.disk_usage()
+        if found is None:
+            return None
+        evictable = sum(e.size for d, e in self._entries.items() if not self.pinned_until(d))
+        return found.free - unwritten - found.floor(self.min_free_percent) + evictable
+
     def __contains__(self, digest: Digest) -> bool:
         return digest in self._entries
 
@@ -201,17 +240,58 @@ class BlobStore:
         until = self._pinned.get(digest)
         return until if until is not None and until > self._clock() else None
 
-    def reserve(self, size: int) -> None:
-        """Make room for a fill of ``size`` bytes, evicting if needed; :class:`CacheFull` if the
-        quota cannot hold it (the caller then streams without caching)."""
+    def reserve(self, size: int, unwritten: int = 0) -> None:
+        """Make room to keep a fill of ``size`` bytes, evicting if needed: under the quota, and
+        leaving ``min_free_percent`` of the filesystem free once it and the ``unwritten`` bytes
+        of the fills in progress are written (see :meth:`make_disk_room`). :class:`CacheFull`
+        if the quota cannot hold it, :class:`DiskLow` if the disk cannot (the caller then
+        streams without caching)."""
         if self.quota_bytes and size > self.quota_bytes:
             raise CacheFull(f"a blob of {size} bytes is larger than the cache quota")
         self._reserved += size
         try:
             self._make_room()
+            if not self.make_disk_room(size, unwritten=unwritten):
+                raise DiskLow(
+                    f"keeping its {size} bytes would leave less than {self.min_free_percent:g}% "
+                    "of the cache's filesystem free, even after evicting every blob that may go "
+                    f"(cache.min_free_percent; {self._free_now()})"
+                )
         except CacheFull:
             self._reserved -= size
             raise
+
+    def make_disk_room(self, size: int, *, unwritten: int = 0, keep_floor: bool = True) -> bool:
+        """Make the filesystem able to take ``size`` more bytes on top of the ``unwritten``
+        bytes fills in progress will still add, and still have ``min_free_percent`` free
+        (``keep_floor``; else only the bytes), evicting least recently used blobs that nobody
+        reads or pinned. False when evicting all of those would not be enough, and then none is
+        evicted; True also when the filesystem cannot be asked (a fill's preallocation decides).
+        """
+        found = self.disk_usage()
+        if found is None:
+            return True
+        floor = found.floor(self.min_free_percent) if keep_floor else 0
+        short = size + unwritten + floor - found.free
+        if short <= 0:
+            return True
+        victims, freed = [], 0
+        for digest, entry_size in self._evictable():
+            if freed >= short:
+                break
+            victims.append(digest)
+            freed += entry_size
+        if freed < short:
+            return False
+        for digest in victims:
+            self._evict(digest, "to leave room on the cache's disk")
+        return True
+
+    def _free_now(self) -> str:
+        found = self.disk_usage()
+        if found is None:
+            return "free space unknown"
+        return f"{found.free} of {found.total} bytes free"
 
     def unreserve(self, size: int) -> None:
         self._reserved = max(0, self._reserved - size)
@@ -224,11 +304,15 @@ class BlobStore:
         with open(temp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(temp, final)
-        dir_fd = os.open(final.parent, os.O_RDONLY)
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            dir_fd = os.open(final.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError:
+            final.unlink(missing_ok=True)  # not known to be durable: not committed at all
+            raise
         return final
 
     def add(self, digest: Digest, size: int, *, reserved: bool = False) -> None:
@@ -292,20 +376,30 @@ class BlobStore:
             callback(digest)
         return True
 
+    def _evictable(self) -> Iterator[tuple[Digest, int]]:
+        """What eviction may take, least recently used first: blobs nobody reads or pinned (a
+        blob being written is a reservation, not an entry)."""
+        for digest, entry in list(self._entries.items()):
+            if not self._readers.get(digest) and not self.pinned_until(digest):
+                yield digest, entry.size
+
+    def _evict(self, digest: Digest, why: str) -> bool:
+        entry = self._entries.get(digest)
+        if entry is None or not self.remove(digest):
+            return False
+        self.evictions += 1
+        log.info("evicted %s (%d bytes) %s", digest, entry.size, why)
+        return True
+
     def _make_room(self) -> None:
         if not self.quota_bytes:
             return
         used = self.used_bytes
-        for digest in list(self._entries):
+        for digest, size in self._evictable():
             if used <= self.quota_bytes:
                 return
-            if self._readers.get(digest) or self.pinned_until(digest):
-                continue
-            size = self._entries[digest].size
-            if self.remove(digest):
-                self.evictions += 1
+            if self._evict(digest, "to stay under the quota"):
                 used -= size
-                log.info("evicted %s (%d bytes) to stay under the quota", digest, size)
         if used > self.quota_bytes:
             raise CacheFull(
                 f"cache quota of {self.quota_bytes} bytes is full of pinned or busy blobs"

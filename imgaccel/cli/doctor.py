@@ -104,4 +104,5 @@ def _inputs(options: dict[str, Any]) -> Any:
         certs_dir=settings.p2p.certs_dir,
         cache_dir=options["cache_dir"] or settings.cache.dir,
         quota_bytes=settings.cache.quota_bytes if quota is None else quota,
+        min_free_percent=settings.cache.min_free_percent,
     )

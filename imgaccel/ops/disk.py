@@ -1,17 +1,19 @@
-"""The cache directory: can the node write there, and does the disk hold what the quota allows?"""
+"""The cache directory: can the node write there, and does the disk hold what the quota allows?
+
+The node keeps ``cache.min_free_percent`` of the disk free (it keeps no blob that would take the
+disk below that), so the disk check measures the quota against that floor, not against a full
+disk.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
+from imgaccel.cache.space import usage
 from imgaccel.ops.check import Check, fail, ok, warn
 from imgaccel.ops.units import human_bytes
-
-#: Less free disk than this share, once the cache is at its quota, is worth a warning.
-HEADROOM = 0.10
 
 
 def cache_writable(cache_dir: Path) -> Check:
@@ -70,22 +72,29 @@ def cache_bytes_on_disk(cache_dir: Path) -> int:
     return total
 
 
-def disk_headroom(cache_dir: Path, quota: int, used: int) -> Check:
-    """Free space on the cache's disk against what the quota still lets the cache grow by."""
+def disk_headroom(cache_dir: Path, quota: int, used: int, min_free_percent: float = 0.0) -> Check:
+    """Free space on the cache's disk against what the quota still lets the cache grow by, and
+    against the floor the node leaves free (``min_free_percent``, as the node computes it)."""
     name = "disk headroom"
-    disk = shutil.disk_usage(existing_ancestor(cache_dir))
-    floor = int(disk.total * HEADROOM)
+    disk = usage(existing_ancestor(cache_dir))
+    floor = disk.floor(min_free_percent)
     room = f"{human_bytes(disk.free)} free of {human_bytes(disk.total)}"
+    kept = f"cache.min_free_percent keeps {min_free_percent:g}% ({human_bytes(floor)}) free"
     fit = max(0, used + disk.free - floor)
     suggest = f"set cache.quota_bytes (--quota) to at most {human_bytes(fit)}"
+    if disk.free < floor:
+        detail = f"{room}, less than {kept}: the node keeps a new blob only by evicting others"
+        return warn(name, detail, "free space on the disk, or lower cache.min_free_percent")
     if quota == 0:
-        return warn(name, f"no quota: the cache grows until the disk is full ({room})", suggest)
-    growth = max(0, quota - used)
-    left = disk.free - growth
+        if floor == 0:
+            detail = f"no quota, no min free: the cache grows until the disk is full ({room})"
+            return warn(name, detail, f"{suggest}, or set cache.min_free_percent")
+        return ok(name, f"no quota: the cache grows until {kept} ({room})")
+    left = disk.free - max(0, quota - used)
     state = f"quota {human_bytes(quota)}, cache {human_bytes(used)}, {room}"
-    if left < 0:
+    if left < 0 and floor == 0:
         return fail(name, f"{state}: the disk fills up before the quota stops the cache", suggest)
     if left < floor:
-        share = f"{left / disk.total:.0%}"
-        return warn(name, f"{state}: at its quota the cache leaves only {share} free", suggest)
+        detail = f"{state}: the cache stops short of its quota, where {kept}"
+        return warn(name, detail, suggest)
     return ok(name, f"{state}; at its quota {human_bytes(left)} stays free")

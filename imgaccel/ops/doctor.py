@@ -32,6 +32,7 @@ class DoctorInputs:
     certs_dir: Path | None
     cache_dir: Path
     quota_bytes: int
+    min_free_percent: float = 0.0
 
 
 async def run_checks(inputs: DoctorInputs) -> list[Check]:
@@ -50,7 +51,7 @@ async def run_checks(inputs: DoctorInputs) -> list[Check]:
         tracker,
         *certs,
         disk.cache_writable(inputs.cache_dir),
-        disk.disk_headroom(inputs.cache_dir, inputs.quota_bytes, used),
+        disk.disk_headroom(inputs.cache_dir, inputs.quota_bytes, used, inputs.min_free_percent),
     ]
 
 

@@ -120,7 +120,9 @@ async def _open_node(
     finds origins through ``allowlist``: no path reaches a registry it refuses."""
     root = settings.cache.dir
     root.mkdir(parents=True, exist_ok=True)
-    store = BlobStore(root, settings.cache.quota_bytes)
+    store = BlobStore(
+        root, settings.cache.quota_bytes, min_free_percent=settings.cache.min_free_percent
+    )
     store.open()
     meta = MetaStore(root / "meta.db")
     stack.callback(meta.close)

@@ -3,7 +3,13 @@
 The first request for a missing blob starts a fill task (owned by the fetcher, so a client that
 hangs up does not cancel the fetch others wait for); every later request for the same digest joins
 the fill and streams from it. A fill is verified before it is committed to the store; if the quota
-cannot hold it, it is still streamed (and verified) but not kept.
+cannot hold it, or keeping it would leave the disk less than ``cache.min_free_percent`` free, it is
+still streamed (and verified) but not kept.
+
+Before any client gets a byte, the fill's file takes the disk blocks of the whole blob (evicting
+least recently used blobs if the disk is full): a disk that cannot take it refuses the fill with a
+503 for every client waiting, who then pull from the origin. A 503 before the body is the one
+answer containerd falls back on; a body cut off halfway fails the pull.
 
 With peer-to-peer on, the fill's bytes come from the swarm when the cluster has the blob, and
 from the origin otherwise (or from the byte where the swarm stalled). What this node commits is
@@ -14,13 +20,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
 
+from imgaccel.cache import space
 from imgaccel.cache.fill import Fill, Pacer
 from imgaccel.cache.store import BlobStore
-from imgaccel.errors import CacheFull, DigestMismatch, RegistryError, UpstreamUnavailable
+from imgaccel.errors import (
+    CacheFull,
+    DigestMismatch,
+    DiskFull,
+    DiskLow,
+    RegistryError,
+    UpstreamUnavailable,
+)
 from imgaccel.oci.digest import Digest
 from imgaccel.p2p.errors import P2PError
 from imgaccel.p2p.metainfo import Metainfo
@@ -72,6 +87,7 @@ class BlobFetcher:
         self._starting: dict[Digest, asyncio.Future[Fill]] = {}
         self._pacers: dict[Digest, Pacer] = {}  # for the fills being started
         self._tasks: set[asyncio.Task[None]] = set()
+        metrics.track_disk(store.disk_usage, store.min_free_percent)  # the disk fills land on
 
     async def fill(self, location: BlobLocation, pacer: Pacer | None = None) -> Fill | None:
         """The fill for ``location.digest``: an existing one, or a new one from the origin;
@@ -79,7 +95,11 @@ class BlobFetcher:
         another process did: a snapshot import, see :meth:`_stored`).
 
         A fill this call starts with a ``pacer`` (a background fetch) keeps to its bandwidth
-        budget while no client reads it; joining an existing fill leaves it as it is.
+        budget while no client reads it; joining an existing fill leaves it as it is. Such a
+        fill is not started when the cache would not keep it (:class:`CacheFull`): nobody asked
+        for its bytes.
+
+        Raises :class:`DiskFull` (503) when the disk cannot take the blob, before any byte.
 
         Raises the client-facing error when the origin refuses (the refusal is this client's:
         another waiter with other credentials tries on its own). A client joining a fill that
@@ -98,8 +118,10 @@ class BlobFetcher:
                 return None if self._stored(digest) else await self._start(location, pacer)
             try:
                 started = await asyncio.shield(starting)
-            except RegistryError:
-                continue  # the starter was refused; try with our own credentials
+            except DiskFull:
+                raise  # the disk has no more room for this client: it goes to the origin too
+            except (RegistryError, CacheFull):
+                continue  # the starter was refused, or a prefetch not kept: try for ourselves
             return await self._join(location, started)
         return None if self._stored(digest) else await self._start(location, pacer)
 
@@ -314,10 +336,23 @@ class BlobFetcher:
     async def _registered(
         self, digest: Digest, size: int, ready: asyncio.Future[Fill]
     ) -> AsyncIterator[tuple[Fill, bool]]:
-        """A new fill, visible to other requests while the body runs."""
-        keep = self._reserve(digest, size)
-        fill = Fill(digest, self.store.temp_path(), size)
-        fill.pacer = self._pacers.pop(digest, None)
+        """A new fill, visible to other requests while the body runs, once its file holds the
+        disk blocks of the whole blob (:meth:`_open`): until then no client has a byte of it,
+        so a full disk is a 503 for every one waiting (:class:`DiskFull` through ``ready``)."""
+        pacer = self._pacers.pop(digest, None)
+        not_kept = self._reserve(size, background=pacer is not None)
+        keep = not_kept is None
+        try:
+            fill = await self._open(digest, size)
+        except BaseException:
+            if keep:
+                self.store.unreserve(size)
+            raise
+        if not_kept is not None:  # said once the fill runs: a refused one says why instead
+            reason = "disk" if isinstance(not_kept, DiskLow) else "quota"
+            self.metrics.fills_not_kept.labels(reason).inc()
+            log.warning("not caching %s: %s", digest, not_kept)
+        fill.pacer = pacer
         self.fills[digest] = fill
         ready.set_result(fill)
         self.metrics.fills_active.inc()
@@ -329,13 +364,81 @@ class BlobFetcher:
             if keep and not fill.committed:  # a committed fill's reservation is its entry
                 self.store.unreserve(size)
 
-    def _reserve(self, digest: Digest, size: int) -> bool:
+    def _reserve(self, size: int, *, background: bool) -> CacheFull | None:
+        """Reserve room in the store to keep the fill; why it cannot be kept, if it cannot. A
+        ``background`` fill the cache would not keep raises that instead of starting."""
         try:
-            self.store.reserve(size)
+            self.store.reserve(size, unwritten=self._unwritten())
         except CacheFull as exc:
-            log.warning("not caching %s: %s", digest, exc)
-            return False
-        return True
+            if background:
+                raise
+            return exc
+        return None
+
+    def _unwritten(self) -> int:
+        """Bytes the fills in progress will still add to the disk: none for a preallocated one.
+        A fill still taking its blocks is not counted: the filesystem's free space shows what
+        it took so far, and counting all of it besides would not keep blobs the disk has room
+        for (while a blob too big for the disk is being refused, say). Where the filesystem
+        cannot preallocate, a fill is checked and registered with no await in between, so its
+        check counts every other fill the disk has to hold."""
+        return sum(fill.unallocated_bytes for fill in self.fills.values())
+
+    async def _open(self, digest: Digest, size: int) -> Fill:
+        """A new fill whose file took the disk blocks of the whole blob (:meth:`_take_disk`);
+        :class:`DiskFull` when the disk cannot take it, :class:`UpstreamUnavailable` when the
+        cache cannot be written at all (clients pull from the origin either way)."""
+        try:
+            fill = Fill(digest, self.store.temp_path(), size)
+        except OSError as exc:
+            raise self._unwritable(digest, size, exc) from exc
+        try:
+            await self._take_disk(fill)
+        except BaseException as exc:
+            await fill.finish(exc)  # closes and deletes its file: no reader has it
+            raise
+        return fill
+
+    async def _take_disk(self, fill: Fill) -> None:
+        """Preallocate the blob; when the disk is full, evict least recently used blobs nobody
+        reads or pinned and try once more. Where the filesystem cannot preallocate, its free
+        space must hold the blob on top of what the fills in progress have yet to write."""
+        try:
+            if await fill.preallocate():
+                return
+        except OSError as exc:
+            if exc.errno not in space.NO_SPACE:
+                raise self._unwritable(fill.digest, fill.size, exc) from exc
+            if self.store.make_disk_room(fill.size, unwritten=self._unwritten(), keep_floor=False):
+                with contextlib.suppress(OSError):
+                    if await fill.preallocate():
+                        return
+            raise self._unwritable(fill.digest, fill.size, exc) from exc
+        if not self.store.make_disk_room(fill.size, unwritten=self._unwritten(), keep_floor=False):
+            raise self._unwritable(fill.digest, fill.size, OSError(errno.ENOSPC, "no room"))
+
+    def _unwritable(self, digest: Digest, size: int, exc: OSError) -> UpstreamUnavailable:
+        """Log why the cache cannot take ``digest`` (one line) and give the error its clients
+        get: :class:`DiskFull` when the disk is full, with the numbers."""
+        if exc.errno not in space.NO_SPACE:
+            log.warning(
+                "cannot write %s into the cache (%s): refusing it with 503; clients will pull it "
+                "from the origin",
+                digest,
+                exc,
+            )
+            return UpstreamUnavailable(f"the mirror cannot write blob {digest}: {exc.strerror}")
+        self.metrics.fills_disk_full.labels("start").inc()
+        found = self.store.disk_usage()
+        log.warning(
+            "disk full: the cache's filesystem (%s) cannot take %s (%d bytes; %s bytes free, "
+            "nothing more to evict): refusing it with 503; clients will pull it from the origin",
+            self.store.root,
+            digest,
+            size,
+            "?" if found is None else found.free,
+        )
+        return DiskFull(f"the mirror's cache disk has no room for blob {digest} ({size} bytes)")
 
     async def _complete(self, fill: Fill, keep: bool, writing: Awaitable[None]) -> None:
         """Run the writers, verify, commit (when ``keep``), and end the fill either way."""
@@ -344,15 +447,22 @@ class BlobFetcher:
             await writing
             await fill.verify()
             if keep:
-                started = time.monotonic()
-                await asyncio.to_thread(self.store.commit, fill.temp, fill.digest, fill.size)
-                fill.committed = True
-                log.debug("committed %s in %.2fs", fill.digest, time.monotonic() - started)
-                self.store.add(fill.digest, fill.size, reserved=True)
+                await self._commit(fill)
         except BaseException as exc:
             if isinstance(exc, DigestMismatch):
                 self.metrics.verify_failures.labels(fill.source).inc()
                 log.error("%s", exc)
+            elif (full := space.no_space(exc)) is not None:
+                self.metrics.fills_disk_full.labels("midway").inc()
+                log.error(
+                    "disk full while filling %s (%s) after %d of %d bytes: aborting its %d "
+                    "clients' bodies; nothing of it is kept and its temp file is deleted",
+                    fill.digest,
+                    full.strerror,
+                    fill.contiguous,
+                    fill.size,
+                    fill.readers,
+                )
             else:
                 log.warning("fetching %s failed: %s", fill.digest, exc)
             await fill.finish(exc)
@@ -360,6 +470,20 @@ class BlobFetcher:
         finally:
             hashing.cancel()
         await fill.finish()
+
+    async def _commit(self, fill: Fill) -> None:
+        """Rename the verified fill into the store and index it. When the disk will not (an
+        fsync failing: no room for what the filesystem still had to write, an I/O error), the
+        blob is served all the same, and not kept."""
+        started = time.monotonic()
+        try:
+            await asyncio.to_thread(self.store.commit, fill.temp, fill.digest, fill.size)
+        except OSError as exc:
+            log.warning("not caching %s: committing it failed: %s", fill.digest, exc)
+            return
+        fill.committed = True
+        log.debug("committed %s in %.2fs", fill.digest, time.monotonic() - started)
+        self.store.add(fill.digest, fill.size, reserved=True)
 
     async def close(self) -> None:
         for task in list(self._tasks):

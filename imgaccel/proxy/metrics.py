@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from imgaccel.cache.space import Usage
 from imgaccel.p2p.certs import Validity
 
 #: Up to an hour: a multi-GB layer over a slow WAN takes tens of minutes, and must not land in +Inf.
@@ -44,7 +45,9 @@ class NodeMetrics:
             registry=r,
         )
         self.cache_evictions = Counter(
-            "imgaccel_cache_evictions", "Blobs evicted to stay under the quota.", registry=r
+            "imgaccel_cache_evictions",
+            "Blobs evicted to stay under the quota, or to leave room on the disk.",
+            registry=r,
         )
         self.cache_bytes = Gauge(
             "imgaccel_cache_bytes", "Bytes of verified blobs in the cache.", registry=r
@@ -72,6 +75,33 @@ class NodeMetrics:
         )
         self.fills_active = Gauge(
             "imgaccel_fills_active", "Blobs being fetched into the cache right now.", registry=r
+        )
+        self.fills_not_kept = Counter(
+            "imgaccel_fills_not_kept",
+            "Blobs streamed to clients but not kept: reason=quota (the quota is full of pinned "
+            "or busy blobs), reason=disk (keeping it would leave less than "
+            "cache.min_free_percent of the filesystem free).",
+            ["reason"],
+            registry=r,
+        )
+        self.fills_disk_full = Counter(
+            "imgaccel_fills_disk_full",
+            "Fills the cache's disk had no room for: when=start, refused before the first byte "
+            "(every client waiting got 503 and pulled from the origin); when=midway, failed "
+            "halfway (bodies aborted: a filesystem that cannot preallocate).",
+            ["when"],
+            registry=r,
+        )
+        self.disk_free = Gauge(
+            "imgaccel_cache_disk_free_bytes",
+            "Bytes free on the cache's filesystem (what is not the root reserve).",
+            registry=r,
+        )
+        self.disk_min_free = Gauge(
+            "imgaccel_cache_disk_min_free_bytes",
+            "Bytes cache.min_free_percent keeps free on the cache's filesystem: below it, new "
+            "blobs are not kept.",
+            registry=r,
         )
         self.verify_failures = Counter(
             "imgaccel_verify_failures",
@@ -120,3 +150,17 @@ class NodeMetrics:
     def track_cache(self, used: Callable[[], int], count: Callable[[], int]) -> None:
         self.cache_bytes.set_function(lambda: float(used()))
         self.cache_blobs.set_function(lambda: float(count()))
+
+    def track_disk(self, usage: Callable[[], Usage | None], min_free_percent: float) -> None:
+        """Read the cache's filesystem at each scrape (NaN when it cannot be asked)."""
+
+        def free() -> float:
+            found = usage()
+            return float("nan") if found is None else float(found.free)
+
+        def floor() -> float:
+            found = usage()
+            return float("nan") if found is None else float(found.floor(min_free_percent))
+
+        self.disk_free.set_function(free)
+        self.disk_min_free.set_function(floor)

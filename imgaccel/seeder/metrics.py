@@ -14,8 +14,9 @@ class SeederMetrics:
         self.declined = Counter(
             "imgaccel_seeder_declined",
             "Cold blobs given back to the tracker unfetched because the seeder's cache could "
-            "not keep them: larger than its quota (reason=quota), or than the room pinned blobs "
-            "and fills in progress leave in it (reason=pinned). The nodes fetch them instead.",
+            "not keep them: larger than its quota (reason=quota), than the room pinned blobs "
+            "and fills in progress leave in it (reason=pinned), or than its disk can give and "
+            "keep cache.min_free_percent free (reason=disk). The nodes fetch them instead.",
             ["reason"],
             registry=self.registry,
         )

@@ -355,7 +355,10 @@ async def test_a_cache_dir_that_takes_no_writes_fails(setup: Setup) -> None:
     assert "writable volume" in result.output
 
 
-async def test_a_quota_bigger_than_the_disk_fails(setup: Setup) -> None:
+async def test_a_quota_bigger_than_the_disk_fails_with_no_free_space_kept(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IMGACCEL_CACHE__MIN_FREE_PERCENT", "0")
     setup.quota = "100000T"
     result = await doctor(setup)
 
@@ -363,6 +366,20 @@ async def test_a_quota_bigger_than_the_disk_fails(setup: Setup) -> None:
     [failed] = lines_of(result, "FAIL")
     assert "disk headroom" in failed and "the disk fills up before the quota" in failed
     assert "--quota" in result.output
+
+
+async def test_a_quota_bigger_than_the_disk_is_cut_short_by_the_free_space_kept(
+    setup: Setup,
+) -> None:
+    """The node keeps cache.min_free_percent (15 % by default) free: the disk does not fill up,
+    the quota is just never reached."""
+    setup.quota = "100000T"
+    result = await doctor(setup)
+
+    assert result.exit_code == 0, result.output
+    [warned] = lines_of(result, "warn")
+    assert "disk headroom" in warned and "stops short of its quota" in warned
+    assert "cache.min_free_percent keeps 15%" in warned
 
 
 @needs_registry

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+from imgaccel.cache.space import Usage
 from imgaccel.cache.store import BlobStore
 from imgaccel.oci.digest import Digest
 from imgaccel.seeder.capacity import decline, room
@@ -45,6 +47,30 @@ def test_a_cache_full_of_pins_declines_even_a_blob_of_unknown_size(tmp_path: Pat
     assert room(store) == 0 and full is not None and full.reason == "pinned"
 
 
-def test_without_a_quota_everything_fits(tmp_path: Path) -> None:
+def test_without_a_quota_everything_the_disk_takes_fits(tmp_path: Path) -> None:
     store = store_with(tmp_path, 0)
-    assert room(store) is None and decline(store, 10**15) is None
+    assert room(store) is None and decline(store, 10**6) is None
+
+
+def disk(free: int, total: int = 10_000) -> Callable[[Path], Usage]:
+    return lambda _: Usage(total, free)
+
+
+def test_a_blob_the_disk_cannot_keep_above_its_floor_is_declined(tmp_path: Path) -> None:
+    """Free 2000 of 10 000, a floor of 10 % (1000): 1000 bytes, plus the 200 of the unpinned
+    blob that eviction would free; the pinned one does not count."""
+    store = BlobStore(tmp_path, clock=lambda: 1000.0, min_free_percent=10, disk=disk(2000))
+    store.add(PINNED, 300)
+    store.pin(PINNED, 2000.0)
+    store.add(OLD, 200)
+
+    assert decline(store, 1200) is None
+    full = decline(store, 1201)
+    assert full is not None and full.reason == "disk" and "1200 bytes" in full.why
+    assert "10%" in full.why
+
+
+def test_a_disk_below_its_floor_declines_even_a_blob_of_unknown_size(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path, clock=lambda: 1000.0, min_free_percent=10, disk=disk(900))
+    full = decline(store, None)
+    assert full is not None and full.reason == "disk"
