@@ -1,4 +1,5 @@
-"""``HEAD``/``GET /v2/<name>/blobs/<digest>``: from the cache, else from a fill in progress."""
+"""``HEAD``/``GET /v2/<name>/blobs/<digest>``: from the cache, else from a fill in progress (a
+range far ahead of the fill: from the origin, see :mod:`imgaccel.proxy.ranges_ahead`)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from imgaccel.oci.digest import Digest
 from imgaccel.proxy.access import refusal
 from imgaccel.proxy.fetcher import open_blob
 from imgaccel.proxy.ranges import parse_range
+from imgaccel.proxy.ranges_ahead import FarRange, far_range, origin_range
 from imgaccel.proxy.state import NODE, Node
 from imgaccel.proxy.target import ALLOWLIST, Target, client_auth, target_of
 from imgaccel.upstream.blobs import BlobLocation, batches, parse_content_length
@@ -71,6 +73,10 @@ async def blob(request: web.Request) -> web.StreamResponse:
             node.metrics.cache_misses.labels("blob").inc()
         if request.method == "HEAD" and digest not in node.fetcher.fills:
             return await _head_origin(node, target, digest, auth)
+        if attempt == 0 and (far := _far_range(request, node, digest)) is not None:
+            answered = await _range_from_origin(request, node, target, digest, auth, far)
+            if answered is not None:
+                return answered
         if digest in node.fetcher.fills:
             await node.guard.check(
                 target.registry, target.repo, digest, auth, "blobs", joining_fill=True
@@ -227,6 +233,77 @@ async def _through_origin(
     )
     _log_served(request, digest, "origin", size, size, started)
     return response
+
+
+def _far_range(request: web.Request, node: Node, digest: Digest) -> FarRange | None:
+    """The range of a GET to pass through to the origin: far ahead of the blob's fill."""
+    if request.method != "GET":
+        return None
+    return far_range(request.headers.get("Range"), node.fetcher.fills.get(digest))
+
+
+async def _range_from_origin(
+    request: web.Request,
+    node: Node,
+    target: Target,
+    digest: Digest,
+    auth: str | None,
+    far: FarRange,
+) -> web.StreamResponse | None:
+    """The origin's answer to ``far``, streamed as it comes, while a fill of the whole blob
+    starts in the background; None when the fill is to serve the range instead."""
+    started = time.monotonic()
+    location = BlobLocation(target.registry, target.repo, digest, auth)
+    async with origin_range(node.client, location, far) as answered:
+        if answered is None:
+            return None
+        answer, (start, end, total) = answered
+        node.fetcher.fill_in_background(location)
+        response = web.StreamResponse(status=206, headers=_headers(digest))
+        response.content_length = end - start
+        response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{total}"
+        if not await _started(request, response, digest):
+            return response
+        sent = _Sent()
+        what = f"{digest} ({far.header}) from {target.registry}"
+        try:
+            complete = await _relay(request, answer.response, response, sent, what)
+        finally:
+            node.metrics.served("origin", sent.bytes)
+    if complete:
+        await response.write_eof()
+        _log_served(request, digest, "origin", sent.bytes, total, started)
+    return response
+
+
+async def _relay(
+    request: web.Request,
+    source: aiohttp.ClientResponse,
+    response: web.StreamResponse,
+    sent: _Sent,
+    what: str,
+) -> bool:
+    """Write the body of ``source`` to the prepared ``response`` as it arrives, up to its
+    length; False, with ``source`` closed, when the client went away or the origin's body broke
+    off or ended short (then the client's response is aborted: it sees a truncated body)."""
+    length = response.content_length or 0
+    try:
+        async for chunk in source.content.iter_any():
+            chunk = chunk[: length - sent.bytes]
+            await response.write(chunk)
+            sent.bytes += len(chunk)
+            if sent.bytes == length:
+                return True
+        failure = f"the body ended after {sent.bytes} of {length} bytes"
+    except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+        failure = f"{exc.__class__.__name__}: {exc}"
+    source.close()
+    if request.transport is None or request.transport.is_closing():
+        log.info("client %s went away while %s was being sent", request.remote, what)
+    else:
+        log.warning("reading %s failed (%s): aborting the response", what, failure)
+        request.transport.abort()
+    return False
 
 
 async def _from_fill(request: web.Request, node: Node, fill: Fill) -> web.StreamResponse:

@@ -33,6 +33,7 @@ from imgaccel.errors import (
     DigestMismatch,
     DiskFull,
     DiskLow,
+    ImgaccelError,
     RegistryError,
     UpstreamUnavailable,
 )
@@ -87,6 +88,7 @@ class BlobFetcher:
         self._starting: dict[Digest, asyncio.Future[Fill]] = {}
         self._pacers: dict[Digest, Pacer] = {}  # for the fills being started
         self._tasks: set[asyncio.Task[None]] = set()
+        self._background: set[Digest] = set()  # fill_in_background's starts not yet started
         metrics.track_disk(store.disk_usage, store.min_free_percent)  # the disk fills land on
 
     async def fill(self, location: BlobLocation, pacer: Pacer | None = None) -> Fill | None:
@@ -124,6 +126,31 @@ class BlobFetcher:
                 continue  # the starter was refused, or a prefetch not kept: try for ourselves
             return await self._join(location, started)
         return None if self._stored(digest) else await self._start(location, pacer)
+
+    def fill_in_background(self, location: BlobLocation) -> None:
+        """Start the fill of ``location`` without waiting for it, unless the blob is stored or
+        its fill is in flight or starting: for a client served another way meanwhile (a range
+        the origin answered, see :mod:`imgaccel.proxy.ranges_ahead`), so that the cache still
+        gets the blob once. A start that fails is logged, nothing more; :meth:`close` cancels
+        one still waiting."""
+        digest = location.digest
+        if digest in self.fills or digest in self._starting or digest in self._background:
+            return
+        if digest in self.store:
+            return
+        self._background.add(digest)
+        task = asyncio.create_task(self._fill_quietly(location), name=f"fill-bg-{digest}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._background.discard(digest))
+
+    async def _fill_quietly(self, location: BlobLocation) -> None:
+        try:
+            await self.fill(location)
+        except ImgaccelError as exc:
+            log.warning("the fill of %s did not start: %s", location.digest, exc)
+        except Exception:
+            log.exception("the fill of %s did not start", location.digest)
 
     def _stored(self, digest: Digest) -> bool:
         """In the store's index, or its file committed to the cache by another process and
