@@ -26,13 +26,13 @@ not spend), which delays the first byte by that much.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from imgaccel.cache import libc
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +64,9 @@ def usage(path: Path) -> Usage:
     return Usage(found.f_blocks * found.f_frsize, found.f_bavail * found.f_frsize)
 
 
-def _load() -> Callable[[int, int, int, int], int] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        call = libc.fallocate
-    except (OSError, AttributeError):
-        return None
-    call.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    call.restype = ctypes.c_int
-    return call
-
-
-_fallocate = _load()
+_fallocate = libc.function(
+    "fallocate", [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+)
 _said_unsupported = False
 
 

@@ -14,11 +14,12 @@ Where the call does not exist (not Linux) or the filesystem refuses it, this is 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
 from collections.abc import Callable
+
+from imgaccel.cache import libc
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +33,10 @@ EVERY = 8 << 20
 UNSUPPORTED = {errno.ENOSYS, errno.EINVAL, errno.ESPIPE, errno.EOPNOTSUPP}
 
 
-def _load() -> Callable[[int, int, int, int], int] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        call = libc.sync_file_range
-    except (OSError, AttributeError):
-        return None
-    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    call.restype = ctypes.c_int
-    return call
+def _load() -> Callable[..., int] | None:
+    return libc.function(
+        "sync_file_range", [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    )
 
 
 _sync_file_range = _load()
