@@ -133,13 +133,16 @@ class SeederWorker:
 
     async def _cannot_keep(self, location: BlobLocation) -> Decline | None:
         """Why the cache could not keep the blob, or None (also for a blob held or being filled
-        already: the fetcher republishes or joins it). Asks the origin for the size only when
-        the quota does not decide it alone."""
+        already: the fetcher republishes or joins it). The quota and the disk's floor both
+        decide, with or without a quota; the origin is asked for the size only when neither
+        decides it alone, and not at all when there is neither a quota nor a disk to ask."""
         store, digest = self.fetcher.store, location.digest
-        if not store.quota_bytes or digest in store or digest in self.fetcher.fills:
+        if digest in store or digest in self.fetcher.fills:
             return None
         if (full := decline(store, None)) is not None:
             return full
+        if not store.quota_bytes and store.disk_usage() is None:
+            return None
         return decline(store, await origin_size(self.fetcher.client, location))
 
     async def _decline(self, item: Work, cannot: Decline) -> None:

@@ -4,7 +4,7 @@ it the blob (one ``HEAD`` tells its size), and a node fetches it once for the cl
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from imgaccel.tracker.state import STATE
 from tests.conftest import NodeServer, needs_registry, until
 from tests.p2p.helpers import cluster_tracker
 from tests.p2p_fixtures import certs_dir, get_blob, metric, sha256
+from tests.tmpfs import fill_up, tmpfs
 
 pytestmark = [pytest.mark.system, needs_registry]
 
@@ -158,3 +159,40 @@ async def test_a_blob_that_fits_is_fetched_as_before(
     assert Digest.parse(layer.digest) in state.store
     assert tracker.released == []
     assert worker.fetched == 1
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A cache dir on its own 16 MiB filesystem (unmounted after the node closed)."""
+    with tmpfs(tmp_path / "small-cache", "16m") as mounted:
+        yield mounted
+
+
+async def test_a_seeder_without_a_quota_on_a_disk_below_its_floor_gives_the_work_back(
+    origin: DistributionRegistry,
+    repo: str,
+    big_image: Image,
+    node_factory: Callable[..., Any],
+    small_disk: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No quota, but another process took the disk below ``cache.min_free_percent``: the fill
+    would stream the blob and not keep it, so the seeder does not fetch it at all."""
+    layer = big_image.layers[1]  # 10 kB: the disk has room for it, not above its floor
+    node: NodeServer = await node_factory(
+        origin, cache_dir=small_disk, cache={"min_free_percent": 50}
+    )
+    state = node.app[NODE]
+    fill_up(small_disk, leave=4 * 1024 * 1024)  # the floor is 8 MiB
+    tracker = RecordingTracker()
+    metrics = SeederMetrics(state.metrics.registry)
+    worker = SeederWorker(tracker, state.fetcher, metrics=metrics)  # type: ignore[arg-type]
+
+    with caplog.at_level(logging.WARNING, logger="imgaccel.seeder.worker"):
+        await worker._fetch_in_slot(Work(layer.digest, origin.address, repo))
+
+    await origin.settle()
+    assert blob_requests(origin, layer.digest, "GET") == []
+    assert tracker.released == [layer.digest] and worker.fetched == 0
+    assert await metric(node, 'imgaccel_seeder_declined_total{reason="disk"}') == 1
+    assert "cache.min_free_percent" in caplog.text

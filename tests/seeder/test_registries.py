@@ -4,18 +4,26 @@ back at once (the nodes waiting for the blob need not wait out the lease), never
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
-import types
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from imgaccel.cache.space import Usage
+from imgaccel.cache.store import BlobStore
 from imgaccel.proxy.target import RegistryAllowlist
 from imgaccel.seeder.worker import SeederWorker
 from imgaccel.settings import load_settings
 from imgaccel.tracker.client import Work
 
 DIGESTS = ["sha256:" + str(n) * 64 for n in range(1, 5)]
+
+
+def unaskable(_path: Path) -> Usage:
+    """A cache's filesystem that will not say what is free (the fill's preallocation decides)."""
+    raise OSError(errno.EOPNOTSUPP, "statvfs is not supported")
 
 
 class FakeTracker:
@@ -33,7 +41,7 @@ class RecordingFetcher:
     """Records what it was asked to fetch; the fetch ends at once (the blob is held already)."""
 
     peers = None
-    store = types.SimpleNamespace(quota_bytes=0)
+    store = BlobStore(Path("unused"), disk=unaskable)  # nothing to decide: no origin HEAD
 
     def __init__(self) -> None:
         self.fills: dict[Any, Any] = {}

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import types
+import errno
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from imgaccel.cache.space import Usage
+from imgaccel.cache.store import BlobStore
 from imgaccel.seeder import worker as worker_module
 from imgaccel.seeder.worker import SeederWorker
 from imgaccel.tracker.client import Work
 
 FIRST = "sha256:" + "1" * 64
 QUEUED = "sha256:" + "2" * 64
+
+
+def unaskable(_path: Path) -> Usage:
+    """A cache's filesystem that will not say what is free (the fill's preallocation decides)."""
+    raise OSError(errno.EOPNOTSUPP, "statvfs is not supported")
 
 
 class FakeTracker:
@@ -30,11 +38,14 @@ class FakeTracker:
 
 
 class BlockingFetcher:
-    """A fetch that never ends: the slot stays taken (into a cache without a quota, so the
-    worker does not ask the origin whether the blob fits)."""
+    """A fetch that never ends: the slot stays taken (into a cache with neither a quota nor a
+    disk to ask, so the worker does not ask the origin whether the blob fits)."""
 
     peers = None
-    store = types.SimpleNamespace(quota_bytes=0)
+
+    def __init__(self) -> None:
+        self.store = BlobStore(Path("unused"), disk=unaskable)
+        self.fills: dict[Any, Any] = {}
 
     async def fill(self, _location: Any) -> Any:
         await asyncio.sleep(3600)
