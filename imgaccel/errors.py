@@ -15,8 +15,10 @@ ImgaccelError
 │   ├── Unsupported               405 UNSUPPORTED
 │   ├── TooManyRequests           429 TOOMANYREQUESTS
 │   ├── OriginRefused             the origin's own 4xx for a request it found bad, relayed
-│   └── UpstreamUnavailable       502/503/504 UNAVAILABLE: the origin cannot be reached
-│       └── DiskFull              503: the cache's disk cannot take a blob (also a CacheFull)
+│   ├── UpstreamUnavailable       502/503/504 UNAVAILABLE: the origin cannot be reached
+│   │   └── DiskFull              503: the cache's disk cannot take a blob (also a CacheFull)
+│   └── MetaUnwritable            503 UNAVAILABLE: meta.db failed on a full disk or an I/O
+│                                 error (also a CacheError)
 ├── UpstreamError                 talking to the origin failed (internal; mapped to a RegistryError)
 │   ├── UpstreamTimeout           (also a TimeoutError)
 │   └── UpstreamStatus            the origin answered with an unexpected status
@@ -159,6 +161,15 @@ class DiskFull(UpstreamUnavailable, CacheFull):
     """The cache's filesystem cannot take the blob at all, not even to stream it through: a fill
     refused before its first byte. Clients get 503 UNAVAILABLE and pull from the origin
     (containerd tries its next host on an error status, never after a broken body)."""
+
+
+class MetaUnwritable(RegistryError, CacheError):
+    """The cache's metadata (``meta.db``, SQLite) could not be written or read: its disk is
+    full, or failed. The request gets 503 UNAVAILABLE, which containerd falls back to the
+    origin on. Not an :class:`UpstreamUnavailable`: the origin is fine, and what falls back
+    to cached answers when the origin fails must not take the node's disk for the origin."""
+
+    status, code = 503, "UNAVAILABLE"
 
 
 class ConfigError(ImgaccelError, ValueError):

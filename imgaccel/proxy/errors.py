@@ -1,10 +1,12 @@
 """One middleware turns every error into the registry error JSON with the right status.
 
 Client mistakes are 4xx with a log line at INFO; only a bug is a 500, and even then the client
-gets the OCI error body, never a traceback. A registry the ``registries`` setting does not allow
-(:class:`RegistryNotAllowed`, a 403 ``DENIED``) is logged once per registry where it is refused
-(:mod:`imgaccel.proxy.target`), and each request only at DEBUG: a pod pulling in a loop must not
-flood the log.
+gets the OCI error body, never a traceback. The node's own disk failing under its metadata
+(:class:`MetaUnwritable`: full, or an I/O error) is a 503 UNAVAILABLE, which containerd falls
+back to the origin on, with one WARNING line per request. A registry the ``registries``
+setting does not allow (:class:`RegistryNotAllowed`, a 403 ``DENIED``) is logged once per
+registry where it is refused (:mod:`imgaccel.proxy.target`), and each request only at DEBUG: a
+pod pulling in a loop must not flood the log.
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from imgaccel.errors import Denied, RegistryError, UpstreamError, UpstreamUnavailable
+from imgaccel.errors import (
+    Denied,
+    MetaUnwritable,
+    RegistryError,
+    UpstreamError,
+    UpstreamUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +52,16 @@ def error_response(error: RegistryError, method: str = "GET") -> web.Response:
 async def registry_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except MetaUnwritable as exc:
+        log.warning(
+            "%s %s -> %d %s: %s; clients pull from the origin meanwhile",
+            request.method,
+            request.path[:300],
+            exc.status,
+            exc.code,
+            exc.message,
+        )
+        return error_response(exc, request.method)
     except RegistryError as exc:
         log.log(
             logging.DEBUG if isinstance(exc, RegistryNotAllowed) else logging.INFO,
