@@ -247,19 +247,44 @@ class BlobStore:
         if the quota cannot hold it, :class:`DiskLow` if the disk cannot (the caller then
         streams without caching)."""
         if self.quota_bytes and size > self.quota_bytes:
-            raise CacheFull(f"a blob of {size} bytes is larger than the cache quota")
+            raise self._too_big(size)
         self._reserved += size
         try:
             self._make_room()
             if not self.make_disk_room(size, unwritten=unwritten):
-                raise DiskLow(
-                    f"keeping its {size} bytes would leave less than {self.min_free_percent:g}% "
-                    "of the cache's filesystem free, even after evicting every blob that may go "
-                    f"(cache.min_free_percent; {self._free_now()})"
-                )
+                raise self._disk_low(size)
         except CacheFull:
             self._reserved -= size
             raise
+
+    def refusal(self, size: int) -> CacheFull | None:
+        """What :meth:`reserve` would raise for a blob of ``size`` bytes now (:class:`DiskLow`
+        when the disk's floor decides), or None when it could keep it; reserves and evicts
+        nothing. For telling after the fact why a blob was not kept: pins, fills and the disk
+        may have moved since its fill reserved (and the bytes fills on a filesystem that cannot
+        preallocate have yet to write are not counted), so this is what the cache says now."""
+        quota = self.quota_bytes
+        if quota and size > quota:
+            return self._too_big(size)
+        evictable = sum(entry_size for _, entry_size in self._evictable())
+        if quota and self.used_bytes - evictable + size > quota:
+            return self._quota_full()
+        if self._disk_victims(size, 0, keep_floor=True) is None:
+            return self._disk_low(size)
+        return None
+
+    def _too_big(self, size: int) -> CacheFull:
+        return CacheFull(f"a blob of {size} bytes is larger than the cache quota")
+
+    def _quota_full(self) -> CacheFull:
+        return CacheFull(f"cache quota of {self.quota_bytes} bytes is full of pinned or busy blobs")
+
+    def _disk_low(self, size: int) -> DiskLow:
+        return DiskLow(
+            f"keeping its {size} bytes would leave less than {self.min_free_percent:g}% "
+            "of the cache's filesystem free, even after evicting every blob that may go "
+            f"(cache.min_free_percent; {self._free_now()})"
+        )
 
     def make_disk_room(self, size: int, *, unwritten: int = 0, keep_floor: bool = True) -> bool:
         """Make the filesystem able to take ``size`` more bytes on top of the ``unwritten``
@@ -268,24 +293,28 @@ class BlobStore:
         reads or pinned. False when evicting all of those would not be enough, and then none is
         evicted; True also when the filesystem cannot be asked (a fill's preallocation decides).
         """
-        found = self.disk_usage()
-        if found is None:
-            return True
-        floor = found.floor(self.min_free_percent) if keep_floor else 0
-        short = size + unwritten + floor - found.free
-        if short <= 0:
-            return True
-        victims, freed = [], 0
-        for digest, entry_size in self._evictable():
-            if freed >= short:
-                break
-            victims.append(digest)
-            freed += entry_size
-        if freed < short:
+        victims = self._disk_victims(size, unwritten, keep_floor)
+        if victims is None:
             return False
         for digest in victims:
             self._evict(digest, "to leave room on the cache's disk")
         return True
+
+    def _disk_victims(self, size: int, unwritten: int, keep_floor: bool) -> list[Digest] | None:
+        """The blobs :meth:`make_disk_room` would evict, least recently used first (none when
+        the disk has the room, or cannot be asked); None when evicting all it may is not enough."""
+        found = self.disk_usage()
+        if found is None:
+            return []
+        floor = found.floor(self.min_free_percent) if keep_floor else 0
+        short = size + unwritten + floor - found.free
+        victims: list[Digest] = []
+        for digest, entry_size in self._evictable():
+            if short <= 0:
+                break
+            victims.append(digest)
+            short -= entry_size
+        return victims if short <= 0 else None
 
     def _free_now(self) -> str:
         found = self.disk_usage()
@@ -401,6 +430,4 @@ class BlobStore:
             if self._evict(digest, "to stay under the quota"):
                 used -= size
         if used > self.quota_bytes:
-            raise CacheFull(
-                f"cache quota of {self.quota_bytes} bytes is full of pinned or busy blobs"
-            )
+            raise self._quota_full()

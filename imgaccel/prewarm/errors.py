@@ -3,7 +3,8 @@
 PrewarmError (1)
 ├── UnknownImage      3  the registry has no such repository, tag or digest
 ├── Denied            4  the registry refused the credentials (or none were given)
-├── CacheFullError    5  the node's cache quota cannot hold the image (pinned or busy blobs)
+├── CacheFullError    5  the node's cache cannot keep the image: its quota (pinned or busy
+│                        blobs), or its disk's floor (cache.min_free_percent)
 ├── NodeUnreachable   6  the node daemon (or the tracker) did not answer
 ├── JobFailed         7  a cluster job ended with failed nodes, or --wait found no node for it
 ├── JobCancelled      7  a cluster job was cancelled (or expired) before every node was done

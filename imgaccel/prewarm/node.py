@@ -4,7 +4,8 @@ Manifests and blobs are plain registry GETs (``/v2/<name>/...?ns=<registry>``), 
 node's own path: cache, then peers, then the origin; the node caches and verifies what it
 fetches. Requests carry ``X-Imgaccel-Prewarm: 1`` so the node does not report them to the tracker
 as a pull by a workload. After the blobs, :meth:`NodeAPI.pin` pins them and says which the node
-did not keep (its quota is full of pinned or busy blobs).
+did not keep, and why: its quota (full of pinned or busy blobs), or the floor of free space
+``cache.min_free_percent`` keeps on its disk.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -37,6 +38,9 @@ _PIN_BATCH = 10
 class PinReply:
     pinned: list[str]
     missing: list[str]
+    #: Why the node could not keep a missing blob: ``{digest: {reason, message}}``, ``reason``
+    #: ``quota`` or ``disk`` (a node from before this answer says nothing).
+    not_kept: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 class NodeAPI:
@@ -92,19 +96,24 @@ class NodeAPI:
         except aiohttp.ClientError as exc:  # ClientPayloadError: the body ended early or garbled
             raise PrewarmError(f"{what}: the node's answer broke off: {exc}") from exc
 
-    async def pin(self, digests: list[str], seconds: float, reason: str) -> PinReply:
+    async def pin(
+        self, digests: list[str], seconds: float, reason: str, sizes: dict[str, int] | None = None
+    ) -> PinReply:
+        """Pin ``digests``; with their ``sizes``, the node says why it could not keep those it
+        lacks."""
         url = f"{self.base_url}/_imgaccel/pins"
         reply = PinReply([], [])
         # In small batches: the node takes request bodies of at most 1 KiB.
         for start in range(0, len(digests), _PIN_BATCH):
-            payload = {
-                "digests": digests[start : start + _PIN_BATCH],
-                "seconds": seconds,
-                "reason": reason,
-            }
+            batch = digests[start : start + _PIN_BATCH]
+            payload: dict[str, Any] = {"digests": batch, "seconds": seconds, "reason": reason}
+            if sizes:
+                payload["sizes"] = {d: sizes[d] for d in batch if d in sizes}
             body = await self.admin("POST", url, json=payload)
             reply.pinned.extend(body.get("pinned", []))
             reply.missing.extend(body.get("missing", []))
+            if isinstance(not_kept := body.get("not_kept"), dict):
+                reply.not_kept.update(not_kept)
         return reply
 
     async def admin(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
@@ -178,10 +187,34 @@ async def warm(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    reply = await api.pin([b.digest for b in plan.blobs], pin_seconds, "prewarm")
+    sizes = {b.digest: b.size for b in plan.blobs}
+    reply = await api.pin(list(sizes), pin_seconds, "prewarm", sizes)
     if reply.missing:
         raise CacheFullError(
             f"{plan.ref}: the node's cache could not keep {len(reply.missing)} blob(s) "
             f"({', '.join(reply.missing[:3])}{', ...' if len(reply.missing) > 3 else ''}): "
-            "its quota is full of pinned or busy blobs; raise cache.quota_bytes or unpin"
+            f"{_not_kept(reply)}"
         )
+
+
+#: What to do about each reason a node gives for not keeping a blob.
+_FIXES = {
+    "quota": "raise cache.quota_bytes or unpin blobs (imgaccel cache unpin)",
+    "disk": "free space on the node's cache disk, or lower cache.min_free_percent",
+}
+
+
+def _not_kept(reply: PinReply) -> str:
+    """Why the node did not keep the missing blobs, each reason once, with its fix."""
+    why: dict[str, str] = {}
+    for digest in reply.missing:
+        found = reply.not_kept.get(digest)
+        if isinstance(found, dict) and found.get("reason") in _FIXES:
+            why.setdefault(str(found["reason"]), str(found.get("message", "")))
+    if not why:  # an older node, or room was made since
+        return (
+            "its quota is full of pinned or busy blobs, or keeping them would leave less than "
+            "cache.min_free_percent of its disk free (the node's log says which: "
+            f"`not caching ...`); {_FIXES['quota']}, or {_FIXES['disk']}"
+        )
+    return "; ".join(f"{message}: {_FIXES[reason]}" for reason, message in why.items())

@@ -4,8 +4,12 @@
 ====== ============================ ==========================================================
 GET    /_imgaccel/cache             ``{used_bytes, quota_bytes, blobs: [{digest, size,
                                     last_access, pinned_until, reason}]}``, LRU first
-POST   /_imgaccel/pins              ``{digests, seconds, reason}`` -> ``{pinned, missing}``
-                                    (missing: not in the cache, e.g. the quota could not keep it)
+POST   /_imgaccel/pins              ``{digests, seconds, reason, sizes?}`` -> ``{pinned,
+                                    missing, not_kept}`` (missing: not in the cache, e.g. the
+                                    quota could not keep it; not_kept: ``{digest: {reason,
+                                    message}}`` for a missing blob whose size ``sizes`` gave
+                                    that the cache could not keep now, reason ``quota`` or
+                                    ``disk``, the floor of ``cache.min_free_percent``)
 DELETE /_imgaccel/pins/{digest}     -> 204
 POST   /_imgaccel/gc                ``{target_bytes?}`` (default: the quota) -> ``{removed,
                                     used_bytes}``: expired pins dropped, then least recently used
@@ -36,7 +40,8 @@ from typing import Any
 from aiohttp import web
 
 from imgaccel.cache import pins
-from imgaccel.errors import Denied, RegistryError
+from imgaccel.cache.store import BlobStore
+from imgaccel.errors import Denied, DiskLow, RegistryError
 from imgaccel.oci.digest import Digest
 from imgaccel.proxy.state import NODE
 
@@ -100,10 +105,34 @@ async def pin_blobs(request: web.Request) -> web.Response:
     ):
         raise AdminInvalid(f"'seconds' must be a number from 0 to {_MAX_PIN_SECONDS:.0f}")
     reason = str(body.get("reason") or "manual")[:64]
+    sizes = _sizes(body.get("sizes", {}))
     parsed = [Digest.parse(str(d)) for d in digests]
     pinned = [d for d in parsed if pins.pin(node.store, node.meta, d, float(seconds), reason)]
     missing = [str(d) for d in parsed if d not in pinned]
-    return web.json_response({"pinned": [str(d) for d in pinned], "missing": missing})
+    not_kept = {d: why for d in missing if (why := _not_kept(node.store, sizes.get(d)))}
+    return web.json_response(
+        {"pinned": [str(d) for d in pinned], "missing": missing, "not_kept": not_kept}
+    )
+
+
+def _sizes(sizes: object) -> dict[str, int]:
+    """The optional ``sizes`` of a pin request: the blobs' sizes by digest, as the client's
+    manifests give them."""
+    if (
+        not isinstance(sizes, dict)
+        or len(sizes) > _MAX_DIGESTS
+        or any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in sizes.values())
+    ):
+        raise AdminInvalid("'sizes' must map digests to their sizes in bytes")
+    return sizes
+
+
+def _not_kept(store: BlobStore, size: int | None) -> dict[str, str] | None:
+    """Why the cache could not keep a blob of ``size`` bytes now: the quota or the disk."""
+    why = None if size is None else store.refusal(size)
+    if why is None:
+        return None
+    return {"reason": "disk" if isinstance(why, DiskLow) else "quota", "message": str(why)}
 
 
 async def unpin_blob(request: web.Request) -> web.Response:

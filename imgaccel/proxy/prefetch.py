@@ -146,7 +146,9 @@ class Prefetcher:
         self, registry: str, repo: str, digest: Digest, pacer: TokenBucket | None = None
     ) -> int:
         """Bring one blob into the cache (a no-op when it is there); the bytes fetched. With a
-        ``pacer`` the fetch keeps to its budget while no client reads the blob."""
+        ``pacer`` the fetch keeps to its budget while no client reads the blob. A blob fetched
+        but not kept raises :class:`CacheFull` for the quota, :class:`DiskLow` for the disk's
+        ``cache.min_free_percent`` floor (a job's failure says which)."""
         store = self.node.store
         if digest in store:
             return 0
@@ -161,8 +163,16 @@ class Prefetcher:
         finally:
             self._own.discard(digest)
         if digest not in store:
-            raise CacheFull(f"the cache could not keep {digest}: its quota is full")
+            raise self._not_kept(digest, fill.size)
         return fill.size
+
+    def _not_kept(self, digest: Digest, size: int) -> CacheFull:
+        """Why the cache did not keep a blob it fetched, as the store tells it now: the same
+        refusal the fill met, unless pins or other fills changed meanwhile."""
+        why = self.node.store.refusal(size)
+        if why is None:  # the commit failed, or room was made since: the node's log says
+            return CacheFull(f"the cache could not keep {digest} (see the node's log)")
+        return type(why)(f"the cache could not keep {digest}: {why}")
 
     # -- prewarm jobs -------------------------------------------------------------------------
 

@@ -60,6 +60,12 @@ async def test_gc_with_a_quota_and_no_target_deletes_down_to_the_quota(node_fact
     [
         ("/_imgaccel/gc", b'{"target_bytes": true}', "application/json"),
         ("/_imgaccel/pins", b'{"digests": [], "seconds": true}', "application/json"),
+        ("/_imgaccel/pins", b'{"digests": [], "seconds": 1, "sizes": []}', "application/json"),
+        (
+            "/_imgaccel/pins",
+            b'{"digests": [], "seconds": 1, "sizes": {"x": -1}}',
+            "application/json",
+        ),
         ("/_imgaccel/gc", b"{}", "application/json; charset=foo"),
         ("/_imgaccel/pins", b'{"digests": [], "seconds": 1}', "application/json; charset=foo"),
         ("/_imgaccel/pins", b'{"digests": [], "seconds": 1}', "application/json; charset=rot13"),

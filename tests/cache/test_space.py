@@ -15,7 +15,7 @@ from imgaccel.cache import space
 from imgaccel.cache.fill import Fill
 from imgaccel.cache.space import Usage
 from imgaccel.cache.store import BlobStore
-from imgaccel.errors import DiskLow
+from imgaccel.errors import CacheFull, DiskLow
 from imgaccel.oci.digest import Digest
 from tests.tmpfs import fill_up, free_bytes, tmpfs
 
@@ -76,6 +76,22 @@ def test_a_blob_the_floor_cannot_take_is_not_kept_and_nothing_is_evicted(
     assert store.reserved_bytes == 0
     store.reserve(3000)  # what fits still fits, evicting both unpinned blobs
     assert {d for d, _ in store.entries()} == {PINNED}
+
+
+def test_refusal_says_what_reserve_would_raise_and_changes_nothing(tmp_path: Path) -> None:
+    """For saying after a fill why its blob was not kept: the quota first, then the disk."""
+    store = store_on(tmp_path, Disk(10_000, 5000))
+
+    assert store.refusal(3000) is None
+    low = store.refusal(3001)
+    assert isinstance(low, DiskLow) and "10% of the cache's filesystem" in str(low)
+    store.quota_bytes = 2500  # 1000 pinned: 1500 left for a blob
+    full = store.refusal(1501)
+    assert type(full) is CacheFull and "quota of 2500 bytes" in str(full)
+    assert store.refusal(1500) is None
+    too_big = store.refusal(2501)
+    assert type(too_big) is CacheFull and "larger than the cache quota" in str(too_big)
+    assert len(store) == 3 and store.reserved_bytes == 0 and store.evictions == 0
 
 
 def test_a_blob_being_read_is_not_evicted_for_the_disk(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from imgaccel.testing.images import Image, build_multiarch, push
 from imgaccel.testing.registry import DistributionRegistry
 from imgaccel.testing.tokenserver import TokenServer
 from tests.conftest import NodeServer, needs_registry
+from tests.tmpfs import fill_up, tmpfs
 
 pytestmark = [pytest.mark.system, needs_registry]
 
@@ -109,12 +110,41 @@ async def test_exit_codes_for_unknown_image_full_cache_and_unreachable_node(
     tiny = await node_factory(origin, cache={"quota_bytes": 1_000_000})  # the 6 MB layer: no room
     full = await run_cli("--node", tiny.url, pushed)
     assert full.exit_code == 5, full.output
-    assert "cache" in full.stderr
+    assert "larger than the cache quota" in full.stderr and "raise cache.quota_bytes" in full.stderr
+    assert "min_free_percent" not in full.stderr
 
     port = node.port
     await node.close()
     gone = await run_cli("--node", f"http://127.0.0.1:{port}", pushed)
     assert gone.exit_code == 6, gone.output
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A cache dir on its own 16 MiB filesystem (unmounted after the node closed)."""
+    with tmpfs(tmp_path / "small-cache", "16m") as mounted:
+        yield mounted
+
+
+async def test_a_node_whose_disk_is_below_its_floor_says_so_not_that_its_quota_is_full(
+    small_disk: Path,
+    origin: DistributionRegistry,
+    pushed: str,
+    node_factory: Callable[..., Any],
+    small_image: Image,
+) -> None:
+    """No quota, half the disk kept free: the node streams every blob and keeps none."""
+    node = await node_factory(origin, cache_dir=small_disk, cache={"min_free_percent": 50})
+    fill_up(small_disk, leave=7 * 1024 * 1024)  # room for the 6 MB layer, not above the floor
+
+    result = await run_cli("--node", node.url, pushed)
+
+    assert result.exit_code == 5, result.output
+    assert "could not keep 4 blob(s)" in result.stderr
+    assert "50% of the cache's filesystem free" in result.stderr
+    assert "lower cache.min_free_percent" in result.stderr
+    assert "quota" not in result.stderr
+    assert held(node, small_image) == set()
 
 
 async def test_prewarmed_blobs_are_pinned(

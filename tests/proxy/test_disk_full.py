@@ -23,11 +23,12 @@ import pytest
 
 from imgaccel.cache import pins, space
 from imgaccel.cache.space import Usage
-from imgaccel.errors import DiskFull
+from imgaccel.errors import CacheFull, DiskFull, DiskLow
 from imgaccel.oci.digest import Digest
 from imgaccel.proxy.prefetch import Prefetcher
 from imgaccel.proxy.pulls import PullRecorder
 from imgaccel.proxy.state import NODE
+from imgaccel.seeder import worker as worker_module
 from imgaccel.seeder.metrics import SeederMetrics
 from imgaccel.seeder.worker import SeederWorker
 from imgaccel.testing.containerd import Containerd
@@ -289,6 +290,35 @@ async def test_prefetch_on_a_full_disk_skips_without_waiting(
     assert stored(node) == set() and leftovers(cache_disk) == []
 
 
+async def test_a_prewarm_jobs_blob_not_kept_says_whether_the_disk_or_the_quota_kept_it_out(
+    small_node: Callable[..., Any],
+    origin: DistributionRegistry,
+    layers: Layers,
+    cache_disk: Path,
+) -> None:
+    """A job's fetch streams the blob and then fails with why it was not kept: that message is
+    the job's status on the tracker, and its fix differs (free the disk, or the quota)."""
+    node = await small_node(min_free_percent=50)
+    store = node.app[NODE].store
+    filler = fill_up(cache_disk, leave=DISK // 2 - 1_000_000)  # room for a, not above the floor
+    worker = Prefetcher(node.app[NODE], PullRecorder())
+    a, b = Digest.parse(layers.a.digest), Digest.parse(layers.b.digest)
+
+    with pytest.raises(DiskLow) as low:
+        await worker.fetch(origin.address, REPO, a)
+    assert f"could not keep {a}: " in str(low.value)
+    assert "50% of the cache's filesystem" in str(low.value) and "quota" not in str(low.value)
+
+    filler.unlink()
+    store.quota_bytes = layers.b.size - 1
+    with pytest.raises(CacheFull) as full:
+        await worker.fetch(origin.address, REPO, b)
+    assert type(full.value) is CacheFull and "cache quota" in str(full.value)
+    assert stored(node) == set()
+    await origin.settle()
+    assert origin_gets(origin, layers.a) == origin_gets(origin, layers.b) == 1
+
+
 class Tracker:
     """The seeder's tracker calls."""
 
@@ -307,6 +337,7 @@ async def test_a_seeder_on_a_small_disk_gives_the_work_back_and_goes_on(
     origin: DistributionRegistry,
     layers: Layers,
     cache_disk: Path,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     node = await small_node(min_free_percent=15, quota_bytes=1 << 30)
@@ -318,16 +349,26 @@ async def test_a_seeder_on_a_small_disk_gives_the_work_back_and_goes_on(
 
     async with asyncio.timeout(30):
         await seeder._fetch(work)  # its HEAD says the disk cannot keep it: given back
-        fetcher.store.quota_bytes = 0  # no quota: the seeder does not ask, the fill refuses
+        fetcher.store.quota_bytes = 0  # no quota: the disk alone decides, the same way
+        await seeder._fetch(work)
+        await origin.settle()
+        assert origin_gets(origin, layers.big) == 0
+
+        async def no_size(*_: object) -> None:  # an origin that does not tell: the fill refuses
+            return None
+
+        monkeypatch.setattr(worker_module, "origin_size", no_size)
         with caplog.at_level(logging.WARNING, logger="imgaccel.seeder.worker"):
             await seeder._fetch(work)
+        await seeder._fetch(Work(layers.a.digest, origin.address, REPO))  # and it goes on
 
-    assert tracker.released == [layers.big.digest]
-    assert await metric(node, 'imgaccel_seeder_declined_total{reason="disk"}') == 1
+    assert tracker.released == [layers.big.digest] * 2
+    assert await metric(node, 'imgaccel_seeder_declined_total{reason="disk"}') == 2
     await origin.settle()
-    assert origin_gets(origin, layers.big) == 1  # the second try's, refused after its headers
+    assert origin_gets(origin, layers.big) == 1  # the third try's, refused after its headers
     assert "seeder: could not fetch " + layers.big.digest in caplog.text
-    assert seeder.fetched == 0 and leftovers(cache_disk) == []
+    assert seeder.fetched == 1 and stored(node) == {layers.a.digest}
+    assert leftovers(cache_disk) == []
 
 
 @pytest.fixture
