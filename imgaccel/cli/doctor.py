@@ -61,7 +61,7 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 @click.option("--quota", "quota_bytes", type=ByteSize(), help="[default: cache.quota_bytes]")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document instead of lines.")
 def doctor(**options: Any) -> None:
-    """Check this node's setup: runtime config, daemon, tracker, cache dir, disk.
+    """Check this node's setup: runtime config, daemon, tracker, TLS files, cache dir, disk.
 
     One line per check (ok, warn, FAIL, skip), each problem with the exact fix. Settings
     come from the node's config file and IMGACCEL_* (as `imgaccel node` reads them); the
@@ -105,4 +105,5 @@ def _inputs(options: dict[str, Any]) -> Any:
         cache_dir=options["cache_dir"] or settings.cache.dir,
         quota_bytes=settings.cache.quota_bytes if quota is None else quota,
         min_free_percent=settings.cache.min_free_percent,
+        upstreams=settings.upstreams,
     )

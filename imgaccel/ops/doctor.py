@@ -5,18 +5,22 @@ The checks, in order: containerd's ``hosts.toml`` for each registry and its ``co
 it has a ``daemon.json``),
 the node daemon's ``/healthz``, the tracker's ``/healthz`` with the node's certificate and the
 expiry of the tracker's certificate, the node's and the CA's (when peer-to-peer is on, by the
-settings or by the running node), the cache directory, and the disk under it.
+settings or by the running node), the TLS files of each upstream that has some, the cache
+directory, and the disk under it.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from imgaccel.ops import certificates, disk, reach, runtime
 from imgaccel.ops.check import Check, Status, skip
 from imgaccel.ops.status import NodeUnreachable, fetch_status
+from imgaccel.ops.upstreams import upstream_tls
+from imgaccel.upstream.config import UpstreamSettings
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class DoctorInputs:
     cache_dir: Path
     quota_bytes: int
     min_free_percent: float = 0.0
+    upstreams: Mapping[str, UpstreamSettings] = field(default_factory=dict)
 
 
 async def run_checks(inputs: DoctorInputs) -> list[Check]:
@@ -50,6 +55,7 @@ async def run_checks(inputs: DoctorInputs) -> list[Check]:
         node,
         tracker,
         *certs,
+        *upstream_tls(inputs.upstreams),
         disk.cache_writable(inputs.cache_dir),
         disk.disk_headroom(inputs.cache_dir, inputs.quota_bytes, used, inputs.min_free_percent),
     ]

@@ -25,6 +25,7 @@ from imgaccel.hostconfig import containerd, docker
 from imgaccel.ops import runtime
 from imgaccel.ops.check import Status
 from imgaccel.p2p.certs import CA_CERT, NODE_CERT, NODE_KEY, KeyPair, issue
+from imgaccel.testing.registry import RegistryTLS
 from imgaccel.tracker import Served, TrackerSettings, running
 from tests.conftest import NodeServer, needs_registry
 from tests.p2p.dated_certs import dated_pair, days_from_now
@@ -329,6 +330,70 @@ async def test_an_expired_tracker_certificate_fails_the_tracker_with_the_renewal
     assert failed.startswith(f"FAIL  tracker: {url}: the tracker's certificate does not verify")
     assert "certificate has expired" in failed
     assert "secret generic imgaccel-tracker-tls" in result.output
+
+
+def upstreams_config(path: Path, upstreams: dict[str, dict[str, Any]]) -> Path:
+    """A node config file with these ``upstreams`` tables (paths and booleans as TOML)."""
+    lines: list[str] = []
+    for host, table in upstreams.items():
+        lines.append(f'[upstreams."{host}"]')
+        lines += [f"{key} = {json.dumps(value)}" for key, value in table.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def test_upstream_tls_files_that_load_are_ok(setup: Setup, tmp_path: Path) -> None:
+    tls = RegistryTLS.make(tmp_path / "harbor-tls")
+    harbor = {
+        "url": "https://harbor.corp.example",
+        "ca_file": str(tls.ca),
+        "client_cert": str(tls.client_cert),
+        "client_key": str(tls.client_key),
+    }
+    config = upstreams_config(tmp_path / "node.toml", {"harbor.corp.example": harbor})
+    result = await doctor(setup, "--config", str(config))
+
+    assert result.exit_code == 0, result.output
+    [line] = [line for line in result.output.splitlines() if "upstream TLS" in line]
+    assert line == (
+        f"ok    upstream TLS (harbor.corp.example): ca_file {tls.ca}, client_cert "
+        f"{tls.client_cert}, client_key {tls.client_key} load"
+    )
+
+
+async def test_upstream_tls_files_that_would_stop_the_node_fail_with_the_fix(
+    setup: Setup, tmp_path: Path
+) -> None:
+    tls = RegistryTLS.make(tmp_path / "tls")
+    missing = tmp_path / "gone" / "ca.crt"
+    upstreams: dict[str, dict[str, Any]] = {
+        "missing.example": {"url": "https://missing.example", "ca_file": str(missing)},
+        "mismatched.example": {  # the registry's own key, not the client certificate's
+            "url": "https://mismatched.example",
+            "client_cert": str(tls.client_cert),
+            "client_key": str(tls.key),
+        },
+        "unverified.example": {
+            "url": "https://unverified.example",
+            "ca_file": str(tls.ca),
+            "tls_verify": False,
+        },
+    }
+    config = upstreams_config(tmp_path / "node.toml", upstreams)
+    result = await doctor(setup, "--config", str(config), "--json")
+
+    assert result.exit_code == 1, result.output
+    checks = {c["name"]: c for c in json.loads(result.output)["checks"]}
+    gone = checks["upstream TLS (missing.example)"]
+    assert gone["status"] == "FAIL" and f"cannot read ca_file {missing}" in gone["detail"]
+    assert 'correct upstreams."missing.example"' in gone["fix"]
+    pair = checks["upstream TLS (mismatched.example)"]
+    assert pair["status"] == "FAIL"
+    assert f"client_key {tls.key} is not the key of client_cert {tls.client_cert}" in pair["detail"]
+    assert "the key of client_cert" in pair["fix"]
+    unused = checks["upstream TLS (unverified.example)"]
+    assert unused["status"] == "warn" and "tls_verify is false" in unused["detail"]
+    assert 'upstreams."unverified.example".tls_verify = true' in unused["fix"]
 
 
 async def test_a_cache_path_that_is_a_file_fails(setup: Setup, tmp_path: Path) -> None:
