@@ -16,8 +16,9 @@ from imgaccel.tracker import make_app as make_tracker_app
 from imgaccel.tracker.state import STATE
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "imgaccel-dashboard.json"
-#: What an operator must see: bytes by source, origin bytes saved, latencies, the cache, P2P
-#: traffic and peers, the tracker's peers and swarms (issue 5), and certificates' time left.
+#: What an operator must see: bytes by source, origin bytes saved, latencies, the cache and
+#: its disk (free against the floor, blobs not kept, fills refused), P2P traffic and peers, the
+#: tracker's peers and swarms (issue 5), and certificates' time left.
 CHARTED = {
     "imgaccel_bytes_served_total",
     "imgaccel_origin_bytes_saved_total",
@@ -25,6 +26,10 @@ CHARTED = {
     "imgaccel_cache_misses_total",
     "imgaccel_cache_bytes",
     "imgaccel_cache_evictions_total",
+    "imgaccel_cache_disk_free_bytes",
+    "imgaccel_cache_disk_min_free_bytes",
+    "imgaccel_fills_not_kept_total",
+    "imgaccel_fills_disk_full_total",
     "imgaccel_upstream_request_seconds_bucket",
     "imgaccel_blob_serve_seconds_bucket",
     "imgaccel_p2p_upload_bytes_total",
@@ -78,6 +83,32 @@ def test_every_charted_metric_is_one_the_node_or_tracker_exports(tmp_path: Path)
 def test_served_bytes_are_split_by_source() -> None:
     assert any("by (source)" in e and "imgaccel_bytes_served_total" in e for e in _exprs())
     assert any('source="origin"' in e for e in _exprs())
+
+
+def test_the_cache_disk_is_charted_against_its_floor_with_what_it_cost() -> None:
+    """Free bytes and the floor in one panel (below the floor, blobs are not kept); blobs not
+    kept by reason, and fills refused by when (``midway`` failed pulls)."""
+    by_panel = [[t["expr"] for t in p.get("targets", [])] for p in _panels()]
+    assert any(
+        any("imgaccel_cache_disk_free_bytes" in e for e in exprs)
+        and any("imgaccel_cache_disk_min_free_bytes" in e for e in exprs)
+        for exprs in by_panel
+    )
+    assert any("by (reason)" in e and "imgaccel_fills_not_kept_total" in e for e in _exprs())
+    assert any("by (when)" in e and "imgaccel_fills_disk_full_total" in e for e in _exprs())
+
+
+def test_panels_do_not_overlap() -> None:
+    taken: set[tuple[int, int]] = set()
+    for panel in _panels():
+        grid = panel["gridPos"]
+        cells = {
+            (x, y)
+            for x in range(grid["x"], grid["x"] + grid["w"])
+            for y in range(grid["y"], grid["y"] + grid["h"])
+        }
+        assert not cells & taken, panel["title"]
+        taken |= cells
 
 
 def test_queries_are_well_formed_and_follow_the_node_variable() -> None:
