@@ -43,6 +43,17 @@ def random_bytes(size: int, seed: int = 0) -> bytes:
     return bytes(out[:size])
 
 
+def byte_range(spec: str, size: int) -> tuple[int, int] | None:
+    """``[start, end)`` of one ``bytes=A-B``, ``bytes=A-`` or suffix ``bytes=-N`` range of a
+    ``size``-byte blob, as the distribution registry reads it; None when it is unsatisfiable."""
+    first, _, last = spec.removeprefix("bytes=").partition("-")
+    if not first:
+        suffix = int(last)
+        return (max(0, size - suffix), size) if suffix and size else None
+    start = int(first)
+    return (start, size if not last else min(int(last) + 1, size)) if start < size else None
+
+
 @dataclass
 class Seen:
     method: str
@@ -122,8 +133,10 @@ class FakeRegistry:
             data = bytes(len(data))
         start, end, status = 0, len(data), 200
         if (spec := request.headers.get("Range")) is not None and not self.ignore_ranges:
-            first, _, last = spec.removeprefix("bytes=").partition("-")
-            start, end, status = int(first), min(int(last) + 1, len(data)), 206
+            if (span := byte_range(spec, len(data))) is None:
+                headers = {"Content-Range": f"bytes */{len(data)}"}
+                return web.Response(status=416, headers=headers)
+            (start, end), status = span, 206
         response = web.StreamResponse(status=status)
         response.headers.update({"Accept-Ranges": "bytes", "Docker-Content-Digest": digest})
         response.content_length = end - start
@@ -228,7 +241,7 @@ async def fake_server() -> AsyncIterator[tuple[FakeRegistry, TestServer]]:
 
 #: Every fault twice: with the bodies aiohttp reads on the event loop, and with every body read
 #: by a thread off the socket (see imgaccel.upstream.socketbody).
-READERS = {
+READERS: dict[str, dict[str, Any]] = {
     "loop": {"socket_bodies": False},
     "socket": {"socket_bodies": True, "socket_body_min_bytes": 0},
 }
@@ -464,14 +477,57 @@ async def test_ranges_on_a_blob_in_flight_and_cached(rig: Rig) -> None:
 
 
 async def test_a_suffix_range_on_a_blob_in_flight_waits_for_verification(rig: Rig) -> None:
+    """The tail of a blob being filled comes from the fill, not the origin (the fill is within
+    reach of it), and its last byte only once the whole blob verified: a tail of bytes that are
+    not the digest never reaches the client whole."""
     data = random_bytes(2 * 1024 * 1024, seed=6)
     digest = rig.fake.add(data)
     rig.fake.gate_at[digest] = 1_500_000
+    rig.fake.corrupt.add(digest)  # wrong bytes of the right length: the tail lands, and is wrong
 
-    async with rig.http.get(rig.url(digest), headers={"Range": "bytes=-10"}) as tail:
-        assert tail.status == 206
-        rig.fake.gate.set()
-        assert await tail.read() == data[-10:]
+    async with rig.http.get(rig.url(digest)) as whole:  # starts the fill
+        await rig.fake.gate_reached.wait()
+        async with rig.http.get(rig.url(digest), headers={"Range": "bytes=-10"}) as tail:
+            assert tail.status == 206
+            rig.fake.gate.set()
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await tail.read()
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await whole.read()
+
+    rig.fake.corrupt.discard(digest)
+    rig.fake.gate.clear()
+    rig.fake.gate_reached.clear()
+    async with rig.http.get(rig.url(digest)) as whole:
+        await rig.fake.gate_reached.wait()
+        async with rig.http.get(rig.url(digest), headers={"Range": "bytes=-10"}) as tail:
+            assert tail.status == 206
+            assert (
+                tail.headers["Content-Range"]
+                == f"bytes {len(data) - 10}-{len(data) - 1}/{len(data)}"
+            )
+            rig.fake.gate.set()
+            assert await tail.read() == data[-10:]
+        assert await whole.read() == data
+    assert [s.range for s in rig.fake.blob_gets(digest)] == [None, None]  # the fills' only
+
+
+async def test_a_suffix_range_of_a_blob_not_in_flight_is_asked_of_the_origin(rig: Rig) -> None:
+    """A lazy pull's first read of a layer: the origin answers the tail at once, while the fill
+    of the whole blob it starts beside it is still held back (none of the tail is cached: a
+    range cannot be verified)."""
+    data = random_bytes(2 * 1024 * 1024, seed=8)
+    digest = rig.fake.add(data)
+    rig.fake.gate_at[digest] = 1_000_000  # the fill's GET only: the tail starts past it
+
+    status, headers, body = await asyncio.wait_for(rig.get(digest, Range="bytes=-10"), 10)
+
+    assert (status, body) == (206, data[-10:])
+    assert headers["Content-Range"] == f"bytes {len(data) - 10}-{len(data) - 1}/{len(data)}"
+    assert not rig.cached(digest).exists()
+    rig.fake.gate.set()
+    await until(lambda: rig.cached(digest).exists())
+    assert sorted(str(s.range) for s in rig.fake.blob_gets(digest)) == ["None", "bytes=-10"]
 
 
 # -- (g) single flight --------------------------------------------------------------------------
