@@ -45,6 +45,7 @@ from imgaccel.errors import (
     BlobUnknown,
     Denied,
     ManifestUnknown,
+    MetaUnwritable,
     OriginRefused,
     RegistryError,
     Unauthorized,
@@ -115,8 +116,9 @@ class AccessGuard:
         self._granted: dict[tuple[str, str, str], float] = {}
         # Repositories any client of this node may read (public, or the node's credentials do).
         self._open: dict[tuple[str, str], float] = {}
-        # Digest -> the registry its fill in progress streams from, and that fill (once started).
-        self._filling: dict[Digest, tuple[str, asyncio.Future[Fill]]] = {}
+        # Digest -> the registry its fill in progress streams from, that fill (once started),
+        # and whether the registry sent it to no credentials at all.
+        self._filling: dict[Digest, tuple[str, asyncio.Future[Fill], bool]] = {}
         self._verifying: SingleFlight[tuple[str, str, str, str, str], None] = SingleFlight()
 
     def record(
@@ -180,25 +182,37 @@ class AccessGuard:
     def _track(
         self, registry: str, digest: Digest, ready: asyncio.Future[Fill], anonymous: bool
     ) -> None:
-        entry = (registry, ready)
+        entry = (registry, ready, anonymous)
         self._filling[digest] = entry
 
-        def forget() -> None:
+        def forget(_: object = None) -> None:
             if self._filling.get(digest) is entry:
                 del self._filling[digest]
-
-        def ended(done: asyncio.Future[None]) -> None:
-            forget()
-            if not done.cancelled() and done.exception() is None:  # verified
-                self._meta.add_origin(registry, digest, anonymous)
 
         def started(ready: asyncio.Future[Fill]) -> None:
             if ready.cancelled() or ready.exception() is not None:
                 forget()
-            else:
-                ready.result().done.add_done_callback(ended)
+            else:  # once it ends; a fill that verified is provenance already (fill_verified)
+                ready.result().done.add_done_callback(forget)
 
         ready.add_done_callback(started)
+
+    def fill_verified(self, fill: Fill) -> None:
+        """``fill`` verified: the registry it streams from (the ``filling`` of :meth:`record`)
+        is provenance for its digest from now on. The fetcher calls this before it commits the
+        fill, not once the fill has ended: from the commit on the store has the blob, and a
+        request that finds it there counts that registry's word only from its provenance (not
+        knowing it yet, it would fetch the blob from the origin again)."""
+        tracked = self._filling.get(fill.digest)
+        if tracked is None:
+            return
+        registry, ready, anonymous = tracked
+        if not _alive(ready) or ready.result() is not fill:
+            return
+        try:
+            self._meta.add_origin(registry, fill.digest, anonymous)
+        except MetaUnwritable as exc:  # the blob is served all the same: failing it helps nobody
+            log.warning("%s from %s verified, but not recorded: %s", fill.digest, registry, exc)
 
     def vouched_by_cluster(self, registry: str, digest: Digest) -> None:
         """A node of the cluster verified ``digest`` from ``registry`` (the torrent's

@@ -473,6 +473,7 @@ class BlobFetcher:
         try:
             await writing
             await fill.verify()
+            self.guard.fill_verified(fill)  # before the store has the blob: see there
             if keep:
                 await self._commit(fill)
         except BaseException as exc:

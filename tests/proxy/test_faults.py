@@ -551,6 +551,40 @@ async def test_eight_clients_cause_one_origin_fetch(rig: Rig) -> None:
     assert len(rig.fake.blob_gets(digest)) == 1
 
 
+async def test_a_client_arriving_as_the_fill_commits_is_served_from_the_cache(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The blob is in the store from the fill's commit on, before the fill has ended: a request
+    that finds it there is a hit. The origin it was verified from must vouch for it by then;
+    else that request is a miss for the origin (see access.py) and fetches the blob again.
+    Between the commit and the end of the fill there is one pass of the event loop (a pull of
+    an image on a few hosts at once hit it); here the fill is held there until the test lets
+    it go."""
+    data = random_bytes(300_000, seed=9)
+    digest = rig.fake.add(data)
+    fetcher = rig.node.app[NODE].fetcher
+    committed, release = asyncio.Event(), asyncio.Event()
+    commit = fetcher._commit
+
+    async def commit_then_wait(fill: Fill) -> None:
+        await commit(fill)
+        committed.set()
+        await release.wait()
+
+    monkeypatch.setattr(fetcher, "_commit", commit_then_wait)
+    async with rig.http.get(rig.url(digest)) as first:
+        assert first.status == 200
+        await asyncio.wait_for(committed.wait(), 10)
+        try:
+            status, _, body = await asyncio.wait_for(rig.get(digest), 10)
+        finally:
+            release.set()
+        assert (status, body) == (200, data)
+        assert await first.read() == data
+
+    assert len(rig.fake.blob_gets(digest)) == 1
+
+
 # -- (h) manifests: stale on outage, 404s -------------------------------------------------------
 
 
