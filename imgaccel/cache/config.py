@@ -40,6 +40,14 @@ class CacheSettings(BaseModel):
         "quota. Whatever this says, a blob the disk cannot take at all is refused with 503 "
         "before its first byte, so the client pulls it from the origin.",
     )
+    disk_check_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often the node looks at its filesystem's free space between fills: "
+        "when something else (containerd's pulls, logs) took it below min_free_percent, least "
+        "recently used blobs nobody reads or pinned are evicted until it is above again, as far "
+        "as they go (as kubelet's image garbage collection does for images).",
+    )
     tag_ttl_seconds: float = Field(
         default=60.0,
         ge=0,

@@ -300,6 +300,24 @@ class BlobStore:
             self._evict(digest, "to leave room on the cache's disk")
         return True
 
+    def keep_floor(self) -> tuple[int, int]:
+        """While the filesystem has less than ``min_free_percent`` free (something else filled
+        it: containerd's pulls), evict least recently used blobs nobody reads or pinned, as far
+        as they go: the number of blobs and the bytes evicted."""
+        found = self.disk_usage()
+        if found is None or not self.min_free_percent:
+            return 0, 0
+        short = found.floor(self.min_free_percent) - found.free
+        count = freed = 0
+        for digest, size in self._evictable():
+            if short <= 0:
+                break
+            if self._evict(digest, "to bring the cache's disk back above min_free_percent"):
+                short -= size
+                count += 1
+                freed += size
+        return count, freed
+
     def _disk_victims(self, size: int, unwritten: int, keep_floor: bool) -> list[Digest] | None:
         """The blobs :meth:`make_disk_room` would evict, least recently used first (none when
         the disk has the room, or cannot be asked); None when evicting all it may is not enough."""

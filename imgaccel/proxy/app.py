@@ -148,6 +148,10 @@ async def _open_node(
     guard = AccessGuard(meta, client, settings.cache.auth_ttl_seconds)
     fetcher = BlobFetcher(store, guard, client, settings.upstream_client, node_metrics)
     stack.push_async_callback(fetcher.close)
+    floor = asyncio.create_task(
+        _keep_disk_floor(store, settings.cache.disk_check_seconds), name="disk-floor"
+    )
+    stack.callback(floor.cancel)
     if settings.p2p.tracker_url:
         peers = await stack.enter_async_context(PeerNetwork(settings.p2p, store, meta))
         node_metrics.track_certificates(peers.identity.validity())
@@ -156,6 +160,26 @@ async def _open_node(
         task = asyncio.create_task(_p2p_metrics(peers, node_metrics), name="p2p-metrics")
         stack.callback(task.cancel)
     return Node(settings, store, meta, client, guard, fetcher, node_metrics)
+
+
+async def _keep_disk_floor(store: BlobStore, every: float) -> None:
+    """Give the disk back when something else took it below ``cache.min_free_percent`` between
+    fills (a fill checks the floor itself when it starts): see :meth:`BlobStore.keep_floor`."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            count, freed = store.keep_floor()
+        except Exception:  # the next look may do better; the node must not stop looking
+            log.exception("checking the cache's disk space failed")
+            continue
+        if count:
+            log.warning(
+                "the cache's disk had less than cache.min_free_percent (%g%%) free: evicted %d "
+                "blobs (%d bytes)",
+                store.min_free_percent,
+                count,
+                freed,
+            )
 
 
 async def _p2p_metrics(peers: PeerNetwork, metrics: NodeMetrics, every: float = 5.0) -> None:

@@ -35,7 +35,7 @@ from imgaccel.testing.containerd import Containerd
 from imgaccel.testing.images import Descriptor, Image, build_image, push
 from imgaccel.testing.registry import DistributionRegistry, Request
 from imgaccel.tracker.client import Work
-from tests.conftest import NodeServer, needs_containerd, needs_registry, write_hosts
+from tests.conftest import NodeServer, needs_containerd, needs_registry, until, write_hosts
 from tests.p2p_fixtures import get_blob, metric
 from tests.tmpfs import fill_up, free_bytes, tmpfs
 
@@ -195,6 +195,34 @@ async def test_min_free_percent_of_the_disk_stays_free(
     assert await metric(node, 'imgaccel_fills_not_kept_total{reason="disk"}') == 1
     assert await metric(node, "imgaccel_cache_disk_min_free_bytes") == floor
     assert await metric(node, "imgaccel_cache_disk_free_bytes") == free_bytes(cache_disk)
+
+
+async def test_a_disk_another_process_takes_below_the_floor_gets_blobs_back_between_fills(
+    small_node: Callable[..., Any],
+    origin: DistributionRegistry,
+    layers: Layers,
+    cache_disk: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """containerd (here: a filler file) takes the disk below ``min_free_percent`` while no fill
+    runs: the node evicts least recently used blobs, never a pinned one, until it is above the
+    floor again, and no more."""
+    node = await small_node(min_free_percent=25, disk_check_seconds=0.1)
+    state = node.app[NODE]
+    floor = DISK // 4
+    await cached(node, origin, layers.pinned)
+    pins.pin(state.store, state.meta, Digest.parse(layers.pinned.digest), 3600, "a prewarm job")
+    await cached(node, origin, layers.a, layers.b)  # least recently used: pinned, a, b
+    assert free_bytes(cache_disk) >= floor
+
+    with caplog.at_level(logging.WARNING, "imgaccel"):
+        fill_up(cache_disk, leave=1 << 20)
+        await until(lambda: layers.a.digest not in stored(node))
+
+    assert stored(node) == {layers.pinned.digest, layers.b.digest}  # a was enough
+    assert free_bytes(cache_disk) >= floor
+    assert "evicted 1 blobs" in caplog.text
+    assert await metric(node, "imgaccel_cache_evictions_total") == 1
 
 
 async def test_a_disk_filled_by_another_process_midway_leaves_no_trace(
