@@ -37,6 +37,7 @@ from imgaccel.testing.registry import DistributionRegistry, Request
 from imgaccel.tracker.client import Work
 from tests.conftest import NodeServer, needs_containerd, needs_registry, until, write_hosts
 from tests.p2p_fixtures import get_blob, metric
+from tests.seeder_fakes import ReleasingTracker
 from tests.tmpfs import fill_up, free_bytes, tmpfs
 
 pytestmark = [pytest.mark.system, needs_registry]
@@ -347,19 +348,6 @@ async def test_a_prewarm_jobs_blob_not_kept_says_whether_the_disk_or_the_quota_k
     assert origin_gets(origin, layers.a) == origin_gets(origin, layers.b) == 1
 
 
-class Tracker:
-    """The seeder's tracker calls."""
-
-    def __init__(self) -> None:
-        self.released: list[str] = []
-
-    async def renew(self, digest: str) -> bool:
-        return True
-
-    async def release(self, digest: str) -> None:
-        self.released.append(digest)
-
-
 async def test_a_seeder_on_a_small_disk_gives_the_work_back_and_goes_on(
     small_node: Callable[..., Any],
     origin: DistributionRegistry,
@@ -370,7 +358,7 @@ async def test_a_seeder_on_a_small_disk_gives_the_work_back_and_goes_on(
 ) -> None:
     node = await small_node(min_free_percent=15, quota_bytes=1 << 30)
     fetcher = node.app[NODE].fetcher
-    tracker = Tracker()
+    tracker = ReleasingTracker()
     metrics = SeederMetrics(node.app[NODE].metrics.registry)
     seeder = SeederWorker(tracker, fetcher, metrics=metrics)  # type: ignore[arg-type]
     work = Work(layers.big.digest, origin.address, REPO)

@@ -27,6 +27,7 @@ from imgaccel.tracker.state import STATE
 from tests.conftest import NodeServer, needs_registry, until
 from tests.p2p.helpers import cluster_tracker
 from tests.p2p_fixtures import certs_dir, get_blob, metric, sha256
+from tests.seeder_fakes import ReleasingTracker
 from tests.tmpfs import fill_up, tmpfs
 
 pytestmark = [pytest.mark.system, needs_registry]
@@ -100,17 +101,6 @@ async def test_a_blob_larger_than_the_seeders_quota_is_fetched_by_a_node_not_the
             await seeder.close()
 
 
-class RecordingTracker:
-    def __init__(self) -> None:
-        self.released: list[str] = []
-
-    async def renew(self, digest: str) -> bool:
-        return True
-
-    async def release(self, digest: str) -> None:
-        self.released.append(digest)
-
-
 async def test_a_blob_the_room_pins_leave_cannot_hold_is_declined_without_a_get(
     origin: DistributionRegistry,
     repo: str,
@@ -125,7 +115,7 @@ async def test_a_blob_the_room_pins_leave_cannot_hold_is_declined_without_a_get(
     state = node.app[NODE]
     await get_blob(node, origin, repo, config.digest)
     pins.pin(state.store, state.meta, Digest.parse(config.digest), 3600, "a prewarm job")
-    tracker = RecordingTracker()
+    tracker = ReleasingTracker()
     metrics = SeederMetrics(state.metrics.registry)
     worker = SeederWorker(tracker, state.fetcher, metrics=metrics)  # type: ignore[arg-type]
     origin.requests.clear()
@@ -151,7 +141,7 @@ async def test_a_blob_that_fits_is_fetched_as_before(
     layer = big_image.layers[0]
     node: NodeServer = await node_factory(origin, cache={"quota_bytes": 2 * layer.size})
     state = node.app[NODE]
-    tracker = RecordingTracker()
+    tracker = ReleasingTracker()
     worker = SeederWorker(tracker, state.fetcher)  # type: ignore[arg-type]
 
     await worker._fetch_in_slot(Work(layer.digest, origin.address, repo))
@@ -184,7 +174,7 @@ async def test_a_seeder_without_a_quota_on_a_disk_below_its_floor_gives_the_work
     )
     state = node.app[NODE]
     fill_up(small_disk, leave=4 * 1024 * 1024)  # the floor is 8 MiB
-    tracker = RecordingTracker()
+    tracker = ReleasingTracker()
     metrics = SeederMetrics(state.metrics.registry)
     worker = SeederWorker(tracker, state.fetcher, metrics=metrics)  # type: ignore[arg-type]
 

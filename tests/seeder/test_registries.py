@@ -4,37 +4,20 @@ back at once (the nodes waiting for the blob need not wait out the lease), never
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from imgaccel.cache.space import Usage
 from imgaccel.cache.store import BlobStore
 from imgaccel.proxy.target import RegistryAllowlist
 from imgaccel.seeder.worker import SeederWorker
 from imgaccel.settings import load_settings
 from imgaccel.tracker.client import Work
+from tests.seeder_fakes import ReleasingTracker, unaskable
 
 DIGESTS = ["sha256:" + str(n) * 64 for n in range(1, 5)]
-
-
-def unaskable(_path: Path) -> Usage:
-    """A cache's filesystem that will not say what is free (the fill's preallocation decides)."""
-    raise OSError(errno.EOPNOTSUPP, "statvfs is not supported")
-
-
-class FakeTracker:
-    def __init__(self) -> None:
-        self.released: list[str] = []
-
-    async def renew(self, digest: str) -> bool:
-        return True
-
-    async def release(self, digest: str) -> None:
-        self.released.append(digest)
 
 
 class RecordingFetcher:
@@ -55,7 +38,7 @@ class RecordingFetcher:
 async def test_work_from_a_refused_registry_is_released_and_the_rest_fetched(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    tracker, fetcher = FakeTracker(), RecordingFetcher()
+    tracker, fetcher = ReleasingTracker(), RecordingFetcher()
     allowlist = RegistryAllowlist(load_settings(None, registries=["nvcr.io"]))
     seeder = SeederWorker(tracker, fetcher, registries=allowlist)  # type: ignore[arg-type]
     work = [

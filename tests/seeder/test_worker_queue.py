@@ -3,38 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from imgaccel.cache.space import Usage
 from imgaccel.cache.store import BlobStore
 from imgaccel.seeder import worker as worker_module
 from imgaccel.seeder.worker import SeederWorker
 from imgaccel.tracker.client import Work
+from tests.seeder_fakes import ReleasingTracker, unaskable
 
 FIRST = "sha256:" + "1" * 64
 QUEUED = "sha256:" + "2" * 64
-
-
-def unaskable(_path: Path) -> Usage:
-    """A cache's filesystem that will not say what is free (the fill's preallocation decides)."""
-    raise OSError(errno.EOPNOTSUPP, "statvfs is not supported")
-
-
-class FakeTracker:
-    def __init__(self) -> None:
-        self.renewed: list[str] = []
-        self.released: list[str] = []
-
-    async def renew(self, digest: str) -> bool:
-        self.renewed.append(digest)
-        return True
-
-    async def release(self, digest: str) -> None:
-        self.released.append(digest)
 
 
 class BlockingFetcher:
@@ -55,7 +36,7 @@ async def test_a_queued_item_renews_its_claim_and_releases_it_on_stop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(worker_module, "QUEUED_RENEW_SECONDS", 0.05)
-    tracker = FakeTracker()
+    tracker = ReleasingTracker()
     seeder = SeederWorker(tracker, BlockingFetcher(), concurrency=1)  # type: ignore[arg-type]
     work = [Work(digest, "registry.example", "team/app") for digest in (FIRST, QUEUED)]
     busy = asyncio.create_task(seeder._fetch(work[0]))
