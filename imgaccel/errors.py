@@ -5,6 +5,7 @@ ImgaccelError
 │   ├── NameInvalid               400 NAME_INVALID
 │   ├── DigestInvalid             400 DIGEST_INVALID
 │   ├── TagInvalid                400 MANIFEST_INVALID (a reference that is neither tag nor digest)
+│   ├── PaginationInvalid         400 PAGINATION_NUMBER_INVALID (a tag list's ``n``)
 │   ├── RangeInvalid              416 RANGE_INVALID
 │   ├── BlobUnknown               404 BLOB_UNKNOWN
 │   ├── ManifestUnknown           404 MANIFEST_UNKNOWN
@@ -75,6 +76,10 @@ class DigestInvalid(RegistryError):
 
 class TagInvalid(RegistryError):
     status, code = 400, "MANIFEST_INVALID"
+
+
+class PaginationInvalid(RegistryError):
+    status, code = 400, "PAGINATION_NUMBER_INVALID"
 
 
 class RangeInvalid(RegistryError):

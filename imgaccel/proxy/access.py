@@ -46,6 +46,7 @@ from imgaccel.errors import (
     Denied,
     ManifestUnknown,
     MetaUnwritable,
+    NameUnknown,
     OriginRefused,
     RegistryError,
     Unauthorized,
@@ -68,7 +69,8 @@ _PRUNE_AT = 10_000
 def refusal(
     status: int, kind: str, challenge: str | None, body: bytes | None = None
 ) -> RegistryError:
-    """The client-facing error for an origin's refusal of a blob or manifest request.
+    """The client-facing error for an origin's refusal of a blob, manifest or tag list
+    (``kind`` ``"tags"``) request.
 
     ``body`` is the start of the origin's error answer to a GET, when the caller read it: any
     other 4xx but a rate limit is then the origin's word on the request, relayed with its status
@@ -80,6 +82,8 @@ def refusal(
     if status == 403:
         return Denied("requested access to the resource is denied")
     if status == 404:
+        if kind == "tags":
+            return NameUnknown("repository name not known to registry")
         return (
             BlobUnknown("blob unknown to registry")
             if kind == "blobs"

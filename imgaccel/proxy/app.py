@@ -29,6 +29,7 @@ from imgaccel.proxy.prefetch import Prefetcher
 from imgaccel.proxy.pulls import RECORDER, PullRecorder, record_pulls
 from imgaccel.proxy.state import NODE, Node
 from imgaccel.proxy.status import status
+from imgaccel.proxy.tags import tags_list
 from imgaccel.proxy.target import ALLOWLIST, RegistryAllowlist, client_auth
 from imgaccel.settings import Settings
 from imgaccel.upstream.client import UpstreamClient
@@ -86,6 +87,7 @@ def make_app(settings: Settings) -> web.Application:
     app.router.add_get("/v2/", api_version)
     app.router.add_get(f"/v2/{_NAME}/manifests/{{reference}}", manifest)
     app.router.add_get(f"/v2/{_NAME}/blobs/{{digest}}", blob)
+    app.router.add_get(f"/v2/{_NAME}/tags/list", tags_list)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/_imgaccel/status", status)

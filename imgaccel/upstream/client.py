@@ -32,6 +32,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 from yarl import URL
@@ -161,11 +162,15 @@ class UpstreamClient:
         *,
         client_auth: str | None = None,
         headers: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
         kind: str = "request",
     ) -> AsyncIterator[Answer]:
-        """Send ``method`` to ``<origin>/v2/<repo>/<path>``; yield the answer (see module doc)."""
+        """Send ``method`` to ``<origin>/v2/<repo>/<path>``, with ``query`` (its values
+        percent-encoded here) if given; yield the answer (see module doc)."""
         upstream = self._upstream_for(registry)
         url = f"{upstream.url}/v2/{repo}/{path}"
+        if query:
+            url += "?" + urlencode(query)
         scope = f"repository:{repo}:pull"
         node_basic = (
             basic_header(upstream.username, upstream.password.get_secret_value())
