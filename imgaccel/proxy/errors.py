@@ -1,9 +1,9 @@
 """One middleware turns every error into the registry error JSON with the right status.
 
 Client mistakes are 4xx with a log line at INFO; only a bug is a 500 (aiohttp's own: the
-traceback goes to the node's log, never to the client). The node's own disk failing under its metadata
-(:class:`MetaUnwritable`: full, or an I/O error) is a 503 UNAVAILABLE, which containerd falls
-back to the origin on, with one WARNING line per request. A registry the ``registries``
+traceback goes to the node's log, never to the client). The node's own disk failing under its
+metadata (:class:`MetaUnwritable`: full, or an I/O error) is a 503 UNAVAILABLE, which containerd
+falls back to the origin on, with one WARNING line per request. A registry the ``registries``
 setting does not allow (:class:`RegistryNotAllowed`, a 403 ``DENIED``) is logged once per
 registry where it is refused (:mod:`imgaccel.proxy.target`), and each request only at DEBUG: a
 pod pulling in a loop must not flood the log.
