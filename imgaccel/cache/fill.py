@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Protocol
 
 from imgaccel.cache import space, writeback
-from imgaccel.errors import DigestMismatch, ImgaccelError
+from imgaccel.errors import CacheFull, DigestMismatch, ImgaccelError
 from imgaccel.oci.digest import Digest
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class Fill:
         self.contiguous = 0
         self.verified = False
         self.committed = False  # set by the owner once the file was renamed into the store
+        self.not_kept: CacheFull | None = None  # set by the owner: why it will not commit
         self.error: BaseException | None = None
         self.observers: list[Observer] = []
         self.bytes_from: dict[str, int] = {}  # bytes written by source ("origin", "peer")

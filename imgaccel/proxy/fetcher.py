@@ -379,7 +379,7 @@ class BlobFetcher:
             reason = "disk" if isinstance(not_kept, DiskLow) else "quota"
             self.metrics.fills_not_kept.labels(reason).inc()
             log.warning("not caching %s: %s", digest, not_kept)
-        fill.pacer = pacer
+        fill.pacer, fill.not_kept = pacer, not_kept
         self.fills[digest] = fill
         ready.set_result(fill)
         self.metrics.fills_active.inc()

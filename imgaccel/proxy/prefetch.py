@@ -163,16 +163,11 @@ class Prefetcher:
         finally:
             self._own.discard(digest)
         if digest not in store:
-            raise self._not_kept(digest, fill.size)
+            why = fill.not_kept  # the quota's or the disk floor's refusal, as the fill met it
+            if why is None:  # its commit failed, or another fill kept it and it was evicted
+                raise CacheFull(f"the cache could not keep {digest} (see the node's log)")
+            raise type(why)(f"the cache could not keep {digest}: {why}")
         return fill.size
-
-    def _not_kept(self, digest: Digest, size: int) -> CacheFull:
-        """Why the cache did not keep a blob it fetched, as the store tells it now: the same
-        refusal the fill met, unless pins or other fills changed meanwhile."""
-        why = self.node.store.refusal(size)
-        if why is None:  # the commit failed, or room was made since: the node's log says
-            return CacheFull(f"the cache could not keep {digest} (see the node's log)")
-        return type(why)(f"the cache could not keep {digest}: {why}")
 
     # -- prewarm jobs -------------------------------------------------------------------------
 
