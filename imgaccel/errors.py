@@ -157,9 +157,22 @@ class CacheFull(CacheError):
     """The cache cannot make room to keep a blob: what is left is pinned or in use."""
 
 
+class QuotaTooSmall(CacheFull):
+    """The blob is larger than the whole cache quota: no eviction or unpinning makes room."""
+
+
 class DiskLow(CacheFull):
     """Keeping the blob would leave less free on the cache's filesystem than
     ``cache.min_free_percent``, even after evicting what may be evicted."""
+
+
+def not_kept_reason(why: CacheFull) -> str:
+    """The word metrics and the pins API use for why a blob was not kept: ``disk`` (the
+    filesystem's floor), ``too_big`` (larger than the quota) or ``quota`` (full of pinned or
+    busy blobs)."""
+    if isinstance(why, DiskLow):
+        return "disk"
+    return "too_big" if isinstance(why, QuotaTooSmall) else "quota"
 
 
 class DiskFull(UpstreamUnavailable, CacheFull):

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from imgaccel.cache import space
 from imgaccel.cache.space import Usage
-from imgaccel.errors import CacheFull, DigestInvalid, DiskLow
+from imgaccel.errors import CacheFull, DigestInvalid, DiskLow, QuotaTooSmall
 from imgaccel.oci.digest import Digest
 
 log = logging.getLogger(__name__)
@@ -273,8 +273,8 @@ class BlobStore:
             return self._disk_low(size)
         return None
 
-    def _too_big(self, size: int) -> CacheFull:
-        return CacheFull(f"a blob of {size} bytes is larger than the cache quota")
+    def _too_big(self, size: int) -> QuotaTooSmall:
+        return QuotaTooSmall(f"a blob of {size} bytes is larger than the cache quota")
 
     def _quota_full(self) -> CacheFull:
         return CacheFull(f"cache quota of {self.quota_bytes} bytes is full of pinned or busy blobs")

@@ -200,6 +200,7 @@ async def warm(
 #: What to do about each reason a node gives for not keeping a blob.
 _FIXES = {
     "quota": "raise cache.quota_bytes or unpin blobs (imgaccel cache unpin)",
+    "too_big": "raise cache.quota_bytes above the blob's size",
     "disk": "free space on the node's cache disk, or lower cache.min_free_percent",
 }
 

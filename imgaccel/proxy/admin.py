@@ -8,8 +8,9 @@ POST   /_imgaccel/pins              ``{digests, seconds, reason, sizes?}`` -> ``
                                     missing, not_kept}`` (missing: not in the cache, e.g. the
                                     quota could not keep it; not_kept: ``{digest: {reason,
                                     message}}`` for a missing blob whose size ``sizes`` gave
-                                    that the cache could not keep now, reason ``quota`` or
-                                    ``disk``, the floor of ``cache.min_free_percent``)
+                                    that the cache could not keep now, reason ``quota``,
+                                    ``too_big`` (over the whole quota) or ``disk``, the floor
+                                    of ``cache.min_free_percent``)
 DELETE /_imgaccel/pins/{digest}     -> 204
 POST   /_imgaccel/gc                ``{target_bytes?}`` (default: the quota) -> ``{removed,
                                     used_bytes}``: expired pins dropped, then least recently used
@@ -41,7 +42,7 @@ from aiohttp import web
 
 from imgaccel.cache import pins
 from imgaccel.cache.store import BlobStore
-from imgaccel.errors import Denied, DiskLow, RegistryError
+from imgaccel.errors import Denied, RegistryError, not_kept_reason
 from imgaccel.oci.digest import Digest
 from imgaccel.proxy.state import NODE
 
@@ -132,7 +133,7 @@ def _not_kept(store: BlobStore, size: int | None) -> dict[str, str] | None:
     why = None if size is None else store.refusal(size)
     if why is None:
         return None
-    return {"reason": "disk" if isinstance(why, DiskLow) else "quota", "message": str(why)}
+    return {"reason": not_kept_reason(why), "message": str(why)}
 
 
 async def unpin_blob(request: web.Request) -> web.Response:

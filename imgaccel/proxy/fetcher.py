@@ -32,10 +32,10 @@ from imgaccel.errors import (
     CacheFull,
     DigestMismatch,
     DiskFull,
-    DiskLow,
     ImgaccelError,
     RegistryError,
     UpstreamUnavailable,
+    not_kept_reason,
 )
 from imgaccel.oci.digest import Digest
 from imgaccel.p2p.errors import P2PError
@@ -376,8 +376,7 @@ class BlobFetcher:
                 self.store.unreserve(size)
             raise
         if not_kept is not None:  # said once the fill runs: a refused one says why instead
-            reason = "disk" if isinstance(not_kept, DiskLow) else "quota"
-            self.metrics.fills_not_kept.labels(reason).inc()
+            self.metrics.fills_not_kept.labels(not_kept_reason(not_kept)).inc()
             log.warning("not caching %s: %s", digest, not_kept)
         fill.pacer, fill.not_kept = pacer, not_kept
         self.fills[digest] = fill

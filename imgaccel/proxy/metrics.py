@@ -79,8 +79,8 @@ class NodeMetrics:
         self.fills_not_kept = Counter(
             "imgaccel_fills_not_kept",
             "Blobs streamed to clients but not kept: reason=quota (the quota is full of pinned "
-            "or busy blobs), reason=disk (keeping it would leave less than "
-            "cache.min_free_percent of the filesystem free).",
+            "or busy blobs), reason=too_big (larger than the whole quota), reason=disk (keeping "
+            "it would leave less than cache.min_free_percent of the filesystem free).",
             ["reason"],
             registry=r,
         )

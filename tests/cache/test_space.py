@@ -15,7 +15,7 @@ from imgaccel.cache import space
 from imgaccel.cache.fill import Fill
 from imgaccel.cache.space import Usage
 from imgaccel.cache.store import BlobStore
-from imgaccel.errors import CacheFull, DiskLow
+from imgaccel.errors import CacheFull, DiskLow, QuotaTooSmall, not_kept_reason
 from imgaccel.oci.digest import Digest
 from tests.tmpfs import fill_up, free_bytes, tmpfs
 
@@ -90,7 +90,8 @@ def test_refusal_says_what_reserve_would_raise_and_changes_nothing(tmp_path: Pat
     assert type(full) is CacheFull and "quota of 2500 bytes" in str(full)
     assert store.refusal(1500) is None
     too_big = store.refusal(2501)
-    assert type(too_big) is CacheFull and "larger than the cache quota" in str(too_big)
+    assert isinstance(too_big, QuotaTooSmall) and "larger than the cache quota" in str(too_big)
+    assert [not_kept_reason(why) for why in (low, full, too_big)] == ["disk", "quota", "too_big"]
     assert len(store) == 3 and store.reserved_bytes == 0 and store.evictions == 0
 
 

@@ -110,7 +110,9 @@ async def test_exit_codes_for_unknown_image_full_cache_and_unreachable_node(
     tiny = await node_factory(origin, cache={"quota_bytes": 1_000_000})  # the 6 MB layer: no room
     full = await run_cli("--node", tiny.url, pushed)
     assert full.exit_code == 5, full.output
-    assert "larger than the cache quota" in full.stderr and "raise cache.quota_bytes" in full.stderr
+    assert "larger than the cache quota" in full.stderr
+    assert "raise cache.quota_bytes above the blob's size" in full.stderr
+    assert "unpin" not in full.stderr  # unpinning cannot make room for a blob over the quota
     assert "min_free_percent" not in full.stderr
 
     port = node.port
