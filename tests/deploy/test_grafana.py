@@ -11,6 +11,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from imgaccel.proxy.metrics import NodeMetrics
+from imgaccel.seeder.metrics import SeederMetrics
 from imgaccel.tracker import TrackerSettings
 from imgaccel.tracker import make_app as make_tracker_app
 from imgaccel.tracker.state import STATE
@@ -18,7 +19,8 @@ from imgaccel.tracker.state import STATE
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "imgaccel-dashboard.json"
 #: What an operator must see: bytes by source, origin bytes saved, latencies, the cache and
 #: its disk (free against the floor, blobs not kept, fills refused), P2P traffic and peers, the
-#: tracker's peers and swarms (issue 5), and certificates' time left.
+#: tracker's peers and swarms (issue 5), cold blobs the seeders declined (the nodes then fetch
+#: them from the origin), and certificates' time left.
 CHARTED = {
     "imgaccel_bytes_served_total",
     "imgaccel_origin_bytes_saved_total",
@@ -37,10 +39,11 @@ CHARTED = {
     "imgaccel_p2p_peers",
     "imgaccel_tracker_peers",
     "imgaccel_tracker_swarms",
+    "imgaccel_seeder_declined_total",
     "imgaccel_certificate_expiry_timestamp_seconds",
 }
-#: Cluster-wide series (one tracker), which the per-node variable does not filter.
-CLUSTER_WIDE = "imgaccel_tracker_"
+#: Cluster-wide series (one tracker, a few seeders), which the per-node variable does not filter.
+CLUSTER_WIDE = ("imgaccel_tracker_", "imgaccel_seeder_")
 
 
 def _sample_names(registry: CollectorRegistry) -> set[str]:
@@ -57,10 +60,15 @@ def _sample_names(registry: CollectorRegistry) -> set[str]:
 
 
 def exported(tmp_path: Path) -> set[str]:
-    """Every series name the node (NodeMetrics) and the tracker (its app's registry) export."""
+    """Every series name the node (NodeMetrics), the seeder (SeederMetrics) and the tracker (its
+    app's registry) export."""
     tracker = make_tracker_app(TrackerSettings(data_dir=tmp_path, insecure=True))
     try:
-        return _sample_names(NodeMetrics().registry) | _sample_names(tracker[STATE].registry)
+        return (
+            _sample_names(NodeMetrics().registry)
+            | _sample_names(SeederMetrics().registry)
+            | _sample_names(tracker[STATE].registry)
+        )
     finally:
         tracker[STATE].store.close()
 
@@ -114,7 +122,7 @@ def test_panels_do_not_overlap() -> None:
 def test_queries_are_well_formed_and_follow_the_node_variable() -> None:
     for expr in _exprs():
         assert expr.count("(") == expr.count(")") and expr.count("{") == expr.count("}"), expr
-        assert CLUSTER_WIDE in expr or 'instance=~"$instance"' in expr, expr
+        assert any(m in expr for m in CLUSTER_WIDE) or 'instance=~"$instance"' in expr, expr
 
 
 def test_panels_have_unique_ids_and_the_datasource_variable() -> None:
