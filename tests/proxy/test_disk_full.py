@@ -23,7 +23,7 @@ import pytest
 
 from imgaccel.cache import pins, space
 from imgaccel.cache.space import Usage
-from imgaccel.errors import CacheFull, DiskFull, DiskLow
+from imgaccel.errors import CacheFull, DiskFull, DiskLow, QuotaTooSmall
 from imgaccel.oci.digest import Digest
 from imgaccel.proxy.prefetch import Prefetcher
 from imgaccel.proxy.pulls import PullRecorder
@@ -342,7 +342,7 @@ async def test_a_prewarm_jobs_blob_not_kept_says_whether_the_disk_or_the_quota_k
     store.quota_bytes = layers.b.size - 1
     with pytest.raises(CacheFull) as full:
         await worker.fetch(origin.address, REPO, b)
-    assert type(full.value) is CacheFull and "cache quota" in str(full.value)
+    assert isinstance(full.value, QuotaTooSmall) and "cache quota" in str(full.value)
     assert stored(node) == set()
     await origin.settle()
     assert origin_gets(origin, layers.a) == origin_gets(origin, layers.b) == 1
