@@ -15,6 +15,14 @@ afterwards, whatever happens), and commits nothing until the whole bundle verifi
 blob through the store's fsync-and-rename :meth:`~imgaccel.cache.store.BlobStore.commit`, then
 manifests and tags. A corrupt or hostile bundle loads nothing.
 
+Room is checked from ``index.json`` before the first blob is written (:class:`NoRoom`): the blobs
+the cache lacks must fit on its filesystem above ``min_free_percent`` (kept free for containerd,
+as for a fill), and with a quota all the bundle's blobs must fit in it beside the pinned ones (a
+node that indexes them evicts down to its quota, imported blobs too, pinned ones never: a bundle
+that cannot fit would be partly deleted as soon as it is indexed). A blob the cache holds already
+is verified from the bundle but not written again. A disk that runs out anyway (``ENOSPC``, the
+quota of a user) ends the import the same way, its staging directory removed, nothing committed.
+
 The index's metadata is believed only about the bundle's own content, as far as the operator who
 made it is trusted: ``repos`` (which becomes provenance) only for digests the bundle holds,
 ``public`` only for repositories those name and this cache has no word on yet (from an origin
@@ -34,8 +42,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
+import stat
 import tarfile
 import time
 import uuid
@@ -46,9 +56,10 @@ from typing import IO, Any
 
 import zstandard
 
+from imgaccel.cache import space
 from imgaccel.cache.meta import Manifest, MetaStore
 from imgaccel.cache.store import BlobStore
-from imgaccel.errors import CacheError, RegistryError, TagInvalid
+from imgaccel.errors import CacheError, CacheFull, RegistryError, TagInvalid
 from imgaccel.oci.digest import Digest
 from imgaccel.oci.manifest import manifest_digest
 from imgaccel.oci.media import INDEX_TYPES
@@ -65,6 +76,11 @@ class SnapshotInvalid(CacheError):
 
 class NotCached(CacheError):
     """An image to export is not (wholly) in the cache."""
+
+
+class NoRoom(CacheFull):
+    """The bundle's blobs do not fit in the cache (its disk above the floor, or its quota beside
+    the pinned blobs), or its disk ran out while staging them; nothing was loaded."""
 
 
 @dataclass
@@ -229,13 +245,19 @@ class _HashingReader:
 
 @dataclass
 class _Staged:
-    blobs: dict[Digest, Path] = field(default_factory=dict)
+    blobs: dict[Digest, Path] = field(default_factory=dict)  # verified and written: to commit
+    held: set[str] = field(default_factory=set)  # in the cache already: verified, not written
+    verified_held: set[str] = field(default_factory=set)
     manifests: dict[str, bytes] = field(default_factory=dict)
 
 
-def import_bundle(bundle: Path, cache_dir: Path) -> Contents:
-    """Verify ``bundle`` entirely, then load it into the cache at ``cache_dir``."""
-    store = BlobStore(cache_dir)
+def import_bundle(
+    bundle: Path, cache_dir: Path, *, min_free_percent: float = 0.0, quota_bytes: int = 0
+) -> Contents:
+    """Verify ``bundle`` entirely, then load it into the cache at ``cache_dir``. :class:`NoRoom`
+    before any blob is written when its blobs do not fit above ``min_free_percent`` of the
+    cache's filesystem, or in ``quota_bytes`` (0: no quota) beside the pinned blobs."""
+    store = BlobStore(cache_dir, quota_bytes, min_free_percent=min_free_percent)
     # Not store.open(): it empties tmp/, where a running node writes its fills. This import
     # stages in a directory of its own, so neither that node nor another import loses files.
     store.make_layout()
@@ -244,7 +266,7 @@ def import_bundle(bundle: Path, cache_dir: Path) -> Contents:
     staged = _Staged()
     try:
         staging.mkdir()
-        contents = _stage(bundle, staging, staged)
+        contents = _stage(bundle, staging, staged, lambda sizes: _check_room(store, meta, sizes))
         _commit(store, meta, contents, staged)
         return contents
     finally:
@@ -252,7 +274,11 @@ def import_bundle(bundle: Path, cache_dir: Path) -> Contents:
         meta.close()
 
 
-def _stage(bundle: Path, staging: Path, staged: _Staged) -> Contents:
+def _stage(
+    bundle: Path, staging: Path, staged: _Staged, check_room: Callable[[dict[str, int]], set[str]]
+) -> Contents:
+    """Verify the bundle into ``staging``; ``check_room(blob_sizes)`` is called with the index,
+    before any blob, and names the blobs the cache holds already (verified, not written)."""
     index: dict[str, Any] | None = None
     try:
         for member, reader in _members(bundle):
@@ -260,6 +286,7 @@ def _stage(bundle: Path, staging: Path, staged: _Staged) -> Contents:
                 index = _parse_index(_read_small(reader, member.size)) if index is None else None
                 if index is None:
                     raise SnapshotInvalid("the bundle has two index.json")
+                staged.held = check_room(index["blob_sizes"])
             elif index is None:
                 raise SnapshotInvalid("index.json must come first in the bundle")
             elif member.name.startswith("blobs/"):
@@ -321,15 +348,32 @@ def _stage_blob(
     digest = Digest.parse(member.name.replace("blobs/", "").replace("/", ":"))
     if index["blob_sizes"].get(str(digest)) != member.size:
         raise SnapshotInvalid(f"{digest}: not in index.json, or of another size")
-    temp = staging / f"{digest.algorithm}-{digest.hex}"
-    staged.blobs[digest] = temp
     hasher = hashlib.new(digest.algorithm)
-    with open(temp, "wb") as out:
+    if str(digest) in staged.held:
         while chunk := reader.read(_CHUNK):
             hasher.update(chunk)
-            out.write(chunk)
+        staged.verified_held.add(str(digest))
+    else:
+        temp = staging / f"{digest.algorithm}-{digest.hex}"
+        staged.blobs[digest] = temp
+        _write(temp, reader, hasher)
     if hasher.hexdigest() != digest.hex:
         raise SnapshotInvalid(f"{digest}: the bundle's bytes do not match the digest")
+
+
+def _write(temp: Path, reader: IO[bytes], hasher: hashlib._Hash) -> None:
+    """Copy ``reader`` into ``temp``, hashing it. Out of space is :class:`NoRoom`, not a
+    bundle that cannot be read."""
+    try:
+        with open(temp, "wb") as out:
+            while chunk := reader.read(_CHUNK):
+                hasher.update(chunk)
+                out.write(chunk)
+    except OSError as exc:
+        if exc.errno in space.NO_SPACE:
+            message = f"the cache's disk ran out of space while staging the bundle: {exc}"
+            raise NoRoom(message) from exc
+        raise
 
 
 def _stage_manifest(
@@ -352,7 +396,7 @@ def _check_complete(index: dict[str, Any], staged: _Staged) -> Contents:
         contents.manifests[entry["digest"]] = Manifest(
             Digest.parse(entry["digest"]), str(entry["media_type"]), body
         )
-    staged_blobs = {str(d) for d in staged.blobs}
+    staged_blobs = {str(d) for d in staged.blobs} | staged.verified_held
     missing = set(index["blob_sizes"]) - staged_blobs
     if missing:
         raise SnapshotInvalid(f"{len(missing)} blob(s) listed but missing, e.g. {min(missing)}")
@@ -440,6 +484,52 @@ def _valid_tag(text: str) -> str:
     if not is_tag(text):
         raise TagInvalid("invalid tag")
     return text
+
+
+def _check_room(store: BlobStore, meta: MetaStore, sizes: dict[str, int]) -> set[str]:
+    """The bundle's blobs (``sizes``) this cache holds already; :class:`NoRoom` when the others
+    do not fit on its disk above the floor, or all of them in its quota beside the pinned ones."""
+    held = {d for d in sizes if _held_size(store, Digest.parse(d)) is not None}
+    _check_disk(store, sum(size for d, size in sizes.items() if d not in held))
+    if store.quota_bytes:
+        _check_quota(store, meta, sizes)
+    return held
+
+
+def _held_size(store: BlobStore, digest: Digest) -> int | None:
+    """The size of the cache's file of ``digest``, a regular file (what a node would index)."""
+    try:
+        found = os.lstat(store.path(digest))
+    except FileNotFoundError:
+        return None
+    return found.st_size if stat.S_ISREG(found.st_mode) else None
+
+
+def _check_disk(store: BlobStore, new: int) -> None:
+    found = store.disk_usage()
+    if found is None:
+        return  # the filesystem cannot be asked: running out while staging still ends cleanly
+    floor = found.floor(store.min_free_percent)
+    if found.free - new < floor:
+        raise NoRoom(
+            f"its {new} bytes of new blobs would leave less than {store.min_free_percent:g}% of "
+            f"the cache's filesystem free (cache.min_free_percent, kept for containerd): "
+            f"{found.free} of {found.total} bytes are free, {new + floor - found.free} more "
+            "needed (`imgaccel cache gc --target` frees cached blobs)"
+        )
+
+
+def _check_quota(store: BlobStore, meta: MetaStore, sizes: dict[str, int]) -> None:
+    now = time.time()
+    pinned = {digest for digest, until, _ in meta.pins() if until > now}
+    pinned_bytes = sum(_held_size(store, digest) or 0 for digest in pinned)
+    needed = sum(size for d, size in sizes.items() if Digest.parse(d) not in pinned)
+    if needed + pinned_bytes > store.quota_bytes:
+        raise NoRoom(
+            f"its {needed} bytes of blobs do not fit in the cache's quota of {store.quota_bytes} "
+            f"bytes (cache.quota_bytes) beside the {pinned_bytes} bytes pinned: the node would "
+            "evict part of the bundle as soon as it indexes it"
+        )
 
 
 def _commit(store: BlobStore, meta: MetaStore, contents: Contents, staged: _Staged) -> None:

@@ -200,6 +200,12 @@ class BlobStore:
     def entries(self) -> list[tuple[Digest, Entry]]:
         return list(self._entries.items())
 
+    def size_of(self, digest: Digest) -> int | None:
+        """The size of the indexed blob ``digest``, or None; unlike :meth:`lookup`, not a use
+        (the LRU order stays as it is)."""
+        entry = self._entries.get(digest)
+        return None if entry is None else entry.size
+
     def lookup(self, digest: Digest) -> Entry | None:
         """The entry for ``digest`` (marking it recently used), or None."""
         entry = self._entries.get(digest)

@@ -64,26 +64,64 @@ def export(images: tuple[str, ...], output: Path, cache_dir: Path | None) -> Non
 
 @snapshot.command("import")
 @click.argument("bundle", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@_CACHE_DIR
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The node's cache directory. [default: cache.dir of the node's settings]",
+)
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The node's config file, for cache.dir, cache.min_free_percent and cache.quota_bytes "
+    "(IMGACCEL_* override it). [default: IMGACCEL_CONFIG]",
+)
 @click.option(
     "--node",
     "node_url",
     metavar="URL",
     help="The node running on this cache, e.g. http://127.0.0.1:65001: after the import, tell "
-    "it to index the new blobs (POST /_imgaccel/rescan), so its quota counts them at once.",
+    "it to index the new blobs (POST /_imgaccel/rescan), so its quota counts them at once "
+    "and, with peer-to-peer on, it offers them to peers.",
 )
-def import_(bundle: Path, cache_dir: Path | None, node_url: str | None) -> None:
+def import_(
+    bundle: Path, cache_dir: Path | None, config: Path | None, node_url: str | None
+) -> None:
     """Verify every digest of BUNDLE, then load it into a cache. A bundle that fails
     verification loads nothing. Safe beside a running node, which serves the imported
     manifests and tags at once, and each imported blob from its cache when first asked for it;
     give --node so that it also indexes them all and counts them against its quota now
-    (evicting least recently used blobs if they do not fit), or restart it."""
-    from imgaccel.cache.snapshot import import_bundle
-    from imgaccel.errors import ImgaccelError
+    (evicting least recently used blobs if they do not fit), or restart it. A node with
+    peer-to-peer on seeds the blobs it indexed and publishes their torrents to the tracker
+    (reading each blob once, in the background), as it does for blobs it fetched.
 
-    directory = _cache_dir(cache_dir)
+    Room is checked from the bundle's index before anything is written, and a bundle that
+    does not fit is refused (exit 1, the cache unchanged): the blobs the cache does not hold
+    yet must leave cache.min_free_percent of its filesystem free (default 15: the share kept
+    for containerd), and with a quota (cache.quota_bytes) all the bundle's blobs must fit in
+    it beside the blobs pinned now. (A node indexing them evicts least recently used blobs,
+    imported ones too, never pinned ones, to stay under its quota: a bundle that cannot fit
+    would be partly deleted as soon as it is indexed.) A disk that fills up anyway ends the
+    import the same way: nothing committed, its staging directory removed. These settings are
+    the node's (--config, IMGACCEL_*); to bake a cache into a node image, set for instance
+    IMGACCEL_CACHE__MIN_FREE_PERCENT=0."""
+    from imgaccel.cache.snapshot import NoRoom, import_bundle
+    from imgaccel.errors import ConfigError, ImgaccelError
+    from imgaccel.settings import load_settings
+
     try:
-        contents = import_bundle(bundle, directory)
+        settings = load_settings(config).cache
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    directory = cache_dir or settings.dir
+    try:
+        contents = import_bundle(
+            bundle,
+            directory,
+            min_free_percent=settings.min_free_percent,
+            quota_bytes=settings.quota_bytes,
+        )
+    except NoRoom as exc:
+        raise Failure(f"{bundle} not imported, the cache is unchanged: {exc}", 1) from exc
     except ImgaccelError as exc:
         raise Failure(f"{bundle} rejected, nothing imported: {exc}", 1) from exc
     except (OSError, sqlite3.Error) as exc:  # the cache dir cannot be created or written
@@ -106,10 +144,12 @@ def _tell_node(node_url: str, cache_dir: Path) -> None:
             4,
         )
     quota = answer.get("quota_bytes") or "no quota"
+    sharing = answer.get("sharing")
     click.echo(
         f"node {node_url}: indexed {len(answer['indexed'])} new blobs "
         f"({answer.get('indexed_bytes')} bytes); {answer.get('used_bytes')} bytes used of "
         f"{quota}, {answer.get('evicted')} blobs evicted"
+        + (f"; sharing {sharing} with peers" if sharing else "")
     )
 
 

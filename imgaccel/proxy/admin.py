@@ -17,9 +17,11 @@ POST   /_imgaccel/gc                ``{target_bytes?}`` (default: the quota) -> 
                                     unpinned blobs deleted down to the target (with no quota and
                                     no target, none: "no quota" is not "a quota of 0 bytes")
 POST   /_imgaccel/rescan            -> ``{indexed, indexed_bytes, evicted, used_bytes,
-                                    quota_bytes, cache_dir}``: index the blobs another process
-                                    committed to the cache (``imgaccel snapshot import``), and
-                                    evict down to the quota as a fill would
+                                    quota_bytes, cache_dir, sharing}``: index the blobs another
+                                    process committed to the cache (``imgaccel snapshot
+                                    import``), and evict down to the quota as a fill would;
+                                    with peer-to-peer on, seed and publish the ones indexed
+                                    (``sharing`` of them, read in the background)
 ====== ============================ ==========================================================
 
 The routes are fixed paths beside ``/v2/`` (no registry name can reach them: names are
@@ -168,13 +170,15 @@ async def collect_garbage(request: web.Request) -> web.Response:
 async def rescan(request: web.Request) -> web.Response:
     """Index what a snapshot import (another process) committed to this node's cache, so it is
     served and counted against the quota (a miss indexes one such blob by itself, but only the
-    quota's count makes eviction see them all). A fill running here indexes its own blob."""
+    quota's count makes eviction see them all), and offer them to peers as fetched ones are.
+    A fill running here indexes its own blob."""
     require_admin(request)
     node = request.app[NODE]
     store = node.store
     found = await asyncio.to_thread(store.on_disk)  # a listing of every blob: off the loop
     evictions = store.evictions
     indexed = store.rescan(found, busy=node.fetcher.fills)
+    peers = node.fetcher.peers
     return web.json_response(
         {
             "indexed": [str(d) for d in indexed],
@@ -183,6 +187,7 @@ async def rescan(request: web.Request) -> web.Response:
             "used_bytes": store.used_bytes,
             "quota_bytes": store.quota_bytes,
             "cache_dir": str(store.root.absolute()),  # the importer compares it with its own
+            "sharing": peers.share(indexed) if peers is not None else 0,
         }
     )
 

@@ -154,8 +154,15 @@ class BlobFetcher:
 
     def _stored(self, digest: Digest) -> bool:
         """In the store's index, or its file committed to the cache by another process and
-        indexed now (a stat; never a file of a fill of ours, which its commit indexes)."""
-        return digest in self.store or (digest not in self.fills and self.store.adopt(digest))
+        indexed now (a stat; never a file of a fill of ours, which its commit indexes), and
+        then offered to peers (see :meth:`PeerNetwork.share`)."""
+        if digest in self.store:
+            return True
+        if digest in self.fills or not self.store.adopt(digest):
+            return False
+        if self.peers is not None:
+            self.peers.share([digest])
+        return True
 
     async def _join(self, location: BlobLocation, fill: Fill) -> Fill:
         await self.guard.check(

@@ -10,17 +10,24 @@ Every blob this node commits is seeded from the cache file itself (``seed_mode``
 its torrent is kept in the metadata store so a restarted node seeds everything again and
 re-publishes what a restarted tracker forgot. The empty blob is never shared (libtorrent has no
 torrent of no bytes), and a torrent libtorrent refuses is dropped, never a reason to fail.
+
+A cached blob with no torrent (one another process committed: ``imgaccel snapshot import``) is
+shared once the node indexes it (:meth:`PeerNetwork.share`: its rescan, its start, a miss that
+finds the file): a background task reads each such file once, one at a time in a thread, for
+its piece hashes and its digest, and publishes it only when the bytes are still the digest
+(the import verified them; this node vouches for what it publishes, as for what it fetched).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import shutil
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -128,6 +135,9 @@ class PeerNetwork:
         self._claims: dict[Digest, bool] = {}  # claims held now: published yet?
         self.resync_seconds = RESYNC_SECONDS
         self._resync: asyncio.Task[None] | None = None
+        self._to_share: asyncio.Queue[Digest] = asyncio.Queue()  # cached blobs with no torrent
+        self._queued: set[Digest] = set()  # in _to_share, or being read
+        self._sharer: asyncio.Task[None] | None = None
 
     @property
     def announce_url(self) -> str:
@@ -166,15 +176,17 @@ class PeerNetwork:
         )
         await self.reseed()
         self._resync = asyncio.create_task(self._resync_forever(), name="p2p-resync")
+        self._sharer = asyncio.create_task(self._share_forever(), name="p2p-share")
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._resync is not None:
-            self._resync.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._resync
+        for task in (self._resync, self._sharer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.swarm is not None:
             await self.swarm.__aexit__(et, e, tb)
         if self._http is not None:
@@ -183,12 +195,14 @@ class PeerNetwork:
     # -- seeding what the cache holds ----------------------------------------------------------
 
     async def reseed(self) -> None:
-        """Seed every cached blob that has a torrent; re-publish what the tracker forgot."""
+        """Seed every cached blob that has a torrent; re-publish what the tracker forgot; queue
+        the others to be shared (:meth:`share`)."""
         assert self.swarm is not None and self.tracker is not None
         held: dict[str, bytes] = {}
         for digest, _entry in self.store.entries():
             data = self.meta.torrent(digest)
             if data is None:
+                self.share([digest])
                 continue
             try:
                 metainfo = parse_torrent(data)[0]
@@ -238,6 +252,37 @@ class PeerNetwork:
                 await self.resync()
             except Exception:  # the next round may work; this task must not end unseen
                 log.exception("re-publishing to the tracker failed")
+
+    # -- sharing cached blobs that have no torrent ---------------------------------------------
+
+    def share(self, digests: Iterable[Digest]) -> int:
+        """Queue cached blobs that have no torrent (imported by another process) to be seeded
+        and published in the background, each read once, one blob at a time, in a thread; how
+        many of ``digests`` were queued now (not the empty blob, one with a torrent, or one
+        queued already)."""
+        queued = 0
+        for digest in digests:
+            if digest in self._queued or not self.store.size_of(digest):
+                continue
+            if self.meta.torrent(digest) is not None:
+                continue
+            self._queued.add(digest)
+            self._to_share.put_nowait(digest)
+            queued += 1
+        return queued
+
+    async def _share_forever(self) -> None:
+        while True:
+            digest = await self._to_share.get()
+            try:
+                # Looked at again: evicted, or given a torrent by a republish, since queued.
+                size = self.store.size_of(digest)
+                if size and self.meta.torrent(digest) is None:
+                    await self._publish_from_file(digest, size)
+            except Exception:  # the next blob may do better; this task must not end unseen
+                log.exception("sharing %s with peers failed", digest)
+            finally:
+                self._queued.discard(digest)
 
     def forget(self, digest: Digest) -> None:
         """The store evicted ``digest``: stop seeding it."""
@@ -401,7 +446,8 @@ class PeerNetwork:
         the nodes waiting for it then fetch at once instead of when the lease lapses."""
         assert self.swarm is not None
         data = self.meta.torrent(digest)
-        if data is None and await self._publish_from_file(digest):
+        entry = self.store.lookup(digest) if data is None else None  # the cluster wants it
+        if entry is not None and await self._publish_from_file(digest, entry.size):
             return True
         if data is not None:
             try:
@@ -417,25 +463,30 @@ class PeerNetwork:
         await self._release(digest)
         return False
 
-    async def _publish_from_file(self, digest: Digest) -> bool:
-        """Make the torrent of a cached blob from its file (read once, in a thread, the blob
-        held meanwhile) and publish it; whether the tracker took it. It says which registries
-        the blob was verified from, and no repository public: a node then asks the origin
-        whether its client may read it (a HEAD), as for any private layer from peers."""
-        entry = self.store.lookup(digest)
-        if entry is None or entry.size == 0:
+    async def _publish_from_file(self, digest: Digest, size: int) -> bool:
+        """Make the torrent of a cached blob of ``size`` bytes from its file (read once, in a
+        thread, the blob held meanwhile; its digest checked in the same pass) and publish it;
+        whether the tracker took it. A file that is no longer its digest (damaged on disk) is
+        removed from the cache, never published. The torrent says which registries the blob
+        was verified from, and no repository public: a node then asks the origin whether its
+        client may read it (a HEAD), as for any private layer from peers."""
+        if size == 0:
             return False
-        hasher = PieceHasher(entry.size)
+        hasher, check = PieceHasher(size), digest.hasher()
         self.store.acquire(digest)
         try:
-            await asyncio.to_thread(_hash_file, self.store.path(digest), hasher)
-            metainfo = self.metainfo_of(hasher, digest)  # MetainfoInvalid: not entry.size bytes
+            await asyncio.to_thread(_hash_file, self.store.path(digest), hasher, check)
+            metainfo = self.metainfo_of(hasher, digest)  # MetainfoInvalid: not `size` bytes
         except (OSError, MetainfoInvalid) as exc:
             log.warning("could not make the torrent of %s: %s", digest, exc)
             return False
         finally:
             self.store.release(digest)
-        log.info("made the torrent of %s (%d bytes) from the cache", digest, entry.size)
+        if check.hexdigest() != digest.hex:
+            log.error("cached blob %s does not match its digest: removed, not shared", digest)
+            self.store.remove(digest)
+            return False
+        log.info("made the torrent of %s (%d bytes) from the cache", digest, size)
         return await self.publish(digest, metainfo, frozenset(), self.meta.origins_of(digest))
 
     async def _tell_tracker(self, digest: Digest, data: bytes) -> bool:
@@ -455,13 +506,14 @@ class PeerNetwork:
         )
 
 
-def _hash_file(path: Path, hasher: PieceHasher, chunk: int = 4 << 20) -> None:
-    """Feed the file at ``path`` to ``hasher`` (blocking: in a thread)."""
+def _hash_file(path: Path, hasher: PieceHasher, check: hashlib._Hash, chunk: int = 4 << 20) -> None:
+    """Feed the file at ``path`` to ``hasher`` and ``check`` (blocking: in a thread)."""
     with open(path, "rb", buffering=0) as f:
         buffer = bytearray(chunk)
         view = memoryview(buffer)
         while n := f.readinto(buffer):
             hasher.update(view[:n])
+            check.update(view[:n])
 
 
 async def _land(fill: Fill, metainfo: Metainfo, pieces: list[int], landed: set[int]) -> None:
