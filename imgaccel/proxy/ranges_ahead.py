@@ -81,13 +81,16 @@ def far_range(header: str | None, fill: Fill | None) -> FarRange | None:
     with no fill to tell the blob's size, the last N bytes.
 
     None: the fill is to serve it. So for a malformed or unsatisfiable range too: the fill path
-    answers it with a 416 that gives the blob's size, as it always has."""
+    answers it with a 416 that gives the blob's size, as it always has; and for several ranges,
+    which the fill path answers as one span."""
+    if header is None or "," in header:
+        return None
     size = _UNKNOWN_SIZE if fill is None else fill.size
     try:
         span = parse_range(header, size)
     except RangeInvalid:
         return None
-    if span is None or header is None:
+    if span is None:
         return None
     start, end = span
     if fill is None and header.partition("=")[2].strip().startswith("-"):

@@ -410,7 +410,13 @@ BAD_RANGES = [
     b"bytes=",
 ]
 #: Range headers a server may ignore (and then must send the whole blob).
-IGNORABLE_RANGES = [b"items=0-1", b"bytes=0-1,5-6", b"bytes=0-1, -1", b"bytes=0-1 ,", b"lines=1-2"]
+IGNORABLE_RANGES = [b"items=0-1", b"lines=1-2", b"bytes=" + b",".join([b"0-0"] * 65)]
+#: Several ranges, answered as one span (206): header -> the span's first and last byte.
+SEVERAL_RANGES = {
+    b"bytes=0-1,5-6": (0, 6),
+    b"bytes=0-1, -1": (0, len(BLOB) - 1),
+    b"bytes=0-1 ,": (0, 1),
+}
 
 
 async def test_hostile_table(hostile: Hostile, caplog: pytest.LogCaptureFixture) -> None:
@@ -448,6 +454,13 @@ async def test_hostile_ranges(hostile: Hostile, warm: bool) -> None:
         reply = await hostile.send("GET", target, [(b"Range", value)])
         if reply.status != 200 or reply.body != BLOB:
             failures.append(f"{value!r}: {reply.status} {reply.body[:100]!r}")
+    for value, (first, last) in SEVERAL_RANGES.items():
+        reply = await hostile.send("GET", target, [(b"Range", value)])
+        content_range = f"bytes {first}-{last}/{len(BLOB)}"
+        if (reply.status, reply.headers.get("content-range")) != (206, content_range) or (
+            reply.body != BLOB[first : last + 1]
+        ):
+            failures.append(f"{value!r}: {reply.status} {reply.headers} {reply.body[:100]!r}")
     assert not failures, "\n".join(failures)
 
 

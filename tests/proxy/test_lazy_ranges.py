@@ -103,7 +103,8 @@ def blob_url(node: NodeServer, registry: str, digest: str) -> str:
         ("bytes=0-1", None),
         (f"bytes={ALLOWANCE + 1}-{ALLOWANCE}", None),  # malformed: the fill path's 416
         ("bytes=-0", None),
-        (f"bytes={ALLOWANCE + 1}-,-5", None),  # several ranges: the whole blob, from the fill
+        (f"bytes={ALLOWANCE + 1}-,-5", None),  # several ranges: one span, from the fill
+        (f"bytes={ALLOWANCE + 1}-{ALLOWANCE + 9},{ALLOWANCE + 20}-{ALLOWANCE + 29}", None),
         ("items=99999999-", None),
         (None, None),
     ],

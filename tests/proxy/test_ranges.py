@@ -24,10 +24,16 @@ SIZE = 1000
         ("bytes=-5000", (0, SIZE)),  # a suffix longer than the blob is the whole blob
         ("BYTES=1-2", (1, 3)),
         (" bytes = 1 - 2 ", (1, 3)),
-        # Ignored (the whole blob is sent): other units, several ranges.
+        # Several ranges: one span from the first byte asked to the last.
+        ("bytes=0-1,5-6", (0, 7)),
+        ("bytes=500-599, 0-9", (0, 600)),  # in any order
+        ("bytes=0-1, -1", (0, SIZE)),  # a suffix counts from the end
+        ("bytes=10-19,5000-6000", (10, 20)),  # a range past the end is dropped
+        ("bytes=0-1 ,", (0, 2)),  # empty list elements are no range
+        (",".join(["bytes=0-0"] + ["2-2"] * 63), (0, 3)),  # MAX_RANGES
+        # Ignored (the whole blob is sent): other units, too many ranges.
         ("items=0-1", None),
-        ("bytes=0-1,5-6", None),
-        ("bytes=0-1, -1", None),
+        (",".join(["bytes=0-0"] + ["2-2"] * 64), None),
     ],
 )
 def test_satisfiable_or_ignored(header: str | None, expected: tuple[int, int] | None) -> None:
@@ -53,6 +59,9 @@ def test_satisfiable_or_ignored(header: str | None, expected: tuple[int, int] | 
         "bytes=99999999999999999999-",  # 20 digits: no int() of attacker-sized numbers
         "bytes=\u00b2-",  # isdigit() but not a number int() reads
         "bytes=\u0661-\u0662",  # Arabic-Indic digits: not HTTP's DIGIT
+        "bytes=0-1,abc",  # one malformed range spoils the header
+        "bytes=1000-,2000-3000",  # none of them satisfiable
+        "bytes=,",
     ],
 )
 def test_invalid_is_416_with_the_size(header: str) -> None:
