@@ -34,10 +34,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt"
 
 @dataclass
 class Containerd:
-    """containerd running with everything under ``root``; optionally inside ``netns``."""
+    """containerd running with everything under ``root``; optionally inside ``netns``.
+    ``extra_config`` is appended to its config (a ``[proxy_plugins]`` section, say)."""
 
     root: Path
     netns: str | None = None
+    extra_config: str = ""
     _proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -49,7 +51,7 @@ class Containerd:
             raise RuntimeError("containerd is not installed (apt-get install containerd)")
         self.root.mkdir(parents=True, exist_ok=True)
         config = self.root / "config.toml"
-        config.write_text(_CONFIG.format(root=self.root))
+        config.write_text(_CONFIG.format(root=self.root) + self.extra_config)
         log = open(self.root / "containerd.log", "wb")  # noqa: SIM115 - handed to the child
         self._proc = await asyncio.create_subprocess_exec(
             *netns_prefix(self.netns),
