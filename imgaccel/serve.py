@@ -8,20 +8,27 @@ import ipaddress
 import signal
 import ssl
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
 
 
 async def serve(
-    app: web.Application, host: str, port: int, name: str, ssl_context: ssl.SSLContext | None = None
+    app: web.Application,
+    host: str,
+    port: int,
+    name: str,
+    ssl_context: ssl.SSLContext | None = None,
+    more: Sequence[tuple[str, int]] = (),
 ) -> None:
-    """Serve until a signal; print ``imgaccel NAME listening on URL`` once ready."""
+    """Serve until a signal; print ``imgaccel NAME listening on URL`` once ready. ``more``: more
+    addresses to serve the same app on (the node's ``registry_listen``)."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024)
-        await site.start()
+        for site_host, site_port in [(host, port), *more]:
+            site = web.TCPSite(runner, site_host, site_port, ssl_context=ssl_context, backlog=1024)
+            await site.start()
         scheme = "https" if ssl_context else "http"
         for address in runner.addresses:
             bound_host, bound_port = address[0], address[1]

@@ -189,6 +189,15 @@ class Settings(BaseSettings):
         default="docker.io",
         description="The registry for requests without containerd's ?ns= (dockerd's mirrors).",
     )
+    registry_listen: dict[str, str] = Field(
+        default_factory=dict,
+        description="More listeners, HOST:PORT -> registry: a request on one of them that sends "
+        "no ?ns= is for its registry (on `listen`, for `default_registry`). For clients that "
+        "name no registry and take one mirror address per registry, such as "
+        "stargz-snapshotter's resolver. Example: "
+        '`registry_listen = { "127.0.0.1:65002" = "nvcr.io" }`; a fixed port, not 0. With '
+        "`registries` set, list these registries there too.",
+    )
     admin_networks: list[IPvAnyNetwork] = Field(
         default_factory=lambda: [ip_network("127.0.0.0/8"), ip_network("::1/128")],
         description="Client networks allowed to use /_imgaccel/: read the node's status and "
@@ -226,6 +235,30 @@ class Settings(BaseSettings):
         if value is not None:
             split_listen(value)
         return value
+
+    @field_validator("registry_listen")
+    @classmethod
+    def _registry_listeners(cls, listeners: dict[str, str]) -> dict[str, str]:
+        checked = {}
+        for address, registry in listeners.items():
+            if split_listen(address)[1] == 0:
+                raise ValueError(f"registry_listen: {address!r} needs a fixed port, not 0")
+            try:
+                checked[address] = canonical_registry(validate_host(registry.strip()))
+            except NameInvalid:
+                raise ValueError(
+                    f"registry_listen: {registry!r} is not a registry host (e.g. nvcr.io, "
+                    "registry.local:5000)"
+                ) from None
+        return checked
+
+    def registry_for_port(self, port: int | None) -> str:
+        """The registry of a request without ?ns= that came in on local ``port``: that of its
+        ``registry_listen`` listener, else ``default_registry``."""
+        for address, registry in self.registry_listen.items():
+            if split_listen(address)[1] == port:
+                return registry
+        return self.default_registry
 
     @field_validator("registries")
     @classmethod

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from imgaccel.address import split_listen
 from imgaccel.hostconfig.containerd import configure
 from imgaccel.proxy.app import make_app
 from imgaccel.settings import Settings, load_settings
@@ -92,6 +93,8 @@ class NodeServer:
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         self.port = self._runner.addresses[0][1]
+        for address in self.settings.registry_listen:  # fixed ports, as imgaccel node serves
+            await web.TCPSite(self._runner, *split_listen(address)).start()
         return self
 
     async def close(self) -> None:

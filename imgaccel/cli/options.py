@@ -157,13 +157,14 @@ def run_service(settings: Any, make_app: Callable[[Any], Any], name: str) -> Non
     from imgaccel.serve import serve
 
     host, port = split_listen(settings.listen)
+    more = [split_listen(address) for address in getattr(settings, "registry_listen", {})]
     try:
         setup_logging(settings.log.level, settings.log.json_format)
         app = make_app(settings)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     try:
-        asyncio.run(serve(app, host, port, name))
+        asyncio.run(serve(app, host, port, name, more=more))
     except (ImgaccelError, OSError) as exc:
         raise click.ClickException(f"imgaccel {name} could not start: {exc}") from exc
 

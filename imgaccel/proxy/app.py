@@ -30,7 +30,7 @@ from imgaccel.proxy.pulls import RECORDER, PullRecorder, record_pulls
 from imgaccel.proxy.state import NODE, Node
 from imgaccel.proxy.status import status
 from imgaccel.proxy.tags import tags_list
-from imgaccel.proxy.target import ALLOWLIST, RegistryAllowlist, client_auth
+from imgaccel.proxy.target import ALLOWLIST, RegistryAllowlist, client_auth, default_registry
 from imgaccel.settings import Settings
 from imgaccel.upstream.client import UpstreamClient
 from imgaccel.upstream.tls import OriginTLS
@@ -41,7 +41,8 @@ _NAME = r"{name:[^?#]+}"
 
 
 async def api_version(request: web.Request) -> web.Response:
-    """The version check, with the default registry's challenge for a client without credentials.
+    """The version check, with the default registry's challenge for a client without credentials
+    (on a ``registry_listen`` listener, that listener's registry).
 
     Clients such as skopeo and dockerd decide here whether to authenticate at all: a bare 200
     means they never send credentials, and private images cannot be read through the mirror.
@@ -49,7 +50,7 @@ async def api_version(request: web.Request) -> web.Response:
     """
     headers = {"Docker-Distribution-API-Version": "registry/2.0"}
     node = request.app[NODE]
-    default = node.settings.default_registry
+    default = default_registry(request, node.settings)
     if client_auth(request) is None and request.app[ALLOWLIST].allows(default):
         challenge = await node.client.challenge(default)
         if challenge is not None:

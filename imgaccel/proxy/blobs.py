@@ -44,7 +44,7 @@ def _headers(digest: Digest) -> dict[str, str]:
 async def blob(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
     digest = Digest.parse(request.match_info["digest"])
-    target = target_of(request, node.settings.default_registry)
+    target = target_of(request, node.settings)
     request.app[ALLOWLIST].check(target.registry)
     auth = client_auth(request)
     # A fill can commit the blob (and the store evict it) while this request awaits: look again.

@@ -40,7 +40,7 @@ STALE_WARNING = '110 imgaccel "Response is Stale: origin registry unreachable"'
 async def manifest(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
     started = time.monotonic()
-    target = target_of(request, node.settings.default_registry)
+    target = target_of(request, node.settings)
     request.app[ALLOWLIST].check(target.registry)
     reference = validate_reference(request.match_info["reference"])
     auth = client_auth(request)

@@ -188,7 +188,7 @@ async def record_pulls(request: web.Request, handler: Any) -> web.StreamResponse
 
 def _target(request: web.Request) -> Target | None:
     try:
-        return target_of(request, request.app[NODE].settings.default_registry)
+        return target_of(request, request.app[NODE].settings)
     except (ImgaccelError, KeyError):
         return None
 

@@ -34,7 +34,7 @@ _LINK_RE = re.compile(r"\s*<([^>]*)>(.*)", re.DOTALL)
 
 async def tags_list(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    target = target_of(request, node.settings.default_registry)
+    target = target_of(request, node.settings)
     request.app[ALLOWLIST].check(target.registry)
     query = pagination(request.query)
     async with node.client.open(

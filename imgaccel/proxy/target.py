@@ -2,8 +2,9 @@
 
 containerd names the registry in the ``?ns=`` query; dockerd's ``registry-mirrors`` sends none, so
 the default registry (Docker Hub) is meant, with its rule that official images live under
-``library/``. Whoever can create a pod names that registry: the ``registries`` setting limits
-which ones the node fetches from (:class:`RegistryAllowlist`).
+``library/``; on a ``registry_listen`` listener, that listener's registry. Whoever can create a
+pod names that registry: the ``registries`` setting limits which ones the node fetches from
+(:class:`RegistryAllowlist`).
 """
 
 from __future__ import annotations
@@ -37,16 +38,25 @@ class Target:
     repo: str
 
 
-def target_of(request: web.Request, default_registry: str) -> Target:
+def target_of(request: web.Request, settings: Settings) -> Target:
     """The validated registry and repository of a ``/v2/<name>/...`` request."""
     ns = request.query.get("ns")
-    registry = validate_host(ns) if ns else default_registry
+    registry = validate_host(ns) if ns else default_registry(request, settings)
     if registry in DOCKER_HUB_ALIASES:
         registry = DOCKER_HUB
     name = validate_name(request.match_info["name"])
     if registry == DOCKER_HUB:
         name = docker_hub_name(name)
     return Target(registry, name)
+
+
+def default_registry(request: web.Request, settings: Settings) -> str:
+    """The registry meant by a request without ``?ns=``: that of the ``registry_listen``
+    listener it came in on, else ``default_registry``."""
+    transport = request.transport
+    sockname = transport.get_extra_info("sockname") if transport is not None else None
+    port = sockname[1] if isinstance(sockname, tuple) and len(sockname) >= 2 else None
+    return settings.registry_for_port(port)
 
 
 def client_auth(request: web.Request) -> str | None:

@@ -7,7 +7,8 @@ packages (``golang-github-containerd-stargz-snapshotter-dev``) with ``scripts/st
 
 The snapshotter does not read containerd's hosts.toml: its own config names the mirrors of a
 registry (``[[resolver.host."REGISTRY".mirrors]]``), tried in order before the registry itself,
-and it sends no ``?ns=``, so the node serves it as its ``default_registry``.
+and it sends no ``?ns=``: each registry's mirror is a node listener of its own
+(``registry_listen``), or the node's main one for its ``default_registry``.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ error, not a traceback."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -49,3 +50,36 @@ def test_the_tracker_on_a_taken_port_says_so_in_one_line(
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: imgaccel tracker could not start"), done.stderr
+
+
+def test_the_node_serves_its_registry_listeners_too(tmp_path: Path, taken_port: int) -> None:
+    """``registry_listen`` opens one more listener each (a port taken: the one-line error)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    command = [sys.executable, "-m", "imgaccel", "node", "--listen", "127.0.0.1:0"]
+    command += ["--cache-dir", str(tmp_path)]
+    listen = f'{{"127.0.0.1:{free}": "nvcr.io"}}'
+    node = subprocess.Popen(
+        command,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "IMGACCEL_REGISTRY_LISTEN": listen},
+    )
+    try:
+        assert node.stderr is not None
+        lines: list[str] = []
+        while len(lines) < 2 and (line := node.stderr.readline()):  # the log comes first
+            if "imgaccel node listening on" in line:
+                lines.append(line.strip())
+        assert lines[1] == f"imgaccel node listening on http://127.0.0.1:{free}", lines
+    finally:
+        node.terminate()
+        node.communicate(timeout=30)  # reads stderr to its end and closes it
+
+    listen = f'{{"127.0.0.1:{taken_port}": "nvcr.io"}}'
+    env = {**os.environ, "IMGACCEL_REGISTRY_LISTEN": listen}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: imgaccel node could not start"), done.stderr

@@ -19,6 +19,7 @@ import logging
 import os
 import random
 import re
+import socket
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -78,10 +79,11 @@ async def estargz_layer(origin: DistributionRegistry, repo: str, tag: str) -> De
 async def lazy_pull(
     stack: AsyncExitStack, root: Path, registry: str, node: NodeServer, ref: str, layer: str
 ) -> Containerd:
-    """A fresh snapshotter and containerd under ``root`` that rpull ``ref`` through ``node``;
-    checks that the pull was lazy: ``layer`` is the snapshotter's FUSE mount, not content that
-    containerd downloaded."""
-    snapshotter = StargzSnapshotter(root / "stargz", {registry: node.address})
+    """A fresh snapshotter and containerd under ``root`` that rpull ``ref`` through ``node``
+    (the snapshotter through the node's listener for ``registry``); checks that the pull was
+    lazy: ``layer`` is the snapshotter's FUSE mount, not content that containerd downloaded."""
+    (listener,) = node.settings.registry_listen
+    snapshotter = StargzSnapshotter(root / "stargz", {registry: listener})
     await stack.enter_async_context(snapshotter)
     containerd = Containerd(
         root / "containerd", extra_config=proxy_plugin_config(snapshotter.socket)
@@ -110,6 +112,13 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
 def served(caplog: pytest.LogCaptureFixture, digest: str) -> list[tuple[str, int]]:
     """``(source, bytes)`` of each response the node sent of blob ``digest``."""
     found = []
@@ -128,9 +137,12 @@ async def test_stargz_pulls_lazily_through_the_node_and_again_with_the_origin_st
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="imgaccel.serve")
-    # One connection per fill: the origin's 206s are then the ranges passed through.
+    # The snapshotter sends no ?ns=: the node tells its registry by the listener it reads
+    # from. One connection per fill: the origin's 206s are then the ranges passed through.
     node = await node_factory(
-        origin, default_registry=origin.address, upstream_client={"parallel_ranges": 1}
+        origin,
+        registry_listen={f"127.0.0.1:{free_port()}": origin.address},
+        upstream_client={"parallel_ranges": 1},
     )
     image = build_files_image(tmp_path / "layout", {"small.txt": SMALL, "big.bin": big})
     plain, lazy = f"{origin.address}/test/plain:v1", f"{origin.address}/test/lazy:esgz"
