@@ -18,19 +18,16 @@ import aiohttp
 from imgaccel.cache.fill import CHUNK, Fill
 from imgaccel.errors import ImgaccelError, UpstreamError, UpstreamStatus
 from imgaccel.oci.digest import Digest
-from imgaccel.upstream import socketbody
+from imgaccel.upstream import socketbody, tlsbody
 from imgaccel.upstream.client import UpstreamClient
 from imgaccel.upstream.config import UpstreamClientSettings
+from imgaccel.upstream.socketbody import OffSocket
 
 log = logging.getLogger(__name__)
 
 #: The share of a widening period the blob's readers must have spent waiting for bytes for the
 #: fetch to count as what holds them up (see :meth:`OriginFetch._widen`).
 READERS_WAITING = 0.5
-
-
-#: Read bodies off the socket (see :func:`copy_body`): the read timeout, the least body size.
-OffSocket = tuple[float, int]
 
 
 @dataclass(frozen=True)
@@ -96,20 +93,21 @@ async def copy_body(
 ) -> int:
     """Write the body into ``fill`` from ``offset`` until ``end``; return where it stopped.
 
-    With ``off_socket``, a big plain-HTTP body of a fill that keeps no bandwidth budget is read
-    by a thread off the socket (see :mod:`imgaccel.upstream.socketbody`). Otherwise aiohttp
-    reads it: one write is kept in flight while the next MiB is read from the socket, so the
-    network, the disk and the hash overlap. When the connection breaks, the bytes that did
-    arrive are written before the error is raised, so the caller can resume after them (see
-    :func:`landed_until`). The ``head`` of a widened fetch stops (returning ``end``) once it
-    runs into bytes another range already landed: from there on the other ranges own the rest.
+    With ``off_socket``, a big body of a fill that keeps no bandwidth budget is read by a thread
+    off a socket (see :mod:`imgaccel.upstream.socketbody`): aiohttp's for plain HTTP, one of
+    its own for TLS (:mod:`imgaccel.upstream.tlsbody`). Otherwise aiohttp reads it: one write
+    is kept in flight while the next MiB is read from the socket, so the network, the disk and
+    the hash overlap. When the connection breaks, the bytes that did arrive are written before
+    the error is raised, so the caller can resume after them (see :func:`landed_until`). The
+    ``head`` of a widened fetch stops (returning ``end``) once it runs into bytes another range
+    already landed: from there on the other ranges own the rest.
     """
-    if (
-        off_socket is not None
-        and fill.pacer is None
-        and (taken := socketbody.take_over(response, *off_socket)) is not None
-    ):
-        return await socketbody.copy(response, taken, fill, offset, end, head=head)
+    if off_socket is not None and fill.pacer is None:
+        taken = socketbody.take_over(response, off_socket.read_timeout, off_socket.min_bytes)
+        if taken is None:
+            taken = await tlsbody.reopen(response, offset, off_socket)
+        if taken is not None:
+            return await socketbody.copy(response, taken, fill, offset, end, head=head)
     # The buffers as aiohttp received them, read but not yet written: written together with
     # one pwritev once they add up to CHUNK, never joined (a copy of every byte, measured on the
     # cold pull: copies of the stream cost CPU that the runtime and the registry need too).
@@ -351,4 +349,9 @@ class OriginFetch:
     def _off_socket(self) -> OffSocket | None:
         if not self.settings.socket_bodies:
             return None
-        return self.settings.read_timeout_seconds, self.settings.socket_body_min_bytes
+        return OffSocket(
+            self.settings.read_timeout_seconds,
+            self.settings.socket_body_min_bytes,
+            self.settings.connect_timeout_seconds,
+            self.settings.tls_body_min_bytes,
+        )

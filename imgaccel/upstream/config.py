@@ -77,14 +77,25 @@ class UpstreamClientSettings(BaseModel):
     )
     socket_bodies: bool = Field(
         default=True,
-        description="Read big plain-HTTP blob bodies in a thread straight off the socket instead "
-        "of on the event loop (less CPU per byte; TLS origins always use the event loop).",
+        description="Read big blob bodies in a thread straight off a socket instead of on the "
+        "event loop (less CPU per byte): plain HTTP off aiohttp's socket; HTTPS asked again, "
+        "with the same headers, on a blocking TLS connection of the thread's own, while "
+        "aiohttp's waits (if that answer differs or fails, aiohttp reads on). Costs an HTTPS "
+        "origin a second request per big body and what it sent the first connection before it "
+        "was closed (its socket buffers, a few MB).",
     )
     socket_body_min_bytes: int = Field(
         default=8 * 1024 * 1024,
         ge=0,
         description="Bodies smaller than this stay on the event loop, keeping their connection "
         "for the next request (a body read off the socket closes it).",
+    )
+    tls_body_min_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="The same for HTTPS bodies, which are asked for again on a connection of "
+        "their own: the few MB the origin sent the first connection are then at most a tenth "
+        "of the body.",
     )
     retries: int = Field(default=4, ge=0, description="Retries on 5xx and connection errors.")
     backoff_seconds: float = Field(default=0.2, ge=0, description="First retry delay; doubles.")

@@ -1,4 +1,4 @@
-"""A plain-HTTP blob body read by a thread straight off its socket.
+"""A big blob body read by a thread straight off a socket, not by aiohttp on the event loop.
 
 aiohttp reads a body on the event loop: a ``recv`` of up to 256 KiB, the parser, a stream
 append and a wake-up for each, then a hop to a worker thread to write and hash it. For a
@@ -6,15 +6,19 @@ multi-GB layer that is a busy event loop for the whole transfer, on a node whose
 runtime needs too (measured with ``scripts/bench-node``: 0.6-0.9 CPU-s of event loop for a cold
 512 MiB blob, where a relay doing only the required work needed no loop at all).
 
-Once aiohttp has parsed a response's head, :func:`take_over` stops it reading, takes the body
-bytes it had already received, and gives a duplicate of the socket to a thread that does what a
-verifying mirror must and nothing more: ``recv_into`` one buffer, write it into the fill (which
-hashes bytes in order in the same pass), and tell the loop how far the blob landed once per
-buffer. The connection is closed afterwards, never reused: aiohttp no longer knows where its
-stream is.
+A thread does instead what a verifying mirror must and nothing more: ``recv_into`` one buffer,
+write it into the fill (which hashes bytes in order in the same pass), and tell the loop how far
+the blob landed once per buffer. Where its socket comes from:
 
-Only for bodies aiohttp would hand over unchanged: plain HTTP (a TLS connection's state lives in
-asyncio's SSL protocol, which has no socket to give away), a ``Content-Length``, no
+* **Plain HTTP**: once aiohttp has parsed a response's head, :func:`take_over` stops it reading,
+  takes the body bytes it had already received, and gives the thread a duplicate of the socket.
+* **TLS**: asyncio keeps the connection's TLS state in its SSL protocol, which has no socket to
+  give away; :func:`imgaccel.upstream.tlsbody.reopen` asks the origin again on a blocking
+  ``ssl`` socket of the thread's own (``recv_into`` decrypts in OpenSSL with the GIL released,
+  one TLS record a call: :meth:`_Reader._receive` loops until the buffer is full).
+
+Either way the connection is closed afterwards, never reused: aiohttp no longer knows where its
+stream is. Only for bodies aiohttp would hand over unchanged: a ``Content-Length``, no
 ``Content-Encoding``. Anything else keeps aiohttp's reader.
 """
 
@@ -43,6 +47,16 @@ Post = Callable[["Landed | Stopped | BaseException"], None]
 
 
 @dataclass(frozen=True)
+class OffSocket:
+    """When and how a body is read by a thread (``upstream_client`` settings)."""
+
+    read_timeout: float  # the longest wait for the next bytes
+    min_bytes: int  # smaller bodies stay with aiohttp, keeping their connection
+    connect_timeout: float  # a TLS body's own connection
+    tls_min_bytes: int  # smaller HTTPS bodies stay with aiohttp (not asked for twice)
+
+
+@dataclass(frozen=True)
 class Stopped:
     """The thread is done; the fill has every byte up to ``offset`` that it wrote."""
 
@@ -53,8 +67,8 @@ class Stopped:
 class Taken:
     """A response body that aiohttp no longer reads."""
 
-    sock: socket.socket  # a duplicate of the connection's socket, with a read timeout
-    buffered: bytes  # body bytes aiohttp had received before it stopped
+    sock: socket.socket  # with a read timeout: a duplicate of aiohttp's, or an SSLSocket of its own
+    buffered: bytes  # body bytes received with the head (by aiohttp, or on the own connection)
     length: int  # body bytes in all, ``buffered`` included
 
 
@@ -136,6 +150,16 @@ async def copy(
         response.close()
 
 
+def wake(sock: socket.socket) -> None:
+    """Shut ``sock`` down under a thread blocked reading it: the read returns at once.
+
+    On an ``SSLSocket``, the TCP socket's own shutdown: ``SSLSocket.shutdown`` also drops the
+    TLS state, and a ``recv_into`` that ran after it would return ciphertext as if it were body.
+    """
+    with contextlib.suppress(OSError):  # already disconnected
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
 class _Reader:
     """The thread's side of :func:`copy`."""
 
@@ -154,8 +178,7 @@ class _Reader:
     def stop(self) -> None:
         if not self._stopping.is_set():
             self._stopping.set()
-            with contextlib.suppress(OSError):  # already disconnected
-                self.taken.sock.shutdown(socket.SHUT_RDWR)
+            wake(self.taken.sock)
 
     def run(self) -> None:
         try:

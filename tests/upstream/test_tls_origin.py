@@ -140,6 +140,65 @@ async def test_an_origin_of_a_private_ca_is_pulled_through_with_its_ca_file_and_
     assert tls_origin.requests == []
 
 
+@pytest.mark.parametrize("client_certs", [False, True], ids=["ca_file", "mtls"])
+async def test_a_big_layer_of_a_tls_origin_is_read_by_a_thread_on_a_connection_of_its_own(
+    tmp_path: Path,
+    tls: RegistryTLS,
+    node_factory: Any,
+    small_image: Image,
+    caplog: pytest.LogCaptureFixture,
+    client_certs: bool,
+) -> None:
+    """The 6 MB layer, past a lowered ``socket_body_min_bytes``: asked again on a blocking TLS
+    socket with the upstream's context (upstream/tlsbody.py), read by the body's thread, and the
+    same bytes; aiohttp's connection, paused meanwhile, is dropped."""
+    pair = {"client_cert": str(tls.client_cert), "client_key": str(tls.client_key)}
+    async with DistributionRegistry(
+        tmp_path / "origin", tls=tls, client_certs=client_certs
+    ) as origin:
+        await _push(small_image, origin, tls)
+        node = await node_factory(
+            upstreams={
+                origin.address: {"url": origin.url, "ca_file": str(tls.ca)}
+                | (pair if client_certs else {})
+            },
+            upstream_client={"socket_body_min_bytes": 1_000_000, "tls_body_min_bytes": 1_000_000},
+        )
+        [big] = [layer for layer in small_image.layers if layer.size > 1_000_000]
+
+        with caplog.at_level(logging.DEBUG, logger="imgaccel.upstream.tlsbody"):
+            status, body = await _get(node, origin, f"blobs/{big.digest}")
+
+        assert status == 200 and f"sha256:{hashlib.sha256(body).hexdigest()}" == big.digest
+        cached = Path(node.settings.cache.dir) / "blobs" / "sha256" / big.digest[7:]
+        assert cached.read_bytes() == body  # renamed into the cache: the fill verified it
+        [line] = [r.getMessage() for r in caplog.records if "of its own" in r.getMessage()]
+        assert line.startswith(f"reading {big.size} body bytes")
+        await origin.settle()
+        # Two GETs: aiohttp's, abandoned (on loopback its socket buffers take all 6 MB before
+        # the window closes), and the thread's.
+        gets = origin.blob_gets(big.digest)
+        assert len(gets) == 2 and big.size in [r.written for r in gets]
+
+
+async def test_an_https_body_under_tls_body_min_bytes_is_asked_for_once(
+    tmp_path: Path, tls: RegistryTLS, node_factory: Any, small_image: Image
+) -> None:
+    """Asking again costs the origin what it sent the first connection: a body under
+    ``tls_body_min_bytes`` (64 MiB by default) stays with aiohttp, one GET."""
+    async with DistributionRegistry(tmp_path / "origin", tls=tls) as origin:
+        await _push(small_image, origin, tls)
+        node = await node_factory(
+            upstreams={origin.address: {"url": origin.url, "ca_file": str(tls.ca)}},
+            upstream_client={"socket_body_min_bytes": 1_000_000},
+        )
+        [big] = [layer for layer in small_image.layers if layer.size > 1_000_000]
+        status, body = await _get(node, origin, f"blobs/{big.digest}")
+        assert status == 200 and f"sha256:{hashlib.sha256(body).hexdigest()}" == big.digest
+        await origin.settle()
+        assert [r.written for r in origin.blob_gets(big.digest)] == [big.size]
+
+
 async def test_without_its_ca_file_the_client_gets_a_registry_error_and_the_log_says_why(
     tls_origin: DistributionRegistry,
     tls: RegistryTLS,
