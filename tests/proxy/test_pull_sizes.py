@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestServer
 from imgaccel.oci.media import OCI_MANIFEST
 from imgaccel.proxy.pulls import RECORDER, PullRecorder, record_pulls
 from imgaccel.proxy.state import NODE
+from imgaccel.settings import Settings
 
 REG, REPO = "registry.test", "team/app"
 CONFIG, LAYER, BIG, ODD = ("sha256:" + c * 64 for c in "abcd")
@@ -98,9 +99,7 @@ class Mirror:
         self.recorder = PullRecorder()
         app = web.Application(middlewares=[record_pulls])
         app[RECORDER] = self.recorder
-        app[NODE] = cast(
-            Any, types.SimpleNamespace(settings=types.SimpleNamespace(default_registry=REG))
-        )
+        app[NODE] = cast(Any, types.SimpleNamespace(settings=Settings(default_registry=REG)))
         app.router.add_get("/v2/{name:[^?#]+}/manifests/{reference}", self.manifest)
         app.router.add_get("/v2/{name:[^?#]+}/blobs/{digest}", self.blob)
         self.app = app
