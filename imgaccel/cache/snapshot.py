@@ -42,10 +42,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import shutil
-import stat
 import tarfile
 import time
 import uuid
@@ -489,20 +487,11 @@ def _valid_tag(text: str) -> str:
 def _check_room(store: BlobStore, meta: MetaStore, sizes: dict[str, int]) -> set[str]:
     """The bundle's blobs (``sizes``) this cache holds already; :class:`NoRoom` when the others
     do not fit on its disk above the floor, or all of them in its quota beside the pinned ones."""
-    held = {d for d in sizes if _held_size(store, Digest.parse(d)) is not None}
+    held = {d for d in sizes if store.blob_file(Digest.parse(d)) is not None}
     _check_disk(store, sum(size for d, size in sizes.items() if d not in held))
     if store.quota_bytes:
         _check_quota(store, meta, sizes)
     return held
-
-
-def _held_size(store: BlobStore, digest: Digest) -> int | None:
-    """The size of the cache's file of ``digest``, a regular file (what a node would index)."""
-    try:
-        found = os.lstat(store.path(digest))
-    except FileNotFoundError:
-        return None
-    return found.st_size if stat.S_ISREG(found.st_mode) else None
 
 
 def _check_disk(store: BlobStore, new: int) -> None:
@@ -522,7 +511,7 @@ def _check_disk(store: BlobStore, new: int) -> None:
 def _check_quota(store: BlobStore, meta: MetaStore, sizes: dict[str, int]) -> None:
     now = time.time()
     pinned = {digest for digest, until, _ in meta.pins() if until > now}
-    pinned_bytes = sum(_held_size(store, digest) or 0 for digest in pinned)
+    pinned_bytes = sum(found.st_size for d in pinned if (found := store.blob_file(d)))
     needed = sum(size for d, size in sizes.items() if Digest.parse(d) not in pinned)
     if needed + pinned_bytes > store.quota_bytes:
         raise NoRoom(

@@ -97,7 +97,7 @@ class BlobStore:
                 stale.unlink(missing_ok=True)
         found: list[tuple[float, Digest, int]] = []
         for digest in self.on_disk():
-            if (blob := self._blob_file(digest)) is not None:
+            if (blob := self.blob_file(digest)) is not None:
                 found.append((blob.st_mtime, digest, blob.st_size))
         for mtime, digest, size in sorted(found, key=lambda item: item[0]):
             self._entries[digest] = Entry(size, mtime)
@@ -124,7 +124,7 @@ class BlobStore:
                         log.warning("ignoring %s: not a blob name", entry.path)
         return found
 
-    def _blob_file(self, digest: Digest) -> os.stat_result | None:
+    def blob_file(self, digest: Digest) -> os.stat_result | None:
         """The file of ``digest`` if it is one the store may serve: a regular file (not a
         symlink, which could point anywhere, nor a directory or a FIFO); None if missing."""
         path = self.path(digest)
@@ -395,7 +395,7 @@ class BlobStore:
         before :meth:`add` turns the fill's reservation into the entry (the caller checks)."""
         if digest in self._entries:
             return True
-        found = self._blob_file(digest)
+        found = self.blob_file(digest)
         if found is None:
             return False
         if self.quota_bytes and found.st_size > self.quota_bytes:

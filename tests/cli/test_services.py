@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from imgaccel.cli import main
+from tests.conftest import free_port
 
 
 @pytest.mark.parametrize("command", ["node", "seeder", "tracker"])
@@ -54,9 +55,7 @@ def test_the_tracker_on_a_taken_port_says_so_in_one_line(
 
 def test_the_node_serves_its_registry_listeners_too(tmp_path: Path, taken_port: int) -> None:
     """``registry_listen`` opens one more listener each (a port taken: the one-line error)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        free = probe.getsockname()[1]
+    free = free_port()
     command = [sys.executable, "-m", "imgaccel", "node", "--listen", "127.0.0.1:0"]
     command += ["--cache-dir", str(tmp_path)]
     listen = f'{{"127.0.0.1:{free}": "nvcr.io"}}'

@@ -5,7 +5,6 @@ the port it came in on."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,17 +16,9 @@ from pydantic import ValidationError
 from imgaccel.settings import Settings
 from imgaccel.testing.images import Image, build_image, push
 from imgaccel.testing.registry import DistributionRegistry
-from tests.conftest import needs_registry
+from tests.conftest import free_port, needs_registry
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
-
-def free_port() -> int:
-    """A port nothing listens on now (the listener must have a fixed one)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 async def manifest_digest(url: str) -> tuple[int, str | None]:

@@ -19,7 +19,6 @@ import logging
 import os
 import random
 import re
-import socket
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,14 @@ from imgaccel.testing.stargz import (
     proxy_plugin_config,
     rpull,
 )
-from tests.conftest import NodeServer, needs_containerd, needs_registry, needs_skopeo, write_hosts
+from tests.conftest import (
+    NodeServer,
+    free_port,
+    needs_containerd,
+    needs_registry,
+    needs_skopeo,
+    write_hosts,
+)
 
 pytestmark = [
     pytest.mark.system,
@@ -110,13 +116,6 @@ async def read_files(containerd: Containerd, target: Path) -> tuple[bytes, str]:
 def _sha256(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def served(caplog: pytest.LogCaptureFixture, digest: str) -> list[tuple[str, int]]:
