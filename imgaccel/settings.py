@@ -196,7 +196,8 @@ class Settings(BaseSettings):
         "name no registry and take one mirror address per registry, such as "
         "stargz-snapshotter's resolver. Example: "
         '`registry_listen = { "127.0.0.1:65002" = "nvcr.io" }`; a fixed port, not 0. With '
-        "`registries` set, list these registries there too.",
+        "`registries` set, list these registries there too (the node warns at start about any "
+        "it does not allow).",
     )
     admin_networks: list[IPvAnyNetwork] = Field(
         default_factory=lambda: [ip_network("127.0.0.0/8"), ip_network("::1/128")],
@@ -218,9 +219,9 @@ class Settings(BaseSettings):
         "registry, docker.io. A request for any other registry gets 403 DENIED and the origin "
         "is not asked (containerd then pulls from the origin itself); work for it is skipped. "
         "Nothing is allowed implicitly: list `default_registry` for clients without ?ns= "
-        "(dockerd), and the hosts of your `upstreams` tables (the node warns at start about "
-        'any it will not use). Example: `registries = ["docker.io", "nvcr.io", '
-        '"*.corp.example"]`; as a variable, JSON: '
+        "(dockerd), and the hosts of your `upstreams` tables and `registry_listen` (the node "
+        "warns at start about any it will not use). Example: "
+        '`registries = ["docker.io", "nvcr.io", "*.corp.example"]`; as a variable, JSON: '
         "`IMGACCEL_REGISTRIES='[\"nvcr.io\"]'`.",
     )
     upstream_client: UpstreamClientSettings = Field(default_factory=UpstreamClientSettings)

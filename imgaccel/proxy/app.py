@@ -80,7 +80,7 @@ def make_app(settings: Settings) -> web.Application:
     Raises ConfigError for an upstream's TLS file that cannot be read or used."""
     app = web.Application(middlewares=[registry_errors, record_pulls], client_max_size=1024)
     app[ALLOWLIST] = RegistryAllowlist(settings)
-    app[ALLOWLIST].warn_unused_upstreams()
+    app[ALLOWLIST].warn_unused_settings()
     tls = OriginTLS.load(settings.upstreams)  # now, so that a bad file stops the start
     if settings.p2p.tracker_url and settings.prefetch.enabled:
         app[RECORDER] = PullRecorder()

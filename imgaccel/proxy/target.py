@@ -78,18 +78,37 @@ class RegistryAllowlist:
     def allows(self, registry: str) -> bool:
         return self._settings.registry_allowed(registry)
 
-    def warn_unused_upstreams(self) -> None:
-        """Log the ``upstreams`` tables the operator wrote for registries the setting refuses
-        (nothing is allowed implicitly; the default Docker Hub table is no statement)."""
-        if "upstreams" not in self._settings.model_fields_set:
-            return
-        for host in self._settings.upstreams:
-            if not self.allows(host):
+    def warn_unused_settings(self) -> None:
+        """Log what the operator configured for registries the setting refuses: ``upstreams``
+        tables, ``registry_listen`` listeners and ``default_registry`` (nothing is allowed
+        implicitly; the default Docker Hub table and registry are no statement)."""
+        settings = self._settings
+        fields = settings.model_fields_set
+        if "upstreams" in fields:
+            for host in settings.upstreams:
+                if not self.allows(host):
+                    log.warning(
+                        "upstreams.%s is not used: the `registries` setting does not allow %s",
+                        host,
+                        host,
+                    )
+        for address, registry in settings.registry_listen.items():
+            if not self.allows(registry):
                 log.warning(
-                    "upstreams.%s is not used: the `registries` setting does not allow %s",
-                    host,
-                    host,
+                    "registry_listen %s answers 403 to every request without ?ns=: the "
+                    "`registries` setting does not allow %s",
+                    address,
+                    registry,
                 )
+        if ("registries" in fields or "default_registry" in fields) and not self.allows(
+            settings.default_registry
+        ):
+            log.warning(
+                "default_registry %s is not allowed by the `registries` setting: clients that "
+                "send no ?ns= (dockerd) get 403 on %s",
+                settings.default_registry,
+                settings.listen,
+            )
 
     def refuses(self, registry: str, asker: str) -> bool:
         """True (logged once per registry) when ``registry`` is not allowed; ``asker`` says

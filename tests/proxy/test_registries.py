@@ -130,6 +130,41 @@ def test_a_refused_registry_is_logged_once_and_no_origin_is_looked_up(
     assert len(caplog.records) == 1 and "ghcr.io" in caplog.records[0].getMessage()
 
 
+@pytest.mark.parametrize(
+    ("settings", "warned"),
+    [
+        ({}, []),
+        ({"registries": ["docker.io"]}, []),
+        ({"registries": ["nvcr.io"]}, ["default_registry docker.io"]),
+        ({"registries": ["nvcr.io"], "default_registry": "nvcr.io"}, []),
+        (
+            {
+                "registries": ["docker.io", "nvcr.io"],
+                "registry_listen": {"127.0.0.1:65002": "nvcr.io", "127.0.0.1:65003": "ghcr.io"},
+            },
+            ["registry_listen 127.0.0.1:65003"],
+        ),
+        (
+            {"registries": ["docker.io"], "upstreams": {"r.local:5000": {"url": "http://r:5000"}}},
+            ["upstreams.r.local:5000"],
+        ),
+        # No `registries`: every registry is allowed, nothing is unused.
+        ({"registry_listen": {"127.0.0.1:65003": "ghcr.io"}, "default_registry": "quay.io"}, []),
+    ],
+)
+def test_settings_for_a_registry_the_allowlist_refuses_are_warned_about_at_start(
+    settings: dict[str, Any], warned: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    allowlist = RegistryAllowlist(load_settings(None, **settings))
+
+    with caplog.at_level(logging.INFO, logger="imgaccel.proxy.target"):
+        allowlist.warn_unused_settings()
+
+    messages = [r.getMessage() for r in caplog.records]
+    assert [m.split(" is ")[0].split(" answers ")[0] for m in messages] == warned, messages
+    assert all(r.levelno == logging.WARNING for r in caplog.records)
+
+
 @pytest.mark.system
 @needs_registry
 @needs_containerd
