@@ -101,6 +101,15 @@ class P2PSettings(BaseModel):
         "client is sent) grows during the download instead of at its end; a downloader alone "
         "with the seeds fetches in order. 0: the whole share at once, rarest first.",
     )
+    disk_threads: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="libtorrent's disk I/O threads (its aio_threads): they write downloaded "
+        "blocks and read the blocks peers ask for. libtorrent's default of 10 costs CPU here: "
+        "every queued block wakes the whole pool. Raise it for disks that need many requests in "
+        "flight (network storage, spinning disks).",
+    )
     wait_seconds: float = Field(
         default=600.0,
         gt=0,

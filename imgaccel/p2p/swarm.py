@@ -41,7 +41,12 @@ log = logging.getLogger(__name__)
 LISTEN_TIMEOUT = 10.0
 #: How often downloads re-split their piece shares among the peers they see.
 SHARE_TICK_SECONDS = 0.2
-_COUNTERS = ("net.sent_payload_bytes", "net.recv_payload_bytes", "peer.num_peers_connected")
+_COUNTERS = (
+    "net.sent_payload_bytes",
+    "net.recv_payload_bytes",
+    "peer.num_peers_connected",
+    "disk.disk_hash_time",
+)
 
 
 def session_settings(listen: str) -> dict[str, Any]:
@@ -96,6 +101,7 @@ class SwarmStats:
     total_downloaded: int
     peers: int
     share_releases: int = 0
+    hash_microseconds: int = 0  # libtorrent's time hashing pieces: downloaded, not seeded
 
 
 class Swarm:
@@ -109,6 +115,7 @@ class Swarm:
         stall_seconds: float = 5.0,
         no_peers_grace: float = 2.0,
         upload_rate_limit: int = 0,
+        disk_threads: int = 2,
         share_pieces: bool = True,
         share_window: int = 0,
         overrides: Mapping[str, Any] | None = None,
@@ -118,6 +125,7 @@ class Swarm:
         # Bytes/s this node uploads to peers (0: no limit), so serving the swarm cannot starve
         # the node's own pulls or its workloads.
         self._settings["upload_rate_limit"] = upload_rate_limit
+        self._settings["aio_threads"] = disk_threads
         # Any other libtorrent setting, by name (scripts/bench-swarm tries variants with it).
         self._settings.update(overrides or {})
         self._stall_seconds = stall_seconds
@@ -342,6 +350,7 @@ class Swarm:
             total_uploaded=sent,
             total_downloaded=received,
             peers=counters[_COUNTERS[2]],
+            hash_microseconds=counters[_COUNTERS[3]],
             share_releases=self._share_releases,
         )
 
@@ -355,6 +364,11 @@ def _params(metainfo: Metainfo, path: Path, *, seed: bool) -> Any:
     flags = (params.flags & ~lt.torrent_flags.auto_managed) | lt.torrent_flags.paused
     if seed:
         flags |= lt.torrent_flags.seed_mode
+        # Every piece is verified already: the blob's sha256 was checked, and the piece hashes
+        # were computed from the same bytes. Without this, seed mode hashes each piece again on
+        # its first upload (one more SHA-1 pass over every blob a node shares), and a peer
+        # checks every piece it receives anyway.
+        params.verified_pieces = [True] * metainfo.num_pieces
     params.flags = flags
     return params
 

@@ -164,6 +164,7 @@ class PeerNetwork:
             stall_seconds=self.settings.stall_seconds,
             no_peers_grace=self.settings.no_peers_seconds,
             upload_rate_limit=self.settings.upload_rate_limit,
+            disk_threads=self.settings.disk_threads,
             share_pieces=self.settings.share_pieces,
             share_window=self.settings.share_window_pieces,
         )

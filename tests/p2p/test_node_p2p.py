@@ -311,3 +311,15 @@ async def test_a_tracker_that_lost_its_state_learns_the_nodes_torrents_again(
         assert sha256(await get_blob(n2, origin, repo, layer)) == layer
         await origin.settle()
         assert origin.blob_gets(layer) == []
+
+
+@pytest.mark.parametrize(("options", "threads"), [({}, 2), ({"disk_threads": 5}, 5)])
+async def test_the_node_runs_libtorrent_with_its_disk_threads(
+    p2p_node: Callable[..., Any], options: dict[str, Any], threads: int
+) -> None:
+    # libtorrent's own default (10) wakes every thread for each queued block: see
+    # docs/benchmarks.md, "libtorrent's disk threads, and the seed's second hash".
+    node = await p2p_node("t1", **options)
+    peers = node.app[NODE].fetcher.peers
+    assert peers is not None
+    assert peers.swarm._session.get_settings()["aio_threads"] == threads

@@ -53,6 +53,24 @@ async def test_seeding_an_arbitrary_path(
         assert await collect(download) == blob.data
 
 
+async def test_a_seed_shares_its_verified_blob_without_hashing_it_again(
+    make_swarm: SwarmFactory, blob: Blob, tmp_path: Path
+) -> None:
+    # The node seeds only blobs whose sha256 it checked, from piece hashes computed over the
+    # same bytes: the seed must not hash a piece on its first upload (seed mode's default),
+    # while the downloader checks every piece it receives.
+    async with make_swarm() as seeder, make_swarm(disk_threads=1) as leecher:
+        seeder.seed(blob.metainfo, blob.path)
+        download = leecher.download(blob.metainfo, tmp_path / "dl")
+        leecher.add_peer(blob.metainfo.infohash, "127.0.0.1", seeder.port)
+        assert await collect(download) == blob.data
+        seeded, leeched = await seeder.stats(), await leecher.stats()
+
+    assert seeded.total_uploaded >= len(blob.data)
+    assert seeded.hash_microseconds == 0
+    assert leeched.hash_microseconds > 0
+
+
 async def test_a_foreign_torrent_is_refused(make_swarm: SwarmFactory, blob: Blob) -> None:
     foreign = blob.metainfo.__class__(
         blob.metainfo.name,
