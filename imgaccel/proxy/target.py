@@ -81,10 +81,9 @@ class RegistryAllowlist:
     def warn_unused_settings(self) -> None:
         """Log what the operator configured for registries the setting refuses: ``upstreams``
         tables, ``registry_listen`` listeners and ``default_registry`` (nothing is allowed
-        implicitly; the default Docker Hub table and registry are no statement)."""
+        implicitly; the default Docker Hub table is no statement)."""
         settings = self._settings
-        fields = settings.model_fields_set
-        if "upstreams" in fields:
+        if "upstreams" in settings.model_fields_set:
             for host in settings.upstreams:
                 if not self.allows(host):
                     log.warning(
@@ -100,9 +99,7 @@ class RegistryAllowlist:
                     address,
                     registry,
                 )
-        if ("registries" in fields or "default_registry" in fields) and not self.allows(
-            settings.default_registry
-        ):
+        if not self.allows(settings.default_registry):
             log.warning(
                 "default_registry %s is not allowed by the `registries` setting: clients that "
                 "send no ?ns= (dockerd) get 403 on %s",
