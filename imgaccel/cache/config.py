@@ -26,7 +26,8 @@ class CacheSettings(BaseModel):
     quota_bytes: int = Field(
         default=0,
         ge=0,
-        description="Most bytes of blobs to keep; least recently used go first. 0: no quota.",
+        description="Most bytes of blobs to keep; least recently used go first (a blob is used "
+        "when a client reads it, and while peers fetch it from this node). 0: no quota.",
     )
     min_free_percent: float = Field(
         default=15.0,

@@ -142,6 +142,8 @@ class Swarm:
         self._torrents: dict[str, Download] = {}
         self._port = 0
         self._stats_waiters: list[asyncio.Future[dict[str, int]]] = []
+        self._update_waiters: list[asyncio.Future[dict[str, int]]] = []
+        self._uploaded: dict[str, int] = {}  # infohash -> payload sent, at the last look
         self._last_stats: tuple[float, int, int] = (time.monotonic(), 0, 0)
 
     async def __aenter__(self) -> Swarm:
@@ -249,6 +251,15 @@ class Swarm:
                 if not waiter.done():
                     waiter.set_result({name: int(values.get(name, 0)) for name in _COUNTERS})
             self._stats_waiters.clear()
+        elif isinstance(alert, lt.state_update_alert):
+            totals = {
+                str(status.info_hashes.v1): int(status.total_payload_upload)
+                for status in alert.status
+            }
+            for update in self._update_waiters:
+                if not update.done():
+                    update.set_result(totals)
+            self._update_waiters.clear()
 
     def _set_certificate(self, handle: Any) -> None:
         node = self.identity.node
@@ -332,6 +343,24 @@ class Swarm:
         if download is None:
             raise KeyError(infohash)
         download.handle.connect_peer((host, port))
+
+    async def uploaded(self) -> list[str]:
+        """The names of this swarm's torrents that sent peers data since the previous call.
+        libtorrent reports only the torrents whose status changed, so a node seeding thousands
+        of blobs pays for the few that peers are fetching."""
+        update: asyncio.Future[dict[str, int]] = asyncio.get_running_loop().create_future()
+        self._update_waiters.append(update)
+        self._session.post_torrent_updates(0)  # no piece bitfields: payload counters suffice
+        totals = await update
+        # A torrent added again (a download that became a seed) counts from 0 again.
+        grown = [
+            torrent.metainfo.name
+            for infohash, sent in totals.items()
+            if sent and sent != self._uploaded.get(infohash)
+            if (torrent := self._torrents.get(infohash)) is not None
+        ]
+        self._uploaded.update(totals)
+        return grown
 
     async def stats(self) -> SwarmStats:
         """Payload totals and rates (averaged since the previous call) and connected peers."""

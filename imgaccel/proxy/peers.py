@@ -38,7 +38,7 @@ from imgaccel import bencode
 from imgaccel.cache.fill import Fill
 from imgaccel.cache.meta import MetaStore
 from imgaccel.cache.store import BlobStore
-from imgaccel.errors import ConfigError
+from imgaccel.errors import ConfigError, DigestInvalid
 from imgaccel.oci.digest import Digest
 from imgaccel.p2p.certs import NodeIdentity
 from imgaccel.p2p.download import Download
@@ -57,6 +57,8 @@ DEFAULT_LEASE_SECONDS = 60.0
 #: How often a running node tells the tracker what it holds again: a tracker that lost its
 #: state (a new volume) learns the torrents back within this time, not at the nodes' restarts.
 RESYNC_SECONDS = 600.0
+#: How often blobs peers are fetching from this node count as used in the cache's LRU order.
+UPLOADS_SECONDS = 10.0
 
 #: A top-level .torrent key (outside the info dict, so the infohash is unchanged): the
 #: ``registry/repository`` names the publisher saw serve this blob with no credentials at all.
@@ -82,6 +84,11 @@ class Plan:
 
 def torrent_name(digest: Digest) -> str:
     return f"{digest.algorithm}-{digest.hex}"
+
+
+def torrent_digest(name: str) -> Digest:
+    """The blob of a torrent named by :func:`torrent_name`; DigestInvalid for any other name."""
+    return Digest.parse(name.replace("-", ":", 1))
 
 
 def parse_torrent(data: bytes) -> tuple[Metainfo, frozenset[str], frozenset[str]]:
@@ -138,6 +145,8 @@ class PeerNetwork:
         self._to_share: asyncio.Queue[Digest] = asyncio.Queue()  # cached blobs with no torrent
         self._queued: set[Digest] = set()  # in _to_share, or being read
         self._sharer: asyncio.Task[None] | None = None
+        self._uploads: asyncio.Task[None] | None = None
+        self.uploads_seconds = UPLOADS_SECONDS
 
     @property
     def announce_url(self) -> str:
@@ -178,12 +187,13 @@ class PeerNetwork:
         await self.reseed()
         self._resync = asyncio.create_task(self._resync_forever(), name="p2p-resync")
         self._sharer = asyncio.create_task(self._share_forever(), name="p2p-share")
+        self._uploads = asyncio.create_task(self._uploads_forever(), name="p2p-uploads")
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for task in (self._resync, self._sharer):
+        for task in (self._resync, self._sharer, self._uploads):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -253,6 +263,20 @@ class PeerNetwork:
                 await self.resync()
             except Exception:  # the next round may work; this task must not end unseen
                 log.exception("re-publishing to the tracker failed")
+
+    async def _uploads_forever(self) -> None:
+        """Mark the blobs peers are fetching from this node as used, so that eviction (quota,
+        or a disk containerd fills) takes a blob nobody wants before one a scale-out is pulling
+        through this node: evicting that sends every peer still downloading it to the origin."""
+        assert self.swarm is not None
+        while True:
+            await asyncio.sleep(self.uploads_seconds)
+            try:
+                for name in await self.swarm.uploaded():
+                    with contextlib.suppress(DigestInvalid):  # not a torrent of this node's
+                        self.store.lookup(torrent_digest(name))
+            except Exception:  # the next round may work; this task must not end unseen
+                log.exception("reading which blobs peers fetch failed")
 
     # -- sharing cached blobs that have no torrent ---------------------------------------------
 

@@ -323,3 +323,32 @@ async def test_the_node_runs_libtorrent_with_its_disk_threads(
     peers = node.app[NODE].fetcher.peers
     assert peers is not None
     assert peers.swarm._session.get_settings()["aio_threads"] == threads
+
+
+async def test_a_blob_peers_are_fetching_counts_as_used_for_eviction(
+    origin: DistributionRegistry,
+    repo: str,
+    big_image: Image,
+    p2p_node: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # LRU eviction (quota, or a disk containerd fills) must not take the blob a scale-out is
+    # pulling through this node's uploads: every peer still downloading it would go to the
+    # origin. Local clients alone would leave it the least recently used here.
+    monkeypatch.setattr(peers_module, "UPLOADS_SECONDS", 0.1)
+    big, small = big_image.layers[0].digest, big_image.layers[1].digest
+    holder = await p2p_node("h1")
+    await get_blob(holder, origin, repo, big)
+    await get_blob(holder, origin, repo, small)
+    store = holder.app[NODE].store
+
+    def lru() -> list[str]:
+        return [str(digest) for digest, _ in store.entries()]
+
+    assert lru().index(big) < lru().index(small)
+
+    assert sha256(await get_blob(await p2p_node("h2"), origin, repo, big)) == big
+
+    await origin.settle()
+    assert len(origin.blob_gets(big)) == 1  # the holder's fill: h2 had it from the swarm
+    await until(lambda: lru().index(big) > lru().index(small), seconds=5)
