@@ -360,6 +360,8 @@ class Swarm:
             if (torrent := self._torrents.get(infohash)) is not None
         ]
         self._uploaded.update(totals)
+        # Forget removed torrents (evicted blobs): a long-running node adds and removes many.
+        self._uploaded = {h: n for h, n in self._uploaded.items() if h in self._torrents}
         return grown
 
     async def stats(self) -> SwarmStats:
