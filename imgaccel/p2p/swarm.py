@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 LISTEN_TIMEOUT = 10.0
 #: How often downloads re-split their piece shares among the peers they see.
 SHARE_TICK_SECONDS = 0.2
+#: The longest wait for the alert that answers a request for torrent updates.
+ALERT_ANSWER_SECONDS = 30.0
 _COUNTERS = (
     "net.sent_payload_bytes",
     "net.recv_payload_bytes",
@@ -351,7 +353,14 @@ class Swarm:
         update: asyncio.Future[dict[str, int]] = asyncio.get_running_loop().create_future()
         self._update_waiters.append(update)
         self._session.post_torrent_updates(0)  # no piece bitfields: payload counters suffice
-        totals = await update
+        try:
+            # libtorrent always answers, if only with an empty list; an alert lost to a full
+            # queue must not stop the caller's loop for good.
+            async with asyncio.timeout(ALERT_ANSWER_SECONDS):
+                totals = await update
+        except TimeoutError:
+            log.warning("libtorrent did not answer a torrent-updates request")
+            return []
         # A torrent added again (a download that became a seed) counts from 0 again.
         grown = [
             torrent.metainfo.name

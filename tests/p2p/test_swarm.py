@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from imgaccel.p2p import download as download_module
+from imgaccel.p2p import swarm as swarm_module
 from imgaccel.p2p.certs import NodeIdentity, make_ca
 from imgaccel.p2p.errors import MetainfoInvalid, NoPeers, P2PError, SwarmStalled, TorrentFailed
 from imgaccel.p2p.swarm import Swarm, session_settings
@@ -69,6 +70,37 @@ async def test_a_seed_shares_its_verified_blob_without_hashing_it_again(
     assert seeded.total_uploaded >= len(blob.data)
     assert seeded.hash_microseconds == 0
     assert leeched.hash_microseconds > 0
+
+
+async def test_uploaded_names_the_torrents_that_sent_data_since_the_last_call(
+    make_swarm: SwarmFactory, blob: Blob, tmp_path: Path
+) -> None:
+    async with make_swarm() as seeder, make_swarm() as leecher:
+        seeder.seed(blob.metainfo, blob.path)
+        assert await seeder.uploaded() == []
+        download = leecher.download(blob.metainfo, tmp_path / "dl")
+        leecher.add_peer(blob.metainfo.infohash, "127.0.0.1", seeder.port)
+        assert await collect(download) == blob.data
+
+        assert await seeder.uploaded() == [blob.metainfo.name]
+        assert await seeder.uploaded() == []  # nothing sent since
+        assert await leecher.uploaded() == []  # it only received
+
+
+async def test_uploaded_gives_up_when_libtorrent_does_not_answer(
+    make_swarm: SwarmFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Silent:  # a session whose answering alert was lost (a full alert queue)
+        def post_torrent_updates(self, flags: int) -> None:
+            pass
+
+    monkeypatch.setattr(swarm_module, "ALERT_ANSWER_SECONDS", 0.1)
+    async with make_swarm() as swarm:
+        real, swarm._session = swarm._session, Silent()
+        try:
+            assert await swarm.uploaded() == []
+        finally:
+            swarm._session = real
 
 
 async def test_a_foreign_torrent_is_refused(make_swarm: SwarmFactory, blob: Blob) -> None:
