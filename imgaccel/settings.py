@@ -185,7 +185,12 @@ class Settings(BaseSettings):
     """Settings of ``imgaccel node`` (and the sections other roles share)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="IMGACCEL_", env_nested_delimiter="__", extra="forbid"
+        env_prefix="IMGACCEL_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        # An error names the setting and what is wrong with it, never the value given: it may
+        # hold a password (an upstream's, or in a proxy URL).
+        hide_input_in_errors=True,
     )
 
     listen: str = Field(default="127.0.0.1:65001", description="HOST:PORT the mirror serves on.")
