@@ -33,6 +33,7 @@ from imgaccel.proxy.tags import tags_list
 from imgaccel.proxy.target import ALLOWLIST, RegistryAllowlist, client_auth, default_registry
 from imgaccel.settings import Settings
 from imgaccel.upstream.client import UpstreamClient
+from imgaccel.upstream.proxy import Environment, Proxies
 from imgaccel.upstream.tls import OriginTLS
 
 log = logging.getLogger(__name__)
@@ -82,9 +83,10 @@ def make_app(settings: Settings) -> web.Application:
     app[ALLOWLIST] = RegistryAllowlist(settings)
     app[ALLOWLIST].warn_unused_settings()
     tls = OriginTLS.load(settings.upstreams)  # now, so that a bad file stops the start
+    proxies = _proxies(settings)
     if settings.p2p.tracker_url and settings.prefetch.enabled:
         app[RECORDER] = PullRecorder()
-    app.cleanup_ctx.append(_node_context(settings, tls))
+    app.cleanup_ctx.append(_node_context(settings, tls, proxies))
     app.router.add_get("/v2/", api_version)
     app.router.add_get(f"/v2/{_NAME}/manifests/{{reference}}", manifest)
     app.router.add_get(f"/v2/{_NAME}/blobs/{{digest}}", blob)
@@ -99,12 +101,27 @@ def make_app(settings: Settings) -> web.Application:
     return app
 
 
+def _proxies(settings: Settings) -> Proxies:
+    """Which proxy each origin request goes through, said once in the log. Raises ConfigError
+    for a proxy in the environment that cannot be used (only http:// ones can)."""
+    environment = None
+    if settings.upstream_client.proxy_from_environment:
+        environment = Environment.read()
+        if (line := environment.describe()) is not None:
+            log.info("origins without a proxy setting go through the environment's: %s", line)
+    for host, upstream in settings.upstreams.items():
+        if upstream.proxy is not None:
+            shown = Proxies().named(upstream) or "none (direct)"
+            log.info("origin %s: proxy %s, by its proxy setting", host, shown)
+    return Proxies(environment)
+
+
 def _node_context(
-    settings: Settings, tls: OriginTLS
+    settings: Settings, tls: OriginTLS, proxies: Proxies
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            app[NODE] = await _open_node(settings, app[ALLOWLIST], tls, stack)
+            app[NODE] = await _open_node(settings, app[ALLOWLIST], tls, proxies, stack)
             if RECORDER in app:  # prewarm jobs, hot layers, pull reports (needs the tracker)
                 prefetcher = Prefetcher(app[NODE], app[RECORDER], app[ALLOWLIST])
                 await stack.enter_async_context(prefetcher)
@@ -117,6 +134,7 @@ async def _open_node(
     settings: Settings,
     allowlist: RegistryAllowlist,
     tls: OriginTLS,
+    proxies: Proxies,
     stack: contextlib.AsyncExitStack,
 ) -> Node:
     """Every part of the node, each closed by ``stack`` in reverse order. The upstream client
@@ -147,6 +165,7 @@ async def _open_node(
         settings.upstream_client,
         node_metrics.observe_upstream,
         tls,
+        proxies,
     )
     guard = AccessGuard(meta, client, settings.cache.auth_ttl_seconds)
     fetcher = BlobFetcher(store, guard, client, settings.upstream_client, node_metrics)

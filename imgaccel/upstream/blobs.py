@@ -8,6 +8,7 @@ reached when a connection breaks, with backoff, so a flaky origin costs time, no
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -354,4 +355,5 @@ class OriginFetch:
             self.settings.socket_body_min_bytes,
             self.settings.connect_timeout_seconds,
             self.settings.tls_body_min_bytes,
+            functools.partial(self.client.proxy_for, self.location.registry),
         )

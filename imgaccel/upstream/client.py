@@ -16,6 +16,9 @@
 * **Tokens** are cached per identity; one the origin refuses (other than for a scope it does
   not cover) is dropped and fetched afresh once. Credentials never go to a plain-HTTP realm of an
   HTTPS origin, and a token answer has a total time limit and a size limit.
+* **Proxies** (:mod:`imgaccel.upstream.proxy`): the upstream's ``proxy``, else the environment's
+  for that URL, for every request of the upstream's, redirects and token realm included. A proxy
+  that refuses the node's credentials (407) is not retried.
 * **TLS** with the upstream's own context (:mod:`imgaccel.upstream.tls`) for its API, its
   redirects and its token realm. A certificate either side refuses is not retried: it would be
   refused again.
@@ -40,6 +43,7 @@ from yarl import URL
 from imgaccel.errors import UpstreamError, UpstreamStatus, UpstreamTimeout
 from imgaccel.upstream.auth import Challenge, Realms, TokenCache, basic_header, identity
 from imgaccel.upstream.config import UpstreamClientSettings, UpstreamSettings
+from imgaccel.upstream.proxy import Proxies, Proxy
 from imgaccel.upstream.tls import OriginTLS
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,10 @@ _MAX_REDIRECTS = 5
 _MAX_RETRY_SLEEP = 30.0
 _MAX_RETRY_SLEEPS = 60.0
 _MAX_TOKEN_BODY = 1024 * 1024
+_PROXY_CREDENTIALS = (
+    "(it wants a user and password: give the ones it takes in the proxy URL, "
+    "http://user:password@host:port, of the upstream's proxy or HTTPS_PROXY / HTTP_PROXY)"
+)
 DENIED = frozenset({401, 403})
 #: OpenSSL's names of the alerts an origin sends about this node's client certificate: none
 #: sent, or one it does not take.
@@ -116,10 +124,13 @@ class UpstreamClient:
         settings: UpstreamClientSettings,
         observe: Observer | None = None,
         tls: OriginTLS | None = None,
+        proxies: Proxies | None = None,
     ) -> None:
-        """``tls``: the upstreams' contexts, loaded at start (default: built on first use)."""
+        """``tls``: the upstreams' contexts, loaded at start (default: built on first use);
+        ``proxies``: which proxy each request goes through (default: none)."""
         self._session = session
         self._tls = tls or OriginTLS()
+        self._proxies = proxies or Proxies()
         self._upstream_for = upstream_for
         self._settings = settings
         self._observe = observe or (lambda kind, seconds: None)
@@ -146,11 +157,15 @@ class UpstreamClient:
         upstream = self._upstream_for(registry)
         try:
             response = await self._follow("GET", f"{upstream.url}/v2/", upstream, {}, None)
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError, UpstreamError) as exc:  # a proxy's 407
             log.info("cannot ask %s for its challenge: %s", registry, exc)
             return None
         response.release()
         return response.headers.get("WWW-Authenticate") if response.status == 401 else None
+
+    def proxy_for(self, registry: str, url: URL) -> Proxy | None:
+        """The proxy a request of ``registry``'s traffic to ``url`` goes through, if any."""
+        return self._proxies.for_url(url, self._upstream_for(registry))
 
     @contextlib.asynccontextmanager
     async def open(
@@ -299,14 +314,16 @@ class UpstreamClient:
             params["service"] = service
         headers = {"Authorization": attempt.basic_for_token} if attempt.basic_for_token else {}
         started = time.monotonic()
+        proxy = self._proxies.for_url(URL(realm), upstream)
         try:
             async with self._session.get(
                 realm,
                 params=params,
-                headers=headers,
                 timeout=self._token_timeout,
                 ssl=self._tls.context(upstream),
+                **_through(proxy, URL(realm), headers),
             ) as resp:
+                _check_proxy_answer(resp, proxy)
                 if resp.status != 200:
                     log.info(
                         "token realm %s refused %s for %s: %d",
@@ -320,7 +337,8 @@ class UpstreamClient:
         except TimeoutError as exc:
             raise UpstreamTimeout(f"token realm {realm} timed out") from exc
         except (aiohttp.ClientError, ValueError) as exc:
-            log.warning("token realm %s failed: %s", realm, _tls_refusal(exc) or exc)
+            refusal = _tls_refusal(exc) or _proxy_refusal(exc, proxy)
+            log.warning("token realm %s failed: %s", realm, refusal or _via(exc, proxy))
             return None
         finally:
             self._observe("token", time.monotonic() - started)
@@ -364,13 +382,15 @@ class UpstreamClient:
             except aiohttp.InvalidURL as exc:  # sending it again would not make it valid
                 raise UpstreamError(f"{method} {url} failed: {exc}") from exc
             except (aiohttp.ClientError, TimeoutError) as exc:
-                if (refusal := _tls_refusal(exc)) is not None:  # would be refused again
+                proxy = self._proxies.for_url(URL(url), upstream)
+                refusal = _tls_refusal(exc) or _proxy_refusal(exc, proxy)
+                if refusal is not None:  # would be refused again
                     raise UpstreamError(f"{method} {url} failed: {refusal}") from exc
                 delay = self._retry_delay(attempt, slept, backoff)
                 if delay is None:
                     if isinstance(exc, TimeoutError):
                         raise UpstreamTimeout(f"{method} {url} timed out") from exc
-                    raise UpstreamError(f"{method} {url} failed: {exc}") from exc
+                    raise UpstreamError(f"{method} {url} failed: {_via(exc, proxy)}") from exc
                 log.info("retrying %s %s after %s", method, url, exc.__class__.__name__)
             else:
                 if response.status not in _RETRY_STATUSES:
@@ -427,14 +447,16 @@ class UpstreamClient:
             sent = dict(headers)
             if authorization and target.origin() == origin:
                 sent["Authorization"] = authorization
+            proxy = self._proxies.for_url(target, upstream)
             response = await self._session.request(
                 method,
                 target,
-                headers=sent,
                 allow_redirects=False,
                 timeout=self._timeout,
                 ssl=self._tls.context(upstream),
+                **_through(proxy, target, sent),
             )
+            _check_proxy_answer(response, proxy)
             location = response.headers.get("Location")
             if response.status not in _REDIRECTS or not location:
                 return response
@@ -469,6 +491,49 @@ def _tls_refusal(exc: BaseException) -> str | None:
             "upstream a client_cert and client_key the origin accepts"
         )
     return None
+
+
+def _through(proxy: Proxy | None, url: URL, headers: dict[str, str]) -> dict[str, Any]:
+    """aiohttp's arguments for ``headers`` sent to ``url`` through ``proxy``. Its credentials:
+    aiohttp sends ``proxy_headers`` only with a ``CONNECT``, so a plain-HTTP request carries
+    them itself."""
+    if proxy is None:
+        return {"headers": headers}
+    if url.scheme == "https":
+        return {"headers": headers, "proxy": proxy.url, "proxy_headers": proxy.headers}
+    return {"headers": headers | (proxy.headers or {}), "proxy": proxy.url}
+
+
+def _check_proxy_answer(response: aiohttp.ClientResponse, proxy: Proxy | None) -> None:
+    """A plain-HTTP request's proxy answers 407 itself when it wants other credentials than
+    the node's: an UpstreamError that says so (not retried), never relayed as the origin's."""
+    if proxy is not None and response.status == 407:
+        response.release()
+        raise UpstreamError(f"the proxy {proxy} refused the node: 407 {_PROXY_CREDENTIALS}")
+
+
+def _proxy_refusal(exc: BaseException, proxy: Proxy | None) -> str | None:
+    """What is wrong when the proxy refused to open a tunnel (no retry changes that): 407 for
+    no or wrong credentials (tinyproxy: 401 for wrong ones), 403 for a target its rules
+    forbid; None for any other failure."""
+    if proxy is None or not isinstance(exc, aiohttp.ClientHttpProxyError):
+        return None
+    if exc.status in (401, 407):
+        return f"the proxy {proxy} refused the tunnel: {exc.status} {_PROXY_CREDENTIALS}"
+    if exc.status == 403:
+        return f"the proxy {proxy} refused the tunnel: 403 {exc.message} (its rules forbid it)"
+    return None
+
+
+def _via(exc: BaseException, proxy: Proxy | None) -> str:
+    """``exc`` as a message, naming the proxy the request went through."""
+    if proxy is None:
+        return str(exc)
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return f"the proxy {proxy} answered {exc.status} {exc.message}"
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return f"cannot connect to the proxy {proxy}: {exc.os_error}"
+    return f"{exc} (through the proxy {proxy})"
 
 
 def _in_clear(origin_url: str, realm: str) -> bool:

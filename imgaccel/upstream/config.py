@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+)
+
+from imgaccel.upstream.proxy import DIRECT, Proxy
 
 DOCKER_HUB_URL = "https://registry-1.docker.io"
 
@@ -44,6 +54,14 @@ class UpstreamSettings(BaseModel):
         description="PEM private key of client_cert, unencrypted (may be the same file as "
         "client_cert). Set both or neither.",
     )
+    proxy: str | None = Field(
+        default=None,
+        description="HTTP proxy for this origin's traffic (its API, its redirects to blob "
+        "storage, its token realm): http://[user:password@]host[:port]; HTTPS is tunnelled "
+        "through it with CONNECT. `direct` for none. Unset: the node's environment decides "
+        "(HTTPS_PROXY, HTTP_PROXY, NO_PROXY, as containerd reads them; see "
+        "upstream_client.proxy_from_environment).",
+    )
 
     @field_validator("url")
     @classmethod
@@ -51,6 +69,23 @@ class UpstreamSettings(BaseModel):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"upstream URL must start with http:// or https://: {value!r}")
         return value.rstrip("/")
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        if value is not None and value.strip().lower() != DIRECT:
+            Proxy.parse(value, "proxy")  # a ConfigError (a ValueError) names what is wrong
+        return value
+
+    @field_serializer("proxy")
+    def _proxy_shown(self, value: str | None) -> str | None:
+        """Its password masked, as the upstream's own (``imgaccel config show``)."""
+        if value is None or value.strip().lower() == DIRECT:
+            return value
+        proxy = Proxy.parse(value, "proxy")
+        if proxy.username is None:
+            return str(proxy)
+        return str(proxy.url.with_user(proxy.username).with_password("**********"))
 
     @field_validator("client_key")
     @classmethod
@@ -96,6 +131,13 @@ class UpstreamClientSettings(BaseModel):
         description="The same for HTTPS bodies, which are asked for again on a connection of "
         "their own: the few MB the origin sent the first connection are then at most a tenth "
         "of the body.",
+    )
+    proxy_from_environment: bool = Field(
+        default=True,
+        description="Send origins without a `proxy` of their own through the proxy named by "
+        "HTTPS_PROXY / HTTP_PROXY (or https_proxy / http_proxy) in the node's environment, "
+        "except hosts in NO_PROXY (domains, IP addresses, CIDR blocks) and loopback addresses: "
+        "the rules containerd and dockerd follow. false: straight to every origin.",
     )
     retries: int = Field(default=4, ge=0, description="Retries on 5xx and connection errors.")
     backoff_seconds: float = Field(default=0.2, ge=0, description="First retry delay; doubles.")

@@ -34,9 +34,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
+from yarl import URL
 
 from imgaccel.cache.fill import CHUNK, Fill
 from imgaccel.errors import UpstreamError, UpstreamTimeout
+from imgaccel.upstream.proxy import Proxy
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,8 @@ class OffSocket:
     min_bytes: int  # smaller bodies stay with aiohttp, keeping their connection
     connect_timeout: float  # a TLS body's own connection
     tls_min_bytes: int  # smaller HTTPS bodies stay with aiohttp (not asked for twice)
+    # The proxy a TLS body's own connection tunnels through, by the body's URL.
+    proxy_for: Callable[[URL], Proxy | None] = lambda url: None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,9 @@ When that answers the same bytes (the same status, ``Content-Length``, ``Content
 ``ETag``), aiohttp's connection is aborted (never reused) and the thread reads the body
 (:func:`imgaccel.upstream.socketbody.copy`). When anything goes wrong before that (no
 connection, a refused handshake, a 403 for a signed URL that serves once, another length),
-aiohttp reads on as before: this path never fails a fill.
+aiohttp reads on as before: this path never fails a fill. Through an HTTP proxy
+(:mod:`imgaccel.upstream.proxy`), the peer address is the proxy's, and the new connection asks
+it for a ``CONNECT`` tunnel to the origin first, as aiohttp did.
 
 The price: one more request per big body, a connection set up while the first waits, and what
 the origin sent on the abandoned connection before its window closed (the socket buffers: 5.6-8.1
@@ -42,6 +44,7 @@ from typing import TypeVar
 import aiohttp
 from multidict import CIMultiDict
 
+from imgaccel.upstream.proxy import Proxy
 from imgaccel.upstream.socketbody import OffSocket, Taken, wake
 
 log = logging.getLogger(__name__)
@@ -161,9 +164,11 @@ async def reopen(
         response.headers.get("ETag"),
     )
     protocol.pause_reading()  # until the second answer is known: the origin stops sending here
-    peer = transport.get_extra_info("peername")
+    peer = transport.get_extra_info("peername")  # the origin's, or the proxy's
+    proxy = off_socket.proxy_for(response.url)
+    tunnel = _Tunnel(_authority(host, response.url.port or 443), proxy) if proxy else None
     try:
-        tls = await _connect(context, host, raw.family, peer, off_socket)
+        tls = await _connect(context, host, raw.family, peer, off_socket, tunnel)
     except Exception as exc:  # anything: aiohttp's response is still there to read
         log.debug("reading %s on the event loop: no connection of its own: %r", response.url, exc)
         protocol.resume_reading()
@@ -191,14 +196,18 @@ async def _connect(
     family: socket.AddressFamily,
     peer: tuple[str, int],
     off_socket: OffSocket,
+    tunnel: _Tunnel | None = None,
 ) -> ssl.SSLSocket:
     """A TCP connection to ``peer``, the address aiohttp's connection is to, as an SSL socket
-    for ``host`` (not yet shaken hands), with the read timeout."""
+    for ``host`` (not yet shaken hands), with the read timeout. With ``tunnel``, ``peer`` is
+    its proxy, asked first to open the tunnel."""
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
         async with asyncio.timeout(off_socket.connect_timeout):
             await asyncio.get_running_loop().sock_connect(sock, peer)
+            if tunnel is not None:
+                await tunnel.open(sock)
         # aiohttp's name for the handshake: the URL's host without a trailing dot.
         tls = context.wrap_socket(
             sock, server_hostname=host.rstrip("."), do_handshake_on_connect=False
@@ -208,6 +217,39 @@ async def _connect(
         raise
     tls.settimeout(off_socket.read_timeout)
     return tls
+
+
+@dataclass(frozen=True)
+class _Tunnel:
+    """A ``CONNECT`` tunnel to ``authority`` (``host:port``) through ``proxy``."""
+
+    authority: str
+    proxy: Proxy
+
+    async def open(self, sock: socket.socket) -> None:
+        """Ask the proxy on ``sock`` (connected, non-blocking) for the tunnel; NotTheSame
+        unless it answered 2xx with nothing after its head (the origin speaks only after the
+        TLS client hello)."""
+        loop = asyncio.get_running_loop()
+        lines = [f"CONNECT {self.authority} HTTP/1.1", f"Host: {self.authority}"]
+        if (authorization := self.proxy.authorization()) is not None:
+            lines.append(f"Proxy-Authorization: {authorization}")
+        await loop.sock_sendall(sock, "\r\n".join([*lines, "", ""]).encode())
+        received = bytearray()
+        while (end := received.find(b"\r\n\r\n")) < 0:
+            if len(received) > MAX_HEAD:
+                raise NotTheSame(f"the proxy {self.proxy} sent a head over {MAX_HEAD} bytes")
+            chunk = await loop.sock_recv(sock, MAX_HEAD)
+            if not chunk:
+                raise NotTheSame(f"the proxy {self.proxy} closed the tunnel's connection")
+            received += chunk
+        status = received[:end].split(b"\r\n", 1)[0].split(b" ")
+        if len(status) < 2 or not status[1].startswith(b"2") or end + 4 != len(received):
+            raise NotTheSame(f"the proxy {self.proxy} did not open the tunnel: {status!r:.100}")
+
+
+def _authority(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _exchange(tls: ssl.SSLSocket, request: bytes, expected: Expected) -> bytes:

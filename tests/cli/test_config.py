@@ -32,6 +32,7 @@ def test_show_prints_the_file_and_environment_merged_with_secrets_masked(
     config.write_text(
         '[upstreams."registry.local:5000"]\nurl = "http://10.0.0.5:5000"\n'
         'username = "puller"\npassword = "hunter2"\n'
+        'proxy = "http://corp%5Cpuller:hunter3@proxy.corp:3128"\n'
     )
     monkeypatch.setenv("IMGACCEL_CACHE__QUOTA_BYTES", "1234")
 
@@ -42,6 +43,9 @@ def test_show_prints_the_file_and_environment_merged_with_secrets_masked(
     assert shown["cache"]["quota_bytes"] == 1234
     assert shown["upstreams"]["registry.local:5000"]["url"] == "http://10.0.0.5:5000"
     assert "hunter2" not in result.output
+    proxy = shown["upstreams"]["registry.local:5000"]["proxy"]
+    assert proxy == "http://corp%5Cpuller:**********@proxy.corp:3128"
+    assert "hunter3" not in result.output
 
 
 def test_a_misspelled_setting_is_a_clear_error(tmp_path: Path) -> None:
