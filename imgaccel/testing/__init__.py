@@ -5,5 +5,6 @@ Nouns: ``registry`` (DistributionRegistry), ``containerd`` (Containerd), ``image
 test images), ``tokenserver`` (a registry token service), ``relay`` (a TCP relay that hashes and
 stores what it relays: the floor of a caching mirror's work, for ``scripts/bench-node``),
 ``stargz`` (the stargz snapshotter and eStargz images, for lazy pulls), ``httpproxy``
-(tinyproxy, the HTTP proxy of a company network), ``procs`` (subprocess helpers). Imports nothing from the services.
+(tinyproxy, the HTTP proxy of a company network), ``procs`` (subprocess helpers). Imports
+nothing from the services.
 """
