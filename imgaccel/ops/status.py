@@ -47,6 +47,7 @@ def render(status: dict[str, Any], node_url: str, recent: int = 10) -> str:
             _cache(status["cache"]),
             _served(status["served"], status["origin_bytes_saved"]),
             _p2p(status.get("p2p")),
+            *_origins(status.get("origins", {})),
             *_recent(status.get("recent", [])[:recent]),
         ]
     )
@@ -74,6 +75,21 @@ def _p2p(p2p: dict[str, Any] | None) -> str:
         f"p2p      node {p2p['node_id']} at {p2p['tracker']}: {p2p['peers']} peers, "
         f"up {human_bytes(p2p['uploaded_bytes'])}, down {human_bytes(p2p['downloaded_bytes'])}"
     )
+
+
+def _origins(origins: dict[str, dict[str, Any]]) -> list[str]:
+    if not origins:
+        return ["origins  no origin request since the node started"]
+    lines = ["origins  as the node last heard from them:"]
+    for registry, state in origins.items():
+        if state["up"]:
+            line = f"answered {clock(state['last_answer'])}"
+            if state["failures"]:
+                line += f" ({state['failures']} failed, the last at {clock(state['last_failure'])})"
+        else:
+            line = f"FAILING since {clock(state['last_failure'])}: {state['failure']}"
+        lines.append(f"  {registry:<24}  {line}")
+    return lines
 
 
 def _recent(serves: list[dict[str, Any]]) -> list[str]:

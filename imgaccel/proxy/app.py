@@ -24,6 +24,7 @@ from imgaccel.proxy.fetcher import BlobFetcher
 from imgaccel.proxy.manifests import manifest
 from imgaccel.proxy.metrics import NodeMetrics
 from imgaccel.proxy.monitoring import metrics_listener
+from imgaccel.proxy.origins import OriginHealth
 from imgaccel.proxy.peers import PeerNetwork
 from imgaccel.proxy.prefetch import Prefetcher
 from imgaccel.proxy.pulls import RECORDER, PullRecorder, record_pulls
@@ -159,6 +160,7 @@ async def _open_node(
         headers={"User-Agent": f"imgaccel/{__version__}", "Accept-Encoding": "identity"},
     )
     stack.push_async_callback(session.close)
+    origins = OriginHealth(node_metrics, settings.upstreams)
     client = UpstreamClient(
         session,
         allowlist.upstream_for,
@@ -166,6 +168,7 @@ async def _open_node(
         node_metrics.observe_upstream,
         tls,
         proxies,
+        origins.report,
     )
     guard = AccessGuard(meta, client, settings.cache.auth_ttl_seconds)
     fetcher = BlobFetcher(store, guard, client, settings.upstream_client, node_metrics)
@@ -181,7 +184,7 @@ async def _open_node(
         store.on_evict.append(peers.forget)
         task = asyncio.create_task(_p2p_metrics(peers, node_metrics), name="p2p-metrics")
         stack.callback(task.cancel)
-    return Node(settings, store, meta, client, guard, fetcher, node_metrics)
+    return Node(settings, store, meta, client, guard, fetcher, node_metrics, origins)
 
 
 async def _keep_disk_floor(store: BlobStore, every: float) -> None:

@@ -127,6 +127,21 @@ class NodeMetrics:
             "Tag answers served stale because the origin was down.",
             registry=r,
         )
+        self.upstream_failures = Counter(
+            "imgaccel_upstream_failures",
+            "Origin requests that got no answer (connection, TLS, proxy, timeout) or a 5xx or "
+            "429 past the retries, by registry (configured upstreams; others: other). The "
+            "runtime then pulls around the mirror, unseen.",
+            ["registry"],
+            registry=r,
+        )
+        self.upstream_up = Gauge(
+            "imgaccel_upstream_up",
+            "1 if the latest origin request to the registry was answered (any status under 500 "
+            "but 429), 0 if it failed; by registry, as imgaccel_upstream_failures.",
+            ["registry"],
+            registry=r,
+        )
         self.certificate_expiry = Gauge(
             "imgaccel_certificate_expiry_timestamp_seconds",
             "When a cluster certificate loaded at start ends (notAfter, Unix time): cert=node "

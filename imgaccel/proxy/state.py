@@ -12,6 +12,7 @@ from imgaccel.cache.store import BlobStore
 from imgaccel.proxy.access import AccessGuard
 from imgaccel.proxy.fetcher import BlobFetcher
 from imgaccel.proxy.metrics import NodeMetrics
+from imgaccel.proxy.origins import OriginHealth
 from imgaccel.proxy.recent import RecentServes
 from imgaccel.proxy.singleflight import SingleFlight
 from imgaccel.settings import Settings
@@ -27,6 +28,8 @@ class Node:
     guard: AccessGuard
     fetcher: BlobFetcher
     metrics: NodeMetrics
+    #: How each origin answered lately (for ``GET /_imgaccel/status``).
+    origins: OriginHealth
     #: Manifest fetches in progress, shared by concurrent askers with the same identity.
     manifest_flights: SingleFlight[Any, Manifest] = field(default_factory=SingleFlight)
     #: (registry, repository, tag) -> until when the origin's "not found" is believed.

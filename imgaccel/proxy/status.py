@@ -10,6 +10,7 @@ directories: like the cache listing it answers only ``admin_networks`` (loopback
      "served": {"cache": B, "peer": B, "origin": B}, "origin_bytes_saved": B,
      "p2p": null | {"tracker", "certs_dir", "node_id", "peers",
                     "uploaded_bytes", "downloaded_bytes"},
+     "origins": {REGISTRY: {"up", "last_answer", "last_failure", "failure", "failures"}},
      "recent": [{"digest", "source", "bytes", "seconds", "when"}, ...]}   # newest first
 """
 
@@ -38,6 +39,7 @@ async def status(request: web.Request) -> web.Response:
             },
             "origin_bytes_saved": _sample(node, "imgaccel_origin_bytes_saved_total"),
             "p2p": await _p2p(node),
+            "origins": node.origins.as_json(),
             "recent": [serve.as_json() for serve in node.recent.newest_first()],
         }
     )

@@ -112,6 +112,7 @@ class _Attempt:
 
 Lookup = Callable[[str], UpstreamSettings]
 Observer = Callable[[str, float], None]
+Reporter = Callable[[str, "str | None"], None]
 
 
 class UpstreamClient:
@@ -125,9 +126,14 @@ class UpstreamClient:
         observe: Observer | None = None,
         tls: OriginTLS | None = None,
         proxies: Proxies | None = None,
+        report: Reporter | None = None,
     ) -> None:
         """``tls``: the upstreams' contexts, loaded at start (default: built on first use);
-        ``proxies``: which proxy each request goes through (default: none)."""
+        ``proxies``: which proxy each request goes through (default: none); ``report``: told
+        how each request of :meth:`open` ended, ``(registry, None)`` when the origin answered
+        (any status under 500 but 429), ``(registry, why)`` when it could not be reached or
+        failed (after the retries)."""
+        self._report = report or (lambda registry, error: None)
         self._session = session
         self._tls = tls or OriginTLS()
         self._proxies = proxies or Proxies()
@@ -202,16 +208,22 @@ class UpstreamClient:
         started = time.monotonic()
         answer: Answer | None = None
         try:
-            for number, attempt in enumerate(attempts):
-                if answer is not None:
-                    answer.response.release()
-                answer = await self._try(method, url, scope, upstream, attempt, headers or {})
-                answer.used_client_auth = number > 0
-                answer.anonymous = number == 0 and node_basic is None
-                if answer.status not in DENIED:
-                    break
+            try:
+                for number, attempt in enumerate(attempts):
+                    if answer is not None:
+                        answer.response.release()
+                    answer = await self._try(method, url, scope, upstream, attempt, headers or {})
+                    answer.used_client_auth = number > 0
+                    answer.anonymous = number == 0 and node_basic is None
+                    if answer.status not in DENIED:
+                        break
+            except UpstreamError as exc:
+                self._report(registry, str(exc))
+                raise
             assert answer is not None
             self._observe(kind, time.monotonic() - started)
+            failed = answer.status >= 500 or answer.status == 429  # after the retries
+            self._report(registry, f"answered {answer.status}" if failed else None)
             yield answer
         finally:
             if answer is not None:
