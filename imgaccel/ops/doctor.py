@@ -5,8 +5,8 @@ The checks, in order: containerd's ``hosts.toml`` for each registry and its ``co
 it has a ``daemon.json``),
 the node daemon's ``/healthz``, the tracker's ``/healthz`` with the node's certificate and the
 expiry of the tracker's certificate, the node's and the CA's (when peer-to-peer is on, by the
-settings or by the running node), the TLS files of each upstream that has some, the cache
-directory, and the disk under it.
+settings or by the running node), the TLS files of each upstream that has some, each origin
+as the running node last heard from it, the cache directory, and the disk under it.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from imgaccel.ops import certificates, disk, reach, runtime
 from imgaccel.ops.check import Check, Status, skip
+from imgaccel.ops.origins import origin_checks
 from imgaccel.ops.status import NodeUnreachable, fetch_status
 from imgaccel.ops.upstreams import upstream_tls
 from imgaccel.upstream.config import UpstreamSettings
@@ -43,8 +45,14 @@ class DoctorInputs:
 async def run_checks(inputs: DoctorInputs) -> list[Check]:
     """Every check, in the order they are shown."""
     node, health = await reach.node_health(inputs.node_url)
-    if health is not None and inputs.tracker_url is None:
-        inputs = await _p2p_of_running_node(inputs)
+    status, why_none = None, "the node did not answer"
+    if health is not None:
+        try:
+            status = await fetch_status(inputs.node_url)
+        except NodeUnreachable as exc:
+            why_none = str(exc)
+    if status is not None and inputs.tracker_url is None:
+        inputs = _p2p_of_running_node(inputs, status)
     tracker = await reach.tracker_health(inputs.tracker_url, inputs.certs_dir)
     certs = await _certificate_checks(inputs, tracker) if inputs.tracker_url else []
     used = health.get("cache_bytes") if health else None
@@ -56,6 +64,7 @@ async def run_checks(inputs: DoctorInputs) -> list[Check]:
         tracker,
         *certs,
         *upstream_tls(inputs.upstreams),
+        *origin_checks(status, why_none),
         disk.cache_writable(inputs.cache_dir),
         disk.disk_headroom(inputs.cache_dir, inputs.quota_bytes, used, inputs.min_free_percent),
     ]
@@ -72,13 +81,10 @@ async def _certificate_checks(inputs: DoctorInputs, tracker: Check) -> list[Chec
     return found
 
 
-async def _p2p_of_running_node(inputs: DoctorInputs) -> DoctorInputs:
+def _p2p_of_running_node(inputs: DoctorInputs, status: dict[str, Any]) -> DoctorInputs:
     """The tracker and certificates the running node uses (on Kubernetes they are its flags,
-    which a ``doctor`` in the same pod does not see)."""
-    try:
-        p2p = (await fetch_status(inputs.node_url)).get("p2p")
-    except NodeUnreachable:
-        return inputs
+    which a ``doctor`` in the same pod does not see), from its status document."""
+    p2p = status.get("p2p")
     if not isinstance(p2p, dict) or not p2p.get("tracker"):
         return inputs
     certs = p2p.get("certs_dir")

@@ -30,7 +30,7 @@ from imgaccel.tracker import Served, TrackerSettings, running
 from tests.conftest import NodeServer, needs_registry
 from tests.p2p.dated_certs import dated_pair, days_from_now
 
-from .conftest import write_certs
+from .conftest import get, write_certs
 
 REGISTRIES = ("docker.io", "ghcr.io")
 
@@ -116,6 +116,10 @@ async def test_a_good_setup_is_all_ok(setup: Setup) -> None:
 
     assert result.exit_code == 0, result.output
     checks = [line for line in result.output.splitlines() if not line.startswith(" ")][:-1]
+    # The node has sent no origin request yet: nothing to say of its origins.
+    skipped = "skip  origins: the node has sent no origin request since it started"
+    assert skipped in checks
+    checks.remove(skipped)
     assert checks and all(line.startswith("ok ") for line in checks), result.output
     names = {line.split(":")[0].removeprefix("ok").strip() for line in checks}
     assert names == {
@@ -132,6 +136,7 @@ async def test_a_good_setup_is_all_ok(setup: Setup) -> None:
         "disk headroom",
     }
     assert result.output.splitlines()[-1].startswith("healthy: 11 ok")
+    assert "1 skip" in result.output.splitlines()[-1]
 
 
 async def test_json_output_lists_every_check(setup: Setup) -> None:
@@ -464,6 +469,26 @@ async def test_without_tracker_settings_it_checks_the_tracker_the_running_node_u
     assert checks["node certificate"]["status"] == "ok"
 
 
+async def test_an_origin_the_running_node_cannot_reach_fails_in_the_nodes_words(
+    setup: Setup,
+) -> None:
+    """The node's last request to a registry failed (nothing listens there): containerd pulls
+    around the mirror unseen, so doctor fails that origin with the node's reason."""
+    gone = f"127.0.0.1:{closed_port()}"
+    status, _ = await get(f"{setup.node_url}/v2/test/app/manifests/v1?ns={gone}")
+    assert status == 503
+
+    result = await doctor(setup)
+
+    assert result.exit_code == 1
+    [failed] = lines_of(result, "FAIL")
+    assert failed.startswith(f"FAIL  origin {gone}: the node's latest request failed, at ")
+    assert f"GET https://{gone}/v2/test/app/manifests/v1 failed" in failed
+    fix = result.output.splitlines()[result.output.splitlines().index(failed) + 1]
+    assert "containerd pulls this registry's images around the mirror" in fix
+    assert "HTTPS_PROXY" in fix
+
+
 async def test_containerd_without_cri_on_a_docker_host_is_skipped(setup: Setup) -> None:
     # docker-ce's own config.toml: dockerd pulls, containerd's CRI config is not in use.
     setup.containerd_config.write_text('disabled_plugins = ["cri"]\n')
@@ -472,7 +497,7 @@ async def test_containerd_without_cri_on_a_docker_host_is_skipped(setup: Setup) 
     result = await doctor(setup)
 
     assert result.exit_code == 0, result.output
-    [skipped] = lines_of(result, "skip")
+    [skipped, _origins] = lines_of(result, "skip")
     assert skipped.startswith("skip  containerd:") and "disables the CRI plugin" in skipped
     setup.daemon_json.write_text("{}\n")  # dockerd is then the runtime: its mirror must be set
     result = await doctor(setup)
