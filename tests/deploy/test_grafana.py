@@ -20,7 +20,8 @@ DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "imgacc
 #: What an operator must see: bytes by source, origin bytes saved, latencies, the cache and
 #: its disk (free against the floor, blobs not kept, fills refused), P2P traffic and peers, the
 #: tracker's peers and swarms (issue 5), cold blobs the seeders declined (the nodes then fetch
-#: them from the origin), and certificates' time left.
+#: them from the origin), certificates' time left, and origins the nodes fail to reach (the
+#: runtime then pulls around the mirror, unseen).
 CHARTED = {
     "imgaccel_bytes_served_total",
     "imgaccel_origin_bytes_saved_total",
@@ -41,6 +42,8 @@ CHARTED = {
     "imgaccel_tracker_swarms",
     "imgaccel_seeder_declined_total",
     "imgaccel_certificate_expiry_timestamp_seconds",
+    "imgaccel_upstream_failures_total",
+    "imgaccel_upstream_up",
 }
 #: Cluster-wide series (one tracker, a few seeders), which the per-node variable does not filter.
 CLUSTER_WIDE = ("imgaccel_tracker_", "imgaccel_seeder_")
