@@ -17,6 +17,10 @@ def node(**options: Any) -> None:
     Each layer is served from the cache, else from peers (with --tracker), else from the
     origin. Point containerd at it with `imgaccel containerd-config`, or dockerd with
     `imgaccel docker-config`. With no options it runs on the embedded defaults.
+
+    Behind an HTTP proxy, give it the HTTPS_PROXY, HTTP_PROXY and NO_PROXY that containerd
+    has: it reaches origins through them by the same rules (or set an upstream's `proxy`).
+    `imgaccel status` shows which origins it reaches; `imgaccel doctor` checks the setup.
     """
     from imgaccel.proxy.app import make_app
 

@@ -17,6 +17,7 @@ def seeder(**options: Any) -> None:
     When any node misses a cold blob, the tracker hands it to a seeder, which fetches it from
     the origin once (parallel range requests), publishes its torrent and seeds it; the nodes
     get it from the swarm. Needs --tracker and --certs-dir. It also serves the mirror API.
+    It reaches origins through HTTPS_PROXY / HTTP_PROXY / NO_PROXY as the node does.
     """
     from imgaccel.seeder import make_app
 
