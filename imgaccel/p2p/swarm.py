@@ -120,9 +120,15 @@ class Swarm:
         disk_threads: int = 2,
         share_pieces: bool = True,
         share_window: int = 0,
+        announce: str | None = None,
         overrides: Mapping[str, Any] | None = None,
     ) -> None:
         self.identity = identity
+        # The tracker every torrent announces to, whatever its metainfo names: a torrent keeps
+        # the announce URL of the node that made it (in the cache's meta.db, and as published),
+        # which is not this cluster's tracker any more once the tracker moved (None: the
+        # metainfo's own).
+        self._announce = announce
         self._settings = session_settings(listen)
         # Bytes/s this node uploads to peers (0: no limit), so serving the swarm cannot starve
         # the node's own pulls or its workloads.
@@ -291,6 +297,8 @@ class Swarm:
         existing = self._torrents.get(metainfo.infohash)
         if existing is not None:
             return existing
+        if self._announce is not None:  # the same infohash: the URL is outside the info dict
+            metainfo = metainfo.with_announce(self._announce)
         # Added paused: the certificate must be in place before the first announce, or the
         # HTTPS tracker refuses it and libtorrent waits a whole retry interval to try again.
         params = _params(metainfo, path, seed=seed)  # MetainfoInvalid if libtorrent refuses it

@@ -8,7 +8,8 @@ it stalls); otherwise the tracker's election says whether this node fetches from
 
 Every blob this node commits is seeded from the cache file itself (``seed_mode``: no re-hash);
 its torrent is kept in the metadata store so a restarted node seeds everything again and
-re-publishes what a restarted tracker forgot. The empty blob is never shared (libtorrent has no
+re-publishes what a restarted tracker forgot. Every torrent announces to this node's tracker,
+whichever one its metainfo names. The empty blob is never shared (libtorrent has no
 torrent of no bytes), and a torrent libtorrent refuses is dropped, never a reason to fail.
 
 A cached blob with no torrent (one another process committed: ``imgaccel snapshot import``) is
@@ -176,6 +177,7 @@ class PeerNetwork:
             disk_threads=self.settings.disk_threads,
             share_pieces=self.settings.share_pieces,
             share_window=self.settings.share_window_pieces,
+            announce=self.announce_url,
         )
         await self.swarm.__aenter__()
         log.info(

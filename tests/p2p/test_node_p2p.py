@@ -313,6 +313,44 @@ async def test_a_tracker_that_lost_its_state_learns_the_nodes_torrents_again(
         assert origin.blob_gets(layer) == []
 
 
+async def test_a_node_moved_to_another_tracker_seeds_its_cache_through_that_one(
+    origin: DistributionRegistry,
+    repo: str,
+    big_image: Image,
+    cluster_ca: KeyPair,
+    node_factory: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    """The tracker at a new address (another Service, a new port): the torrents in the
+    node's cache name the old one as their announce URL, and so did those it published. The
+    node announces them to the tracker it is configured with, and a node that gets their
+    metainfo from that tracker finds it there as a peer: no byte from the origin."""
+    layer = big_image.layers[0].digest
+    certs = certs_dir(tmp_path / "certs-tracker", cluster_ca)
+
+    def p2p(name: str, url: str) -> dict[str, str]:
+        node_certs = certs_dir(tmp_path / f"certs-{name}", cluster_ca)
+        return {"tracker_url": url, "listen": "127.0.0.1:0", "node_id": name,
+                "certs_dir": str(node_certs)}  # fmt: skip
+
+    async with cluster_tracker(tmp_path / "tracker-1", certs) as first:
+        n1 = await node_factory(origin, cache_dir=tmp_path / "cache-n1", p2p=p2p("n1", first.url))
+        assert sha256(await get_blob(n1, origin, repo, layer)) == layer
+        await n1.close()
+    async with cluster_tracker(tmp_path / "tracker-2", certs) as second:
+        assert second.url != first.url
+        n1 = await node_factory(origin, cache_dir=tmp_path / "cache-n1", p2p=p2p("n1", second.url))
+        store = second.app[STATE].store
+        await until(lambda: store.known_digests([layer]) == {layer}, seconds=30)
+        n2 = await node_factory(origin, cache_dir=tmp_path / "cache-n2", p2p=p2p("n2", second.url))
+        await origin.settle()
+        origin.requests.clear()
+
+        assert sha256(await get_blob(n2, origin, repo, layer)) == layer
+        await origin.settle()
+        assert origin.blob_gets(layer) == []
+
+
 @pytest.mark.parametrize(("options", "threads"), [({}, 2), ({"disk_threads": 5}, 5)])
 async def test_the_node_runs_libtorrent_with_its_disk_threads(
     p2p_node: Callable[..., Any], options: dict[str, Any], threads: int
