@@ -8,8 +8,8 @@ it stalls); otherwise the tracker's election says whether this node fetches from
 
 Every blob this node commits is seeded from the cache file itself (``seed_mode``: no re-hash);
 its torrent is kept in the metadata store so a restarted node seeds everything again and
-re-publishes what a restarted tracker forgot. Every torrent announces to this node's tracker,
-whichever one its metainfo names. The empty blob is never shared (libtorrent has no
+re-publishes what a restarted tracker forgot (in the background: the mirror listens at once).
+Every torrent announces to this node's tracker, whichever one its metainfo names. The empty blob is never shared (libtorrent has no
 torrent of no bytes), and a torrent libtorrent refuses is dropped, never a reason to fail.
 
 A cached blob with no torrent (one another process committed: ``imgaccel snapshot import``) is
@@ -60,6 +60,10 @@ DEFAULT_LEASE_SECONDS = 60.0
 RESYNC_SECONDS = 600.0
 #: How often blobs peers are fetching from this node count as used in the cache's LRU order.
 UPLOADS_SECONDS = 10.0
+#: Cached blobs seeded at start between two turns of the loop.
+RESEED_BATCH = 64
+#: Publishes to the tracker in flight at once when it forgot this node's blobs.
+PUBLISH_AT_ONCE = 8
 
 #: A top-level .torrent key (outside the info dict, so the infohash is unchanged): the
 #: ``registry/repository`` names the publisher saw serve this blob with no credentials at all.
@@ -148,6 +152,9 @@ class PeerNetwork:
         self._sharer: asyncio.Task[None] | None = None
         self._uploads: asyncio.Task[None] | None = None
         self.uploads_seconds = UPLOADS_SECONDS
+        self._reseeding: asyncio.Task[None] | None = None
+        #: Set once every cached blob with a torrent is seeded and the tracker told of it.
+        self.reseeded = asyncio.Event()
 
     @property
     def announce_url(self) -> str:
@@ -186,7 +193,12 @@ class PeerNetwork:
             self.swarm.port,
             self.tracker_url,
         )
-        await self.reseed()
+        # Seeding the cache is the swarm's business, not the mirror's: the node listens at once
+        # and seeds in the background. Adding a torrent costs libtorrent about a millisecond, and
+        # publishing one again to a tracker that forgot it a round trip: 2000 cached blobs held
+        # the mirror's start 20 s (measured with a tracker that had lost its data), longer than a
+        # liveness probe waits for a seeder's cache of tens of thousands.
+        self._reseeding = asyncio.create_task(self._reseed_in_background(), name="p2p-reseed")
         self._resync = asyncio.create_task(self._resync_forever(), name="p2p-resync")
         self._sharer = asyncio.create_task(self._share_forever(), name="p2p-share")
         self._uploads = asyncio.create_task(self._uploads_forever(), name="p2p-uploads")
@@ -195,7 +207,7 @@ class PeerNetwork:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for task in (self._resync, self._sharer, self._uploads):
+        for task in (self._reseeding, self._resync, self._sharer, self._uploads):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -207,12 +219,24 @@ class PeerNetwork:
 
     # -- seeding what the cache holds ----------------------------------------------------------
 
+    async def _reseed_in_background(self) -> None:
+        try:
+            await self.reseed()
+        except Exception:  # the blobs are still served from the cache; resync retries publishing
+            log.exception("seeding the cached blobs failed")
+        finally:
+            self.reseeded.set()
+
     async def reseed(self) -> None:
         """Seed every cached blob that has a torrent; re-publish what the tracker forgot; queue
-        the others to be shared (:meth:`share`)."""
+        the others to be shared (:meth:`share`). Lets the loop serve between every
+        ``RESEED_BATCH`` blobs; a blob evicted meanwhile has no torrent left to seed."""
         assert self.swarm is not None and self.tracker is not None
         held: dict[str, bytes] = {}
-        for digest, _entry in self.store.entries():
+        started = time.monotonic()
+        for number, (digest, _entry) in enumerate(self.store.entries(), 1):
+            if number % RESEED_BATCH == 0:
+                await asyncio.sleep(0)
             data = self.meta.torrent(digest)
             if data is None:
                 self.share([digest])
@@ -227,20 +251,38 @@ class PeerNetwork:
             held[str(digest)] = data
         if not held:
             return
-        await self._republish_forgotten(held)
-        log.info("seeding %d cached blobs", len(held))
+        published = await self._republish_forgotten(held)
+        log.info(
+            "seeding %d cached blobs (%d published again) after %.1f s",
+            len(held),
+            published,
+            time.monotonic() - started,
+        )
 
     async def _republish_forgotten(self, held: dict[str, bytes]) -> int:
-        """Publish the torrents (by digest) the tracker does not know; how many that was."""
+        """Publish the torrents (by digest) the tracker does not know, ``PUBLISH_AT_ONCE`` at a
+        time; how many that was (0 when the tracker failed: the next resync tries again)."""
         assert self.tracker is not None and self.swarm is not None
+        tracker, swarm = self.tracker, self.swarm
+        at_once = asyncio.Semaphore(PUBLISH_AT_ONCE)
+
+        async def publish(digest_text: str) -> None:
+            async with at_once:
+                await tracker.publish(digest_text, held[digest_text])
+            with contextlib.suppress(MetainfoInvalid):
+                swarm.reannounce(parse_torrent(held[digest_text])[0].infohash)
+
+        failed: TrackerError | None = None
+        unknown: list[str] = []
         try:
-            unknown = await self.tracker.holdings(list(held))
-            for digest_text in unknown:
-                await self.tracker.publish(digest_text, held[digest_text])
-                with contextlib.suppress(MetainfoInvalid):
-                    self.swarm.reannounce(parse_torrent(held[digest_text])[0].infohash)
-        except TrackerError as exc:
-            log.warning("could not re-publish %d blobs to the tracker: %s", len(held), exc)
+            unknown = await tracker.holdings(list(held))
+            async with asyncio.TaskGroup() as group:
+                for digest_text in unknown:
+                    group.create_task(publish(digest_text))
+        except* TrackerError as errors:
+            failed = errors.exceptions[0]  # type: ignore[assignment]
+        if failed is not None:
+            log.warning("could not re-publish %d blobs to the tracker: %s", len(held), failed)
             return 0
         return len(unknown)
 
