@@ -201,7 +201,7 @@ class Swarm:
         # Destroying a session announces "stopped" for every torrent and waits for the answers
         # (stop_tracker_timeout, 5 s). With announces to the HTTPS tracker still in flight (a
         # node stopped soon after re-announcing what it holds) the libtorrent 2.1 wheel then
-        # crashes the process ("engine: null ssl ctx", or a segfault; tests/p2p/test_swarm.py).
+        # crashes the process ("engine: null ssl ctx", or a segfault; tests/p2p/test_shutdown.py).
         # Not announcing it costs little: the tracker expires a peer that stops announcing.
         self._session.apply_settings({"stop_tracker_timeout": 0})
         # Destroying a session joins its threads: off the loop.
