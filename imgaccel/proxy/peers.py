@@ -9,8 +9,9 @@ it stalls); otherwise the tracker's election says whether this node fetches from
 Every blob this node commits is seeded from the cache file itself (``seed_mode``: no re-hash);
 its torrent is kept in the metadata store so a restarted node seeds everything again and
 re-publishes what a restarted tracker forgot (in the background: the mirror listens at once).
-Every torrent announces to this node's tracker, whichever one its metainfo names. The empty blob is never shared (libtorrent has no
-torrent of no bytes), and a torrent libtorrent refuses is dropped, never a reason to fail.
+Every torrent announces to this node's tracker, whichever one its metainfo names. The empty
+blob is never shared (libtorrent has no torrent of no bytes), and a torrent libtorrent refuses
+is dropped, never a reason to fail.
 
 A cached blob with no torrent (one another process committed: ``imgaccel snapshot import``) is
 shared once the node indexes it (:meth:`PeerNetwork.share`: its rescan, its start, a miss that
