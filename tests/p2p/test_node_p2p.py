@@ -21,9 +21,10 @@ from imgaccel.proxy import peers as peers_module
 from imgaccel.proxy.state import NODE
 from imgaccel.testing.images import Image
 from imgaccel.testing.registry import DistributionRegistry
+from imgaccel.tracker import Served
 from imgaccel.tracker.state import STATE
 from imgaccel.upstream.blobs import BlobLocation
-from tests.conftest import needs_registry, until
+from tests.conftest import NodeServer, needs_registry, until
 from tests.p2p.helpers import cluster_tracker, push_blob
 from tests.p2p_fixtures import certs_dir, get_blob, metric, sha256
 
@@ -287,30 +288,15 @@ async def test_a_tracker_that_lost_its_state_learns_the_nodes_torrents_again(
     layer = big_image.layers[0].digest
     certs = certs_dir(tmp_path / "certs-tracker", cluster_ca)
 
-    def p2p(name: str, url: str) -> dict[str, str]:
-        node_certs = certs_dir(tmp_path / f"certs-{name}", cluster_ca)
-        return {
-            "tracker_url": url,
-            "listen": "127.0.0.1:0",
-            "node_id": name,
-            "certs_dir": str(node_certs),
-        }
-
     async with cluster_tracker(tmp_path / "tracker-1", certs) as first:
         port = URL(first.url).port
-        n1 = await node_factory(origin, cache_dir=tmp_path / "cache-n1", p2p=p2p("n1", first.url))
+        n1 = await _tracked_node(node_factory, origin, tmp_path, cluster_ca, "n1", first.url)
         assert sha256(await get_blob(n1, origin, repo, layer)) == layer
     assert port is not None
     async with cluster_tracker(tmp_path / "tracker-2", certs, port=port) as second:
-        store = second.app[STATE].store
-        await until(lambda: store.known_digests([layer]) == {layer}, seconds=30)
-        n2 = await node_factory(origin, cache_dir=tmp_path / "cache-n2", p2p=p2p("n2", second.url))
-        await origin.settle()
-        origin.requests.clear()
-
-        assert sha256(await get_blob(n2, origin, repo, layer)) == layer
-        await origin.settle()
-        assert origin.blob_gets(layer) == []
+        await _second_node_gets_it_from_the_first(
+            second, node_factory, origin, repo, layer, tmp_path, cluster_ca
+        )
 
 
 async def test_a_node_moved_to_another_tracker_seeds_its_cache_through_that_one(
@@ -328,27 +314,58 @@ async def test_a_node_moved_to_another_tracker_seeds_its_cache_through_that_one(
     layer = big_image.layers[0].digest
     certs = certs_dir(tmp_path / "certs-tracker", cluster_ca)
 
-    def p2p(name: str, url: str) -> dict[str, str]:
-        node_certs = certs_dir(tmp_path / f"certs-{name}", cluster_ca)
-        return {"tracker_url": url, "listen": "127.0.0.1:0", "node_id": name,
-                "certs_dir": str(node_certs)}  # fmt: skip
-
     async with cluster_tracker(tmp_path / "tracker-1", certs) as first:
-        n1 = await node_factory(origin, cache_dir=tmp_path / "cache-n1", p2p=p2p("n1", first.url))
+        n1 = await _tracked_node(node_factory, origin, tmp_path, cluster_ca, "n1", first.url)
         assert sha256(await get_blob(n1, origin, repo, layer)) == layer
         await n1.close()
     async with cluster_tracker(tmp_path / "tracker-2", certs) as second:
         assert second.url != first.url
-        n1 = await node_factory(origin, cache_dir=tmp_path / "cache-n1", p2p=p2p("n1", second.url))
-        store = second.app[STATE].store
-        await until(lambda: store.known_digests([layer]) == {layer}, seconds=30)
-        n2 = await node_factory(origin, cache_dir=tmp_path / "cache-n2", p2p=p2p("n2", second.url))
-        await origin.settle()
-        origin.requests.clear()
+        await _tracked_node(node_factory, origin, tmp_path, cluster_ca, "n1", second.url)
+        await _second_node_gets_it_from_the_first(
+            second, node_factory, origin, repo, layer, tmp_path, cluster_ca
+        )
 
-        assert sha256(await get_blob(n2, origin, repo, layer)) == layer
-        await origin.settle()
-        assert origin.blob_gets(layer) == []
+
+async def _tracked_node(
+    node_factory: Callable[..., Any],
+    origin: DistributionRegistry,
+    tmp_path: Path,
+    ca: KeyPair,
+    name: str,
+    tracker_url: str,
+) -> NodeServer:
+    """A P2P node ``name`` on the cache ``cache-NAME`` (the same one each time), with
+    ``tracker_url``."""
+    p2p = {
+        "tracker_url": tracker_url,
+        "listen": "127.0.0.1:0",
+        "node_id": name,
+        "certs_dir": str(certs_dir(tmp_path / f"certs-{name}", ca)),
+    }
+    node: NodeServer = await node_factory(origin, cache_dir=tmp_path / f"cache-{name}", p2p=p2p)
+    return node
+
+
+async def _second_node_gets_it_from_the_first(
+    tracker: Served,
+    node_factory: Callable[..., Any],
+    origin: DistributionRegistry,
+    repo: str,
+    layer: str,
+    tmp_path: Path,
+    ca: KeyPair,
+) -> None:
+    """Once ``tracker`` knows ``layer`` (from n1), a new node n2 gets it from the swarm: the
+    origin sends none of it."""
+    store = tracker.app[STATE].store
+    await until(lambda: store.known_digests([layer]) == {layer}, seconds=30)
+    n2 = await _tracked_node(node_factory, origin, tmp_path, ca, "n2", tracker.url)
+    await origin.settle()
+    origin.requests.clear()
+
+    assert sha256(await get_blob(n2, origin, repo, layer)) == layer
+    await origin.settle()
+    assert origin.blob_gets(layer) == []
 
 
 @pytest.mark.parametrize(("options", "threads"), [({}, 2), ({"disk_threads": 5}, 5)])

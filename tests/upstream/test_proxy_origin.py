@@ -25,7 +25,7 @@ from imgaccel.testing.httpproxy import Tinyproxy
 from imgaccel.testing.images import Image, push
 from imgaccel.testing.registry import DistributionRegistry, RegistryTLS
 from tests.conftest import NodeServer, needs_registry, needs_skopeo
-from tests.upstream.test_tls_origin import REPO, _get, _pull, _push, _unavailable
+from tests.upstream.conftest import REPO, get_through, pull_through, push_tls, unavailable
 
 pytestmark = [
     pytest.mark.system,
@@ -46,30 +46,16 @@ async def proxy(tmp_path: Path) -> AsyncIterator[Tinyproxy]:
 
 
 @pytest.fixture
-def tls(tmp_path: Path) -> RegistryTLS:
-    return RegistryTLS.make(tmp_path / "tls")
-
-
-@pytest.fixture
 async def plain_origin(tmp_path: Path, small_image: Image) -> AsyncIterator[DistributionRegistry]:
     async with DistributionRegistry(tmp_path / "origin") as registry:
         await _push_to(small_image, registry)
         yield registry
 
 
-@pytest.fixture
-async def tls_origin(
-    tmp_path: Path, tls: RegistryTLS, small_image: Image
-) -> AsyncIterator[DistributionRegistry]:
-    async with DistributionRegistry(tmp_path / "origin", tls=tls) as registry:
-        await _push(small_image, registry, tls)
-        yield registry
-
-
 async def _push_to(image: Image, origin: DistributionRegistry) -> None:
     """``image`` as test/app:v1 on ``origin``, over HTTPS with its CA if it has one."""
     if origin.tls is not None:
-        await _push(image, origin, origin.tls)
+        await push_tls(image, origin, origin.tls)
     else:
         await push(image, f"{origin.address}/{REPO}:v1")
         origin.requests.clear()
@@ -100,7 +86,7 @@ async def test_a_plain_http_origin_is_pulled_through_its_proxy_and_never_around_
 ) -> None:
     node = await _node(node_factory, plain_origin, proxy.url, None)
 
-    await _pull(node, plain_origin, small_image)  # each blob checked against its digest
+    await pull_through(node, plain_origin, small_image)  # each blob checked against its digest
 
     asked = proxy.targets("GET")
     for digest in _blobs(small_image):
@@ -121,8 +107,8 @@ async def test_a_plain_http_origin_is_pulled_through_its_proxy_and_never_around_
         upstream_client={"retries": 0},
         cache={"dir": str(tmp_path / "other-cache")},
     )
-    status, body = await _get(other, plain_origin, f"blobs/{small_image.layers[0].digest}")
-    assert f"cannot connect to the proxy {proxy.url}" in _unavailable(status, body)
+    status, body = await get_through(other, plain_origin, f"blobs/{small_image.layers[0].digest}")
+    assert f"cannot connect to the proxy {proxy.url}" in unavailable(status, body)
     await plain_origin.settle()
     assert plain_origin.requests == []
 
@@ -138,7 +124,7 @@ async def test_an_https_origin_is_tunnelled_and_a_big_body_gets_a_tunnel_of_its_
     node = await _node(node_factory, tls_origin, proxy.url, tls)
 
     with caplog.at_level(logging.DEBUG, logger="imgaccel.upstream.tlsbody"):
-        await _pull(node, tls_origin, small_image)
+        await pull_through(node, tls_origin, small_image)
 
     [big] = [layer for layer in small_image.layers if layer.size > 1_000_000]
     [line] = [r.getMessage() for r in caplog.records if "of its own" in r.getMessage()]
@@ -173,7 +159,7 @@ async def test_a_proxy_that_takes_credentials_gets_them_and_a_refusal_is_a_clear
         await _push_to(small_image, origin)
         node = await _node(node_factory, origin, proxy.url, origin_tls)
         with caplog.at_level(logging.DEBUG):
-            await _pull(node, origin, small_image)
+            await pull_through(node, origin, small_image)
         assert proxy.targets("CONNECT" if scheme == "https" else "GET")
 
         instead = "puller:guess@" if given == "wrong" else ""
@@ -186,8 +172,8 @@ async def test_a_proxy_that_takes_credentials_gets_them_and_a_refusal_is_a_clear
         )
         origin.requests.clear()
         with caplog.at_level(logging.DEBUG):
-            status, body = await _get(other, origin, f"blobs/{small_image.layers[0].digest}")
-        message = _unavailable(status, body)
+            status, body = await get_through(other, origin, f"blobs/{small_image.layers[0].digest}")
+        message = unavailable(status, body)
         code = "401" if given == "wrong" else "407"
         assert f"the proxy http://127.0.0.1:{proxy.port} refused the " in message
         assert f": {code} (it wants a user and password" in message
@@ -223,10 +209,10 @@ async def test_the_environment_names_the_proxy_for_remote_origins_only(
         ):
             status, body = response.status, await response.read()
 
-        assert "the proxy" in _unavailable(status, body)
+        assert "the proxy" in unavailable(status, body)
         assert proxy.targets("CONNECT") == ["registry-1.docker.io:443"]
 
-        status, manifest = await _get(node, plain_origin, "manifests/v1")
+        status, manifest = await get_through(node, plain_origin, "manifests/v1")
         assert status == 200
         assert f"sha256:{hashlib.sha256(manifest).hexdigest()}" == small_image.manifest.digest
         assert proxy.targets("GET") == []

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import ssl
 from collections.abc import AsyncIterator
@@ -22,42 +21,15 @@ import pytest
 from aiohttp import web
 
 from imgaccel.hostconfig.containerd import configure
-from imgaccel.oci.media import MANIFEST_ACCEPT
 from imgaccel.serve import listening
 from imgaccel.testing.containerd import Containerd
 from imgaccel.testing.images import Image
-from imgaccel.testing.procs import run
 from imgaccel.testing.registry import DistributionRegistry, RegistryTLS
 from imgaccel.testing.tokenserver import TokenServer
 from tests.conftest import NodeServer, needs_containerd, needs_registry, needs_skopeo
-
-REPO = "test/app"
+from tests.upstream.conftest import REPO, get_through, pull_through, push_tls, unavailable
 
 pytestmark = [pytest.mark.system, needs_registry, needs_skopeo]
-
-
-@pytest.fixture
-def tls(tmp_path: Path) -> RegistryTLS:
-    return RegistryTLS.make(tmp_path / "tls")
-
-
-async def _push(image: Image, registry: DistributionRegistry, tls: RegistryTLS) -> None:
-    """``image`` as test/app:v1, pushed with the CA and the client certificate of ``tls``."""
-    await run(
-        "skopeo", "copy", "--quiet", "--dest-cert-dir", str(tls.directory),
-        f"oci:{image.layout}", f"docker://{registry.address}/{REPO}:v1",
-    )  # fmt: skip
-    registry.requests.clear()
-
-
-@pytest.fixture
-async def tls_origin(
-    tmp_path: Path, tls: RegistryTLS, small_image: Image
-) -> AsyncIterator[DistributionRegistry]:
-    """An HTTPS registry whose certificate the private CA of ``tls`` signed."""
-    async with DistributionRegistry(tmp_path / "origin", tls=tls) as registry:
-        await _push(small_image, registry, tls)
-        yield registry
 
 
 @pytest.fixture
@@ -66,7 +38,7 @@ async def mtls_origin(
 ) -> AsyncIterator[DistributionRegistry]:
     """``tls_origin`` that also takes only clients with a certificate of that CA."""
     async with DistributionRegistry(tmp_path / "origin", tls=tls, client_certs=True) as registry:
-        await _push(small_image, registry, tls)
+        await push_tls(small_image, registry, tls)
         yield registry
 
 
@@ -77,34 +49,6 @@ async def _node(node_factory: Any, origin: DistributionRegistry, **upstream: Any
     }
     node: NodeServer = await node_factory(upstreams={origin.address: settings})
     return node
-
-
-async def _get(node: NodeServer, origin: DistributionRegistry, path: str) -> tuple[int, bytes]:
-    url = f"{node.url}/v2/{REPO}/{path}?ns={origin.address}"
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(url, headers={"Accept": MANIFEST_ACCEPT}) as response,
-    ):
-        return response.status, await response.read()
-
-
-async def _pull(node: NodeServer, origin: DistributionRegistry, image: Image) -> None:
-    """The manifest by tag and every blob, each verified against its digest."""
-    status, manifest = await _get(node, origin, "manifests/v1")
-    assert status == 200, manifest
-    assert f"sha256:{hashlib.sha256(manifest).hexdigest()}" == image.manifest.digest
-    for digest in [image.config.digest, *(layer.digest for layer in image.layers)]:
-        status, body = await _get(node, origin, f"blobs/{digest}")
-        assert status == 200, body
-        assert f"sha256:{hashlib.sha256(body).hexdigest()}" == digest
-
-
-def _unavailable(status: int, body: bytes) -> str:
-    """The message of the registry error JSON the node answered (a 503 UNAVAILABLE)."""
-    assert status == 503, body
-    [error] = json.loads(body)["errors"]
-    assert error["code"] == "UNAVAILABLE"
-    return str(error["message"])
 
 
 # -- pulls over TLS ----------------------------------------------------------------------------
@@ -125,7 +69,7 @@ async def test_an_origin_of_a_private_ca_is_pulled_through_with_its_ca_file_and_
         ca_file.write_bytes(tls.other_ca.read_bytes() + b"\n" + tls.ca.read_bytes())
     node = await _node(node_factory, tls_origin, ca_file=ca_file)
 
-    await _pull(node, tls_origin, small_image)
+    await pull_through(node, tls_origin, small_image)
 
     await tls_origin.settle()
     for layer in small_image.layers:
@@ -134,7 +78,7 @@ async def test_an_origin_of_a_private_ca_is_pulled_through_with_its_ca_file_and_
         assert cached.is_file()
     tls_origin.requests.clear()
 
-    await _pull(node, tls_origin, small_image)  # warm: the cache, the tag still fresh
+    await pull_through(node, tls_origin, small_image)  # warm: the cache, the tag still fresh
 
     await tls_origin.settle()
     assert tls_origin.requests == []
@@ -156,7 +100,7 @@ async def test_a_big_layer_of_a_tls_origin_is_read_by_a_thread_on_a_connection_o
     async with DistributionRegistry(
         tmp_path / "origin", tls=tls, client_certs=client_certs
     ) as origin:
-        await _push(small_image, origin, tls)
+        await push_tls(small_image, origin, tls)
         node = await node_factory(
             upstreams={
                 origin.address: {"url": origin.url, "ca_file": str(tls.ca)}
@@ -167,7 +111,7 @@ async def test_a_big_layer_of_a_tls_origin_is_read_by_a_thread_on_a_connection_o
         [big] = [layer for layer in small_image.layers if layer.size > 1_000_000]
 
         with caplog.at_level(logging.DEBUG, logger="imgaccel.upstream.tlsbody"):
-            status, body = await _get(node, origin, f"blobs/{big.digest}")
+            status, body = await get_through(node, origin, f"blobs/{big.digest}")
 
         assert status == 200 and f"sha256:{hashlib.sha256(body).hexdigest()}" == big.digest
         cached = Path(node.settings.cache.dir) / "blobs" / "sha256" / big.digest[7:]
@@ -187,13 +131,13 @@ async def test_an_https_body_under_tls_body_min_bytes_is_asked_for_once(
     """Asking again costs the origin what it sent the first connection: a body under
     ``tls_body_min_bytes`` (64 MiB by default) stays with aiohttp, one GET."""
     async with DistributionRegistry(tmp_path / "origin", tls=tls) as origin:
-        await _push(small_image, origin, tls)
+        await push_tls(small_image, origin, tls)
         node = await node_factory(
             upstreams={origin.address: {"url": origin.url, "ca_file": str(tls.ca)}},
             upstream_client={"socket_body_min_bytes": 1_000_000},
         )
         [big] = [layer for layer in small_image.layers if layer.size > 1_000_000]
-        status, body = await _get(node, origin, f"blobs/{big.digest}")
+        status, body = await get_through(node, origin, f"blobs/{big.digest}")
         assert status == 200 and f"sha256:{hashlib.sha256(body).hexdigest()}" == big.digest
         await origin.settle()
         assert [r.written for r in origin.blob_gets(big.digest)] == [big.size]
@@ -211,8 +155,9 @@ async def test_without_its_ca_file_the_client_gets_a_registry_error_and_the_log_
 
     for mirror in (node, other):
         with caplog.at_level(logging.INFO):
-            status, body = await _get(mirror, tls_origin, f"blobs/{small_image.config.digest}")
-        assert "certificate verify failed" in _unavailable(status, body)
+            path = f"blobs/{small_image.config.digest}"
+            status, body = await get_through(mirror, tls_origin, path)
+        assert "certificate verify failed" in unavailable(status, body)
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 2, warnings
     assert all("certificate verify failed" in w and "ca_file" in w for w in warnings)
@@ -225,7 +170,7 @@ async def test_tls_verify_false_accepts_the_certificate_without_the_ca(
 ) -> None:
     node = await _node(node_factory, tls_origin, tls_verify=False)
 
-    await _pull(node, tls_origin, small_image)
+    await pull_through(node, tls_origin, small_image)
 
 
 @pytest.mark.parametrize("trust", ["ca_file", "tls_verify false"])
@@ -243,13 +188,13 @@ async def test_an_origin_that_takes_only_client_certificates_serves_the_node_wit
     with_cert = await _node(node_factory, mtls_origin, **verify, **pair)
 
     with caplog.at_level(logging.INFO):
-        status, body = await _get(without, mtls_origin, "manifests/v1")
-    assert "refused this node's TLS client certificate" in _unavailable(status, body)
+        status, body = await get_through(without, mtls_origin, "manifests/v1")
+    assert "refused this node's TLS client certificate" in unavailable(status, body)
     [warning] = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert "client_cert" in warning
     assert not any("retrying" in r.getMessage() for r in caplog.records)
 
-    await _pull(with_cert, mtls_origin, small_image)
+    await pull_through(with_cert, mtls_origin, small_image)
     await mtls_origin.settle()
     assert len(mtls_origin.blob_gets(small_image.layers[0].digest)) == 1
 
@@ -283,14 +228,14 @@ async def test_a_token_realm_behind_the_same_private_ca_is_trusted_through_ca_fi
         _https_realm(tokens, tls) as realm,
         DistributionRegistry(tmp_path / "origin", tls=tls) as origin,
     ):
-        await _push(small_image, origin, tls)
+        await push_tls(small_image, origin, tls)
         # Restarted with token auth (same port and data): pushed without it, no realm to trust.
         await origin.stop()
         origin.auth = {"token": {**tokens.registry_auth()["token"], "realm": realm}}
         await origin.start()
         node = await _node(node_factory, origin, ca_file=tls.ca)
 
-        await _pull(node, origin, small_image)
+        await pull_through(node, origin, small_image)
 
         assert tokens.requests_from("imgaccel/"), tokens.requests
 
