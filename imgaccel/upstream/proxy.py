@@ -25,7 +25,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
@@ -50,7 +50,7 @@ class Proxy:
 
     url: URL  # http://host:port, without credentials
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log line
 
     @classmethod
     def parse(cls, value: str, source: str) -> Proxy:
@@ -73,11 +73,6 @@ class Proxy:
         username = unquote(url.raw_user) if url.raw_user is not None else None
         password = unquote(url.raw_password) if url.raw_password is not None else None
         return cls(URL.build(scheme="http", host=host, port=port), username, password)
-
-    @property
-    def address(self) -> tuple[str, int]:
-        assert self.url.host is not None and self.url.port is not None  # made by parse
-        return self.url.host, self.url.port
 
     @property
     def headers(self) -> dict[str, str] | None:

@@ -81,6 +81,7 @@ def test_credentials_are_used_and_never_shown() -> None:
     # base64 of us@er:p:ss
     assert proxy.headers == {"Proxy-Authorization": "Basic dXNAZXI6cDpzcw=="}
     assert str(proxy) == CORP
+    assert "p:ss" not in repr(proxy)
     environment = Environment.read({"HTTPS_PROXY": "http://user:secret@proxy.corp:3128"})
     assert "secret" not in (environment.describe() or "")
 
