@@ -2,15 +2,16 @@
 origin.
 
 stargz-snapshotter (eStargz) and SOCI read the footer or table of contents at the end of a layer
-first, then scattered chunks of it, each with a ``Range`` request. From the fill of the whole blob
-(:mod:`imgaccel.proxy.blobs`) such a read waits until the fill's in-order prefix reaches it: for
-the footer of a 5 GB layer, 5 GB. A single range that starts more than :data:`ALLOWANCE` past
-what the fill has landed (nothing, when no fill is in flight) is asked of the origin instead,
-with the client's credentials, and the origin's answer is streamed back as it comes: the origin
-decides who may read it, and none of its bytes go into the cache (a range cannot be checked
-against the digest; the client checks what it reads, as when it pulls from the origin). The
-cache gets the blob from one fill of the whole of it, which such a request starts in the
-background when none is in flight (``BlobFetcher.fill_in_background``), as a miss would.
+first, then scattered chunks of it, each with a ``Range`` request (stargz-snapshotter asks for
+several chunks in one). From the fill of the whole blob (:mod:`imgaccel.proxy.blobs`) such a
+read waits until the fill's in-order prefix reaches it: for the footer of a 5 GB layer, 5 GB. A
+range (several: their span) that starts more than :data:`ALLOWANCE` past what the fill has
+landed (nothing, when no fill is in flight) is asked of the origin instead, with the client's
+credentials, and the origin's answer is streamed back as it comes: the origin decides who may
+read it, and none of its bytes go into the cache (a range cannot be checked against the digest;
+the client checks what it reads, as when it pulls from the origin). The cache gets the blob from
+one fill of the whole of it, which such a request starts in the background when none is in
+flight (``BlobFetcher.fill_in_background``), as a miss would.
 
 What the origin does not answer as asked (the whole blob, a 416, a ``Content-Range`` other than
 the range asked for, a 5xx, no answer at all) is served from the fill, as before: a node whose
@@ -76,15 +77,20 @@ class FarRange:
 
 
 def far_range(header: str | None, fill: Fill | None) -> FarRange | None:
-    """The range to ask the origin for: ``header`` names one byte range that starts more than
+    """The range to ask the origin for: ``header`` names a byte range that starts more than
     :data:`ALLOWANCE` past what ``fill`` (the blob's fill in flight, if any) has landed, or,
-    with no fill to tell the blob's size, the last N bytes.
+    with no fill to tell the blob's size, the last N bytes. Several ranges (stargz-snapshotter
+    asks for a layer's chunks so) are one span, from the first byte any of them asks to the
+    last, as the fill path answers them: the origin is asked for that span.
 
     None: the fill is to serve it. So for a malformed or unsatisfiable range too: the fill path
-    answers it with a 416 that gives the blob's size, as it always has; and for several ranges,
-    which the fill path answers as one span."""
-    if header is None or "," in header:
+    answers it with a 416 that gives the blob's size, as it always has; and for several ranges
+    with a suffix among them while the blob's size is not known."""
+    if header is None:
         return None
+    specs = [part.strip() for part in header.partition("=")[2].split(",") if part.strip()]
+    if fill is None and len(specs) > 1 and any(part.startswith("-") for part in specs):
+        return None  # where a suffix starts depends on the size
     size = _UNKNOWN_SIZE if fill is None else fill.size
     try:
         span = parse_range(header, size)
@@ -93,7 +99,7 @@ def far_range(header: str | None, fill: Fill | None) -> FarRange | None:
     if span is None:
         return None
     start, end = span
-    if fill is None and header.partition("=")[2].strip().startswith("-"):
+    if fill is None and len(specs) == 1 and specs[0].startswith("-"):
         return FarRange(suffix=size - start)
     landed = 0 if fill is None else fill.contiguous
     if start <= landed + ALLOWANCE:

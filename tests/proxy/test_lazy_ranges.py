@@ -103,8 +103,14 @@ def blob_url(node: NodeServer, registry: str, digest: str) -> str:
         ("bytes=0-1", None),
         (f"bytes={ALLOWANCE + 1}-{ALLOWANCE}", None),  # malformed: the fill path's 416
         ("bytes=-0", None),
-        (f"bytes={ALLOWANCE + 1}-,-5", None),  # several ranges: one span, from the fill
-        (f"bytes={ALLOWANCE + 1}-{ALLOWANCE + 9},{ALLOWANCE + 20}-{ALLOWANCE + 29}", None),
+        # Several ranges: their span, as the fill path answers them; unless a suffix is among
+        # them, which starts where the size (not known) says.
+        (f"bytes={ALLOWANCE + 1}-,-5", None),
+        (
+            f"bytes={ALLOWANCE + 20}-{ALLOWANCE + 29}, {ALLOWANCE + 1}-{ALLOWANCE + 9}",
+            FarRange(ALLOWANCE + 1, ALLOWANCE + 29),
+        ),
+        (f"bytes=0-9,{ALLOWANCE + 20}-{ALLOWANCE + 29}", None),  # the span starts at 0
         ("items=99999999-", None),
         (None, None),
     ],
@@ -129,6 +135,11 @@ async def test_with_a_fill_in_flight_what_it_has_landed_counts(tmp_path: Path) -
         assert far_range("bytes=-100000000", fill) is None  # from byte 0
         assert far_range(f"bytes={size - 10}-{size + 10}", fill) == FarRange(size - 10, size=size)
         assert far_range(f"bytes={size}-", fill) is None  # unsatisfiable: the fill path's 416
+        # Several ranges: their span; a suffix among them is a range like any other.
+        assert far_range(f"bytes={size - 300}-{size - 201},-100", fill) == FarRange(
+            size - 300, size=size
+        )
+        assert far_range(f"bytes={30 * MiB}-{30 * MiB + 9},-100", fill) is None  # within
     finally:
         await fill.finish(RuntimeError("test over"))
 
@@ -192,6 +203,30 @@ async def test_the_end_of_an_uncached_blob_comes_from_the_origin_and_the_fill_ca
         assert (status, body) == (206, expected)
     await origin.settle()
     assert origin.blob_gets(digest) == []
+
+
+@needs_registry
+async def test_several_ranges_far_ahead_come_from_the_origin_as_their_span(
+    origin: DistributionRegistry, node_factory: Start, http: aiohttp.ClientSession, layer: bytes
+) -> None:
+    """stargz-snapshotter asks for several chunks of a layer in one request: their span is
+    asked of the origin (one range), not waited for until the fill reaches it, and answered as
+    the fill path answers several ranges."""
+    digest = await push_blob(origin, layer)
+    node: NodeServer = await node_factory(origin, **ONE_CONNECTION)
+    url = blob_url(node, origin.address, digest)
+    chunks = f"bytes={SIZE - 100}-{SIZE - 1},{SIZE - 5000}-{SIZE - 4001}"
+
+    status, headers, body = await get(http, url, Range=chunks)
+
+    assert (status, body) == (206, layer[SIZE - 5000 :])
+    assert headers["Content-Range"] == f"bytes {SIZE - 5000}-{SIZE - 1}/{SIZE}"
+    await until(lambda: stored(node, digest))
+    await origin.settle()
+    # The span's range, and the whole blob for the cache.
+    assert statuses(origin, digest) == [200, 206]
+    [ranged] = [r for r in origin.blob_gets(digest) if r.status == 206]
+    assert ranged.written == 5000
 
 
 @needs_registry
