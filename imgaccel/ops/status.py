@@ -71,10 +71,16 @@ def _served(served: dict[str, int], saved: int) -> str:
 def _p2p(p2p: dict[str, Any] | None) -> str:
     if not p2p:
         return "p2p      off (no tracker configured)"
-    return (
+    line = (
         f"p2p      node {p2p['node_id']} at {p2p['tracker']}: {p2p['peers']} peers, "
         f"up {human_bytes(p2p['uploaded_bytes'])}, down {human_bytes(p2p['downloaded_bytes'])}"
     )
+    if "torrents" in p2p:  # from an older node: not reported
+        count = p2p["torrents"]
+        line += f", {count} torrent{'' if count == 1 else 's'}"
+        if not p2p.get("cache_seeded", True):
+            line += " (still seeding the cache, since the start)"
+    return line
 
 
 def _origins(origins: dict[str, dict[str, Any]]) -> list[str]:

@@ -334,6 +334,10 @@ class Swarm:
     def get(self, infohash: str) -> Download | None:
         return self._torrents.get(infohash)
 
+    def __len__(self) -> int:
+        """Torrents in the session: seeded and downloading."""
+        return len(self._torrents)
+
     def remove(self, infohash: str, *, delete_files: bool = False) -> None:
         """Stop seeding/downloading; streams of it raise ``TorrentFailed``."""
         download = self._torrents.pop(infohash, None)

@@ -9,7 +9,7 @@ directories: like the cache listing it answers only ``admin_networks`` (loopback
      "cache": {"dir", "bytes", "blobs", "quota_bytes"},
      "served": {"cache": B, "peer": B, "origin": B}, "origin_bytes_saved": B,
      "p2p": null | {"tracker", "certs_dir", "node_id", "peers",
-                    "uploaded_bytes", "downloaded_bytes"},
+                    "uploaded_bytes", "downloaded_bytes", "torrents", "cache_seeded"},
      "origins": {REGISTRY: {"up", "last_answer", "last_failure", "failure", "failures"}},
      "recent": [{"digest", "source", "bytes", "seconds", "when"}, ...]}   # newest first
 """
@@ -71,4 +71,6 @@ async def _p2p(node: Node) -> dict[str, Any] | None:
         "peers": stats.peers,
         "uploaded_bytes": stats.total_uploaded,
         "downloaded_bytes": stats.total_downloaded,
+        "torrents": len(peers.swarm),
+        "cache_seeded": peers.reseeded.is_set(),  # false while a restarted node re-seeds it
     }

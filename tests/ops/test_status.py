@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from imgaccel.cli import main
+from imgaccel.ops.status import render
 from imgaccel.ops.units import human_bytes
 from imgaccel.testing.images import Image
 from imgaccel.testing.registry import DistributionRegistry
@@ -90,9 +91,23 @@ async def test_status_of_a_p2p_node_shows_its_peers_and_transfer_totals(
 
     assert document["p2p"]["node_id"] == "s2"
     assert document["p2p"]["downloaded_bytes"] >= layer.size
+    assert document["p2p"]["torrents"] == 1  # seeding the layer it fetched
+    assert document["p2p"]["cache_seeded"] is True
     assert document["recent"][0]["source"] == "peer"
     result = await status("--node", second.url)
     assert "p2p      node s2 at http://127.0.0.1:" in result.output
+    assert ", 1 torrent" in result.output and "still seeding" not in result.output
+
+
+def test_a_node_still_seeding_its_cache_after_a_restart_says_so() -> None:
+    p2p = {"node_id": "n1", "tracker": "https://t:6970", "peers": 0, "uploaded_bytes": 0,
+           "downloaded_bytes": 0, "torrents": 812, "cache_seeded": False}  # fmt: skip
+    document = {"cache": {"bytes": 0, "blobs": 0, "quota_bytes": 0, "dir": "/c"},
+                "served": {}, "origin_bytes_saved": 0, "p2p": p2p}  # fmt: skip
+
+    [line] = [line for line in render(document, "http://n1").splitlines() if "p2p" in line]
+
+    assert line.endswith(", 812 torrents (still seeding the cache, since the start)")
 
 
 async def test_status_says_what_to_do_when_the_node_is_down() -> None:
