@@ -43,6 +43,9 @@ LISTEN_TIMEOUT = 10.0
 SHARE_TICK_SECONDS = 0.2
 #: The longest wait for the alert that answers a request for torrent updates.
 ALERT_ANSWER_SECONDS = 30.0
+#: The longest a closing swarm waits for the tracker to answer its "stopped" announces: a
+#: tracker in the cluster answers in milliseconds; one that is down must not hold a shutdown.
+LEAVE_SECONDS = 2.0
 _COUNTERS = (
     "net.sent_payload_bytes",
     "net.recv_payload_bytes",
@@ -189,6 +192,7 @@ class Swarm:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sharing
             self._sharing = None
+        await self._leave(sum(1 for d in self._torrents.values() if d.metainfo.announce))
         for download in self._torrents.values():
             download.fail("swarm closed")
         self._torrents.clear()
@@ -202,12 +206,39 @@ class Swarm:
         # (stop_tracker_timeout, 5 s). With announces to the HTTPS tracker still in flight (a
         # node stopped soon after re-announcing what it holds) the libtorrent 2.1 wheel then
         # crashes the process ("engine: null ssl ctx", or a segfault; tests/p2p/test_shutdown.py).
-        # Not announcing it costs little: the tracker expires a peer that stops announcing.
+        # _leave announced it already, while the session was whole.
         self._session.apply_settings({"stop_tracker_timeout": 0})
         # Destroying a session joins its threads: off the loop.
         holder = [self._session, pump.detach()]
         self._session = None
         await asyncio.to_thread(holder.clear)
+
+    async def _leave(self, torrents: int) -> None:
+        """Pause the session: each torrent with a tracker (``torrents`` of them) announces
+        "stopped", and the tracker drops this node from its swarms at once instead of after its
+        ``peer_ttl`` (peers stop trying a node that is gone). Waits for the tracker's answers,
+        at most ``LEAVE_SECONDS``; the session is then destroyed without announcing again (see
+        :meth:`_close`)."""
+        if not torrents or self._pump is None:
+            return
+        answered = 0
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_alert(alert: Any) -> None:
+            nonlocal answered
+            if isinstance(alert, lt.tracker_reply_alert | lt.tracker_error_alert):
+                answered += 1
+                if answered >= torrents and not done.done():
+                    done.set_result(None)
+
+        stop = self._pump.subscribe(None, on_alert)
+        try:
+            self._session.pause()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(LEAVE_SECONDS):
+                    await done
+        finally:
+            stop()
 
     async def _share_forever(self) -> None:
         while True:

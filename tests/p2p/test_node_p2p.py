@@ -326,6 +326,30 @@ async def test_a_node_moved_to_another_tracker_seeds_its_cache_through_that_one(
         )
 
 
+async def test_a_stopped_node_leaves_the_tracker_s_swarms_at_once(
+    origin: DistributionRegistry,
+    repo: str,
+    big_image: Image,
+    cluster_ca: KeyPair,
+    node_factory: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    """A node that stops (a rollout, a scale-down) tells the tracker: it is out of the swarm
+    of every blob it seeded at once, not after the tracker's peer_ttl (3 minutes), during which
+    peers would be sent to it."""
+    layer = big_image.layers[0].digest
+    certs = certs_dir(tmp_path / "certs-tracker", cluster_ca)
+    async with cluster_tracker(tmp_path / "tracker", certs) as tracker:
+        n1 = await _tracked_node(node_factory, origin, tmp_path, cluster_ca, "n1", tracker.url)
+        assert sha256(await get_blob(n1, origin, repo, layer)) == layer
+        swarms = tracker.app[STATE].swarms
+        await until(lambda: swarms.peer_count() == 1, seconds=30)  # seeding the layer
+
+        await n1.close()
+
+        assert swarms.peer_count() == 0
+
+
 async def _tracked_node(
     node_factory: Callable[..., Any],
     origin: DistributionRegistry,

@@ -315,7 +315,11 @@ class _SlowHandle(_Handle):
 def _slow_download() -> SimpleNamespace:
     handle = _SlowHandle(_sharing_handle().peers, availability=[1, 1, 1, 2])
     return SimpleNamespace(
-        handle=handle, shares=Shares("ef" * 20, 4), infohash="ef" * 20, fail=lambda reason: None
+        handle=handle,
+        shares=Shares("ef" * 20, 4),
+        infohash="ef" * 20,
+        fail=lambda reason: None,
+        metainfo=SimpleNamespace(announce=None),  # no tracker to leave when the swarm closes
     )
 
 
