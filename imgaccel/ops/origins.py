@@ -29,13 +29,19 @@ def origin_checks(status: dict[str, Any] | None, why_none: str = "") -> list[Che
     return [_check(str(registry), state) for registry, state in origins.items()]
 
 
+def answered(state: dict[str, Any]) -> str:
+    """``answered HH:MM:SS`` for a registry that is up, with the failures on record (also
+    ``imgaccel status``'s words)."""
+    text = f"answered {clock(state['last_answer'])}"
+    if state.get("failures"):
+        text += f" ({state['failures']} failed, the last at {clock(state['last_failure'])})"
+    return text
+
+
 def _check(registry: str, state: dict[str, Any]) -> Check:
     name = f"origin {registry}"
     if state.get("up"):
-        detail = f"answered the node's latest request, at {clock(state['last_answer'])}"
-        if state.get("failures"):
-            detail += f" ({state['failures']} failed, the last at {clock(state['last_failure'])})"
-        return ok(name, detail)
+        return ok(name, f"the node's latest request was {answered(state)}")
     return fail(
         name,
         f"the node's latest request failed, at {clock(state['last_failure'])}: {state['failure']}",

@@ -7,6 +7,7 @@ from typing import Any
 import aiohttp
 
 from imgaccel.errors import ImgaccelError
+from imgaccel.ops.origins import answered
 from imgaccel.ops.units import clock, human_bytes
 
 SOURCES = ("origin", "cache", "peer")
@@ -89,9 +90,7 @@ def _origins(origins: dict[str, dict[str, Any]]) -> list[str]:
     lines = ["origins  as the node last heard from them:"]
     for registry, state in origins.items():
         if state["up"]:
-            line = f"answered {clock(state['last_answer'])}"
-            if state["failures"]:
-                line += f" ({state['failures']} failed, the last at {clock(state['last_failure'])})"
+            line = answered(state)
         else:
             line = f"FAILING since {clock(state['last_failure'])}: {state['failure']}"
         lines.append(f"  {registry:<24}  {line}")

@@ -110,11 +110,12 @@ def _proxies(settings: Settings) -> Proxies:
         environment = Environment.read()
         if (line := environment.describe()) is not None:
             log.info("origins without a proxy setting go through the environment's: %s", line)
+    proxies = Proxies(environment)
     for host, upstream in settings.upstreams.items():
         if upstream.proxy is not None:
-            shown = Proxies().named(upstream) or "none (direct)"
+            shown = proxies.named(upstream) or "none (direct)"
             log.info("origin %s: proxy %s, by its proxy setting", host, shown)
-    return Proxies(environment)
+    return proxies
 
 
 def _node_context(
