@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import libtorrent as lt
 import pytest
 
 from imgaccel.p2p import download as download_module
@@ -143,6 +144,8 @@ async def test_a_corrupt_seeder_never_lands_a_bad_piece(
     async with make_swarm() as seeder, make_swarm() as leecher:
         seeder.seed(blob.metainfo, blob.path)
         download = leecher.download(blob.metainfo, tmp_path / "dl")
+        # The only peer is banned at its first bad piece; in order, pieces 0-2 come before it.
+        download.handle.set_flags(lt.torrent_flags.sequential_download)
         leecher.add_peer(blob.metainfo.infohash, "127.0.0.1", seeder.port)
         landed: list[int] = []
         with pytest.raises(P2PError):
