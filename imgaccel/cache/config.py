@@ -30,24 +30,28 @@ class CacheSettings(BaseModel):
         "when a client reads it, and while peers fetch it from this node). 0: no quota.",
     )
     min_free_percent: float = Field(
-        default=15.0,
+        default=25.0,
         ge=0,
         lt=100,
         description="Least share of the cache's filesystem, in percent of its size, to leave free "
         "for what shares the disk (containerd's content and snapshots): a blob that would take "
         "it below this evicts least recently used blobs first, and if that is not enough it is "
-        "streamed to the client but not kept. 15: kubelet's default image-filesystem eviction "
-        "threshold, which the cache must not push the node into. 0: fill the disk up to the "
-        "quota. Whatever this says, a blob the disk cannot take at all is refused with 503 "
-        "before its first byte, so the client pulls it from the origin.",
+        "streamed to the client but not kept. 25: the cache alone never takes the disk to where "
+        "kubelet acts (by its defaults it deletes unused images from 85 % used down to 80 %, and "
+        "evicts pods below 15 % free; it counts the root reserve as used, as this does), so "
+        "the cache gives way to containerd's images, not the other way round. A disk of the "
+        "cache's own (a seeder's volume): 5. 0: fill the disk up to the quota. Whatever this "
+        "says, a blob the disk cannot take at all is refused with 503 before its first byte, "
+        "so the client pulls it from the origin.",
     )
     disk_check_seconds: float = Field(
-        default=30.0,
+        default=10.0,
         gt=0,
         description="How often the node looks at its filesystem's free space between fills: "
         "when something else (containerd's pulls, logs) took it below min_free_percent, least "
         "recently used blobs nobody reads or pinned are evicted until it is above again, as far "
-        "as they go (as kubelet's image garbage collection does for images).",
+        "as they go (as kubelet's image garbage collection does for images). 10: as often as "
+        "kubelet's eviction manager looks.",
     )
     tag_ttl_seconds: float = Field(
         default=60.0,

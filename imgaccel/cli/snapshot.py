@@ -96,7 +96,7 @@ def import_(
 
     Room is checked from the bundle's index before anything is written, and a bundle that
     does not fit is refused (exit 1, the cache unchanged): the blobs the cache does not hold
-    yet must leave cache.min_free_percent of its filesystem free (default 15: the share kept
+    yet must leave cache.min_free_percent of its filesystem free (default 25: the share kept
     for containerd), and with a quota (cache.quota_bytes) all the bundle's blobs must fit in
     it beside the blobs pinned now. (A node indexing them evicts least recently used blobs,
     imported ones too, never pinned ones, to stay under its quota: a bundle that cannot fit

@@ -1,5 +1,5 @@
 """``imgaccel snapshot import`` and the room the node keeps: a real 16 MiB tmpfs as the cache's
-disk, ``cache.min_free_percent`` (15 by default) of it left free for containerd, the quota
+disk, ``cache.min_free_percent`` (25 by default) of it left free for containerd, the quota
 beside the pinned blobs. A bundle that does not fit is refused before anything is written.
 """
 
@@ -67,7 +67,7 @@ def test_a_bundle_that_does_not_fit_above_the_floor_is_refused_and_changes_nothi
     import_bundle(bundle_of(tmp_path / "held.tar.zst", held), cache_disk)
     fill_up(cache_disk, leave=8 * MIB)  # containerd's content, say
     before = state(cache_disk)
-    big = blob(6 * MIB, 2)  # fits in the 8 MiB free, not above the floor of 2.4 MiB
+    big = blob(6 * MIB, 2)  # fits in the 8 MiB free, not above the floor of 4 MiB
 
     result = import_cli(
         str(bundle_of(tmp_path / "big.tar.zst", held, big)), "--cache-dir", str(cache_disk)
@@ -86,8 +86,8 @@ def test_a_bundle_that_fits_is_imported_and_blobs_held_already_take_no_room_agai
 ) -> None:
     held = blob(5 * MIB, 3)
     import_bundle(bundle_of(tmp_path / "held.tar.zst", held), cache_disk)
-    fill_up(cache_disk, leave=6 * MIB)
-    new = blob(3 * MIB, 4)  # 3 MiB above the floor's 2.4: fits; with `held` again it would not
+    fill_up(cache_disk, leave=8 * MIB)
+    new = blob(3 * MIB, 4)  # 3 MiB above the floor's 4: fits; with `held` again it would not
 
     result = import_cli(
         str(bundle_of(tmp_path / "both.tar.zst", held, new)), "--cache-dir", str(cache_disk)

@@ -441,7 +441,7 @@ async def test_a_quota_bigger_than_the_disk_fails_with_no_free_space_kept(
 async def test_a_quota_bigger_than_the_disk_is_cut_short_by_the_free_space_kept(
     setup: Setup,
 ) -> None:
-    """The node keeps cache.min_free_percent (15 % by default) free: the disk does not fill up,
+    """The node keeps cache.min_free_percent (25 % by default) free: the disk does not fill up,
     the quota is just never reached."""
     setup.quota = "100000T"
     result = await doctor(setup)
@@ -449,7 +449,7 @@ async def test_a_quota_bigger_than_the_disk_is_cut_short_by_the_free_space_kept(
     assert result.exit_code == 0, result.output
     [warned] = lines_of(result, "warn")
     assert "disk headroom" in warned and "stops short of its quota" in warned
-    assert "cache.min_free_percent keeps 15%" in warned
+    assert "cache.min_free_percent keeps 25%" in warned
 
 
 @needs_registry
