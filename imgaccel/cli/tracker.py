@@ -60,7 +60,16 @@ def _option(*names: str, **kwargs: Any) -> Callable[[_F], _F]:
     type=int,
     default=60,
     show_default=True,
-    help="Seconds between a peer's announces.",
+    help="Seconds between a peer's announces, and between a node's calls that keep all its "
+    "peers alive at once.",
+)
+@_option(
+    "--seed-announce-interval",
+    type=click.IntRange(min=1),
+    default=3600,
+    show_default=True,
+    help="Seconds between the announces of a seed whose node makes those calls (its announces "
+    "only back them up).",
 )
 @_option(
     "--peer-ttl",
@@ -93,6 +102,7 @@ def tracker(
     key: Path | None,
     insecure: bool,
     announce_interval: int,
+    seed_announce_interval: int,
     peer_ttl: float | None,
     claim_lease: float,
     job_ttl: float,
@@ -103,7 +113,10 @@ def tracker(
 
     Nodes announce layers to it with libtorrent, publish and fetch torrents by blob digest,
     and ask it who fetches a cold blob from the origin, so each blob is fetched once per
-    cluster. State lives in SQLite under --data-dir.
+    cluster. Every --announce-interval a node also says in one call which torrents it still
+    holds, which keeps it in all their swarms: its seeds need announce only every
+    --seed-announce-interval, so the tracker's load grows with the nodes, not with nodes x
+    cached blobs. State lives in SQLite under --data-dir.
 
     Every client must present a certificate signed by the cluster CA (--ca-cert, with the
     tracker's own --cert/--key). --insecure serves plain HTTP to anyone instead.
@@ -124,6 +137,7 @@ def tracker(
                 "key": key,
                 "insecure": insecure,
                 "announce_interval": announce_interval,
+                "seed_announce_interval": seed_announce_interval,
                 "peer_ttl": peer_ttl,  # None: derived from the interval
                 "claim_lease_seconds": claim_lease,
                 "job_ttl_seconds": job_ttl,

@@ -17,6 +17,7 @@ from urllib.parse import unquote_to_bytes
 from aiohttp import web
 
 from imgaccel import bencode
+from imgaccel.tracker.api import ApiError, json_body, node_field
 from imgaccel.tracker.state import STATE, TrackerState
 from imgaccel.tracker.store import MAX_INT64
 from imgaccel.tracker.swarm import IPAddress, Peer, compact, normalize_ip
@@ -132,8 +133,9 @@ def announce(state: TrackerState, req: AnnounceRequest, ip: IPAddress) -> dict[s
     wanted = 0 if req.event == "stopped" else numwant
     peers = state.swarms.select(req.info_hash, req.peer_id, wanted, now)
     complete, incomplete, _ = state.swarms.stats(req.info_hash, now)
+    seed = req.left == 0 and state.swarms.refreshes((ip, req.port), now)
     reply: dict[str, object] = {
-        "interval": settings.announce_interval,
+        "interval": settings.seed_announce_interval if seed else settings.announce_interval,
         "min interval": settings.min_announce_interval,
         "complete": complete,
         "incomplete": incomplete,
@@ -200,6 +202,46 @@ async def handle_scrape(request: web.Request) -> web.Response:
         return _failure(request, str(exc))
 
 
+async def handle_alive(request: web.Request) -> web.Response:
+    """``{node, port, ip?, info_hashes}``: the node whose peers listen at ``ip`` (else the
+    caller's address) and ``port`` still holds the torrents of ``info_hashes`` (hex): its peers
+    in them are heard from now. -> ``{interval, unknown}``: call again within ``interval``
+    seconds; announce the ``unknown`` ones again (the tracker lost them: a restart without its
+    data, or a peer expired). One call a minute instead of an announce per blob."""
+    state = request.app[STATE]
+    body = await json_body(request)
+    node_field(body)
+    port = body.get("port")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ApiError(400, "'port' must be the node's peer-to-peer port, 1-65535")
+    raw_ip = body.get("ip")
+    if raw_ip is not None and not isinstance(raw_ip, str):
+        raise ApiError(400, "'ip' must be an IP address")
+    try:
+        ip = _parse_ip(raw_ip.encode()) if raw_ip is not None else _remote_ip(request)
+    except (AnnounceError, UnicodeEncodeError):
+        raise ApiError(400, "'ip' must be an IP address") from None
+    hashes = body.get("info_hashes")
+    if not isinstance(hashes, list) or not all(_is_hex_hash(h) for h in hashes):
+        raise ApiError(400, "'info_hashes' must be a list of 40-character hex info-hashes")
+    refreshed, unknown = state.swarms.refresh(
+        (ip, port), (bytes.fromhex(h) for h in hashes), state.now()
+    )
+    state.store.touch_peers(refreshed)
+    state.announces.labels(event="alive").inc()
+    return web.json_response(
+        {"interval": state.settings.announce_interval, "unknown": [h.hex() for h in unknown]}
+    )
+
+
+def _is_hex_hash(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and len(value) == 40
+        and all(c in "0123456789abcdefABCDEF" for c in value)
+    )
+
+
 def _remote_ip(request: web.Request) -> IPAddress:
     if request.remote is None:
         raise AnnounceError("cannot tell the peer's address; send ip=")
@@ -209,3 +251,4 @@ def _remote_ip(request: web.Request) -> IPAddress:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/announce", handle_announce)
     app.router.add_get("/scrape", handle_scrape)
+    app.router.add_post("/v1/alive", handle_alive)

@@ -11,6 +11,9 @@ PUT    /v1/metainfo/{digest}?node=ID    body: .torrent named by the digest -> 20
 GET    /v1/metainfo/{digest}?wait=S     the .torrent (``X-Info-Hash``); 404 ``{holder}`` when
                                         unknown; ``wait`` long-polls until published or released
 POST   /v1/holdings                     ``{node, digests}`` -> ``{unknown}``: re-publish those
+POST   /v1/alive                        ``{node, port, ip?, info_hashes}`` -> ``{interval,
+                                        unknown}``: the node's peers in those swarms are alive;
+                                        announce the unknown ones again
 POST   /v1/claims/{digest}              ``{node, role: node|seeder, registry?, repository?}`` ->
                                         ``{fetch, holder, lease_seconds}`` or ``{published}``
 POST   /v1/claims/{digest}/renew        ``{node}`` -> 200 lease extended, 409 not the holder

@@ -27,7 +27,19 @@ class TrackerSettings(BaseModel):
         description="Directory of the SQLite state (metainfo, claims, seeders, peers).",
     )
     announce_interval: int = Field(
-        default=60, gt=0, description="Seconds between a peer's announces, sent as `interval`."
+        default=60,
+        gt=0,
+        description="Seconds between a peer's announces, sent as `interval`; also how often a "
+        "node says which blobs it still holds (`POST /v1/alive`), one call for all of them.",
+    )
+    seed_announce_interval: int = Field(
+        default=3600,
+        gt=0,
+        description="The `interval` sent to a seed whose node says what it holds every "
+        "announce_interval (that keeps its peers alive): its own announces only back that up. "
+        "A node seeding thousands of blobs would otherwise announce each of them every 5 "
+        "minutes (libtorrent's shortest interval), thousands of TLS handshakes a minute for "
+        "the tracker per node.",
     )
     min_announce_interval: int = Field(
         default=15, gt=0, description="Seconds a peer must wait between announces (`min interval`)."
@@ -94,6 +106,8 @@ class TrackerSettings(BaseModel):
             raise ValueError("give all of ca_cert, cert and key, or set insecure")
         if self.peer_ttl <= self.announce_interval:
             raise ValueError("peer_ttl must be longer than announce_interval")
+        if self.seed_announce_interval < self.announce_interval:
+            raise ValueError("seed_announce_interval must be at least announce_interval")
         return self
 
     @property

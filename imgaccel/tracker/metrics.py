@@ -22,7 +22,7 @@ from imgaccel.tracker.state import STATE, TrackerState
 def announce_counter(registry: CollectorRegistry) -> Counter:
     return Counter(
         "imgaccel_tracker_announces",
-        "Announces received, by event.",
+        "Announces received, by event; event=alive: a node's call that keeps all its peers.",
         ["event"],
         registry=registry,
     )

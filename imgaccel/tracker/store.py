@@ -183,6 +183,17 @@ class Store:
             (info_hash, peer.peer_id, str(peer.ip), peer.port, peer.left, peer.last_seen),
         )
 
+    def touch_peers(self, peers: Iterable[tuple[bytes, Peer]]) -> None:
+        """Save the ``last_seen`` of ``peers`` (info_hash, peer), in one transaction."""
+        rows = [(peer.last_seen, info_hash, peer.peer_id) for info_hash, peer in peers]
+        if not rows:
+            return
+        with self._db:  # BEGIN ... COMMIT: one WAL write for a node's thousands of blobs
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "UPDATE peers SET last_seen = ? WHERE info_hash = ? AND peer_id = ?", rows
+            )
+
     def delete_peers(self, keys: Iterable[tuple[bytes, bytes]]) -> None:
         self._db.executemany("DELETE FROM peers WHERE info_hash = ? AND peer_id = ?", keys)
 

@@ -29,12 +29,17 @@ class Peer:
         return self.left == 0
 
 
+Address = tuple[IPAddress, int]
+
+
 @dataclass(slots=True)
 class Swarm:
     """The peers of one info-hash, and how many finished downloading in it."""
 
     peers: dict[bytes, Peer] = field(default_factory=dict)
     downloaded: int = 0
+    #: Which peer listens at an address (one per address: see :meth:`Swarms.update`).
+    addresses: dict[Address, bytes] = field(default_factory=dict)
 
     def counts(self, since: float) -> tuple[int, int]:
         """(complete, incomplete): seeders and leechers heard from after ``since``."""
@@ -49,6 +54,8 @@ class Swarms:
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
         self._swarms: dict[bytes, Swarm] = {}
+        #: When each node (by its peers' address) last said what it holds (:meth:`refresh`).
+        self._holders: dict[Address, float] = {}
 
     def update(self, info_hash: bytes, peer: Peer) -> list[bytes]:
         """Add or refresh ``peer`` in the swarm of ``info_hash``; drop, and return, the peer ids
@@ -56,20 +63,47 @@ class Swarms:
         session), which would otherwise be handed the restarted node as a peer of its own, and
         counted as another seeder, until it expired."""
         swarm = self._swarms.setdefault(info_hash, Swarm())
-        replaced = [
-            other.peer_id
-            for other in swarm.peers.values()
-            if other.peer_id != peer.peer_id and (other.ip, other.port) == (peer.ip, peer.port)
-        ]
-        for old in replaced:
-            del swarm.peers[old]
+        address = (peer.ip, peer.port)
+        old = swarm.peers.get(peer.peer_id)
+        if old is not None and (old.ip, old.port) != address:
+            swarm.addresses.pop((old.ip, old.port), None)  # the same peer id moved
+        replaced = []
+        if (other := swarm.addresses.get(address)) is not None and other != peer.peer_id:
+            del swarm.peers[other]
+            replaced.append(other)
         swarm.peers[peer.peer_id] = peer
+        swarm.addresses[address] = peer.peer_id
         return replaced
 
     def remove(self, info_hash: bytes, peer_id: bytes) -> None:
         swarm = self._swarms.get(info_hash)
-        if swarm is not None:
-            swarm.peers.pop(peer_id, None)
+        if swarm is not None and (peer := swarm.peers.pop(peer_id, None)) is not None:
+            swarm.addresses.pop((peer.ip, peer.port), None)
+
+    def refresh(
+        self, address: Address, info_hashes: Iterable[bytes], now: float
+    ) -> tuple[list[tuple[bytes, Peer]], list[bytes]]:
+        """The node whose peers listen at ``address`` still holds ``info_hashes``: its peers in
+        those swarms are heard from ``now``, as if each had announced. Returns the peers
+        refreshed, and the info-hashes in which it has no peer here (announce those again)."""
+        self._holders[address] = now
+        refreshed: list[tuple[bytes, Peer]] = []
+        unknown: list[bytes] = []
+        for info_hash in info_hashes:
+            swarm = self._swarms.get(info_hash)
+            peer_id = swarm.addresses.get(address) if swarm is not None else None
+            if swarm is None or peer_id is None:
+                unknown.append(info_hash)
+                continue
+            peer = swarm.peers[peer_id]
+            peer.last_seen = now
+            refreshed.append((info_hash, peer))
+        return refreshed, unknown
+
+    def refreshes(self, address: Address, now: float) -> bool:
+        """Whether the node at ``address`` keeps its peers alive with :meth:`refresh` (it did
+        within the ttl), so that its seeds need announce only rarely."""
+        return self._holders.get(address, -self.ttl) > now - self.ttl
 
     def completed(self, info_hash: bytes, count: int = 1) -> None:
         """Count a finished download (``event=completed``) for the scrape's ``downloaded``."""
@@ -97,6 +131,8 @@ class Swarms:
             self.remove(info_hash, peer_id)
         for info_hash in [ih for ih, s in self._swarms.items() if not s.peers and not s.downloaded]:
             del self._swarms[info_hash]
+        for address in [a for a, seen in self._holders.items() if seen <= now - self.ttl]:
+            del self._holders[address]
         return gone
 
     def swarm_count(self) -> int:
