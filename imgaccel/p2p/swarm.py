@@ -132,6 +132,7 @@ class Swarm:
         # which is not this cluster's tracker any more once the tracker moved (None: the
         # metainfo's own).
         self._announce = announce
+        self._listen = listen
         self._settings = session_settings(listen)
         # Bytes/s this node uploads to peers (0: no limit), so serving the swarm cannot starve
         # the node's own pulls or its workloads.
@@ -368,6 +369,17 @@ class Swarm:
     def __len__(self) -> int:
         """Torrents in the session: seeded and downloading."""
         return len(self._torrents)
+
+    def infohashes(self) -> list[str]:
+        """The torrents in the session that announce to a tracker (hex)."""
+        return [h for h, d in self._torrents.items() if self._announce or d.metainfo.announce]
+
+    @property
+    def announced_ip(self) -> str | None:
+        """The address peers reach this node at, when it listens on one (the announces go out
+        from it); None when it listens on all (the tracker takes the address they come from)."""
+        host, _ = split_listen(self._listen)
+        return None if host in ("0.0.0.0", "::") else host
 
     def remove(self, infohash: str, *, delete_files: bool = False) -> None:
         """Stop seeding/downloading; streams of it raise ``TorrentFailed``."""

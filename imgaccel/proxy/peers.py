@@ -59,6 +59,9 @@ DEFAULT_LEASE_SECONDS = 60.0
 #: How often a running node tells the tracker what it holds again: a tracker that lost its
 #: state (a new volume) learns the torrents back within this time, not at the nodes' restarts.
 RESYNC_SECONDS = 600.0
+#: Longest time between two calls telling the tracker which torrents this node holds (the
+#: tracker's interval when shorter): its default announce interval, a third of its peer ttl.
+ALIVE_SECONDS = 60.0
 #: How often blobs peers are fetching from this node count as used in the cache's LRU order.
 UPLOADS_SECONDS = 10.0
 #: Cached blobs seeded at start between two turns of the loop.
@@ -153,6 +156,8 @@ class PeerNetwork:
         self._sharer: asyncio.Task[None] | None = None
         self._uploads: asyncio.Task[None] | None = None
         self.uploads_seconds = UPLOADS_SECONDS
+        self._alive: asyncio.Task[None] | None = None
+        self.alive_seconds = ALIVE_SECONDS
         self._reseeding: asyncio.Task[None] | None = None
         #: Set once every cached blob with a torrent is seeded and the tracker told of it.
         self.reseeded = asyncio.Event()
@@ -203,12 +208,13 @@ class PeerNetwork:
         self._resync = asyncio.create_task(self._resync_forever(), name="p2p-resync")
         self._sharer = asyncio.create_task(self._share_forever(), name="p2p-share")
         self._uploads = asyncio.create_task(self._uploads_forever(), name="p2p-uploads")
+        self._alive = asyncio.create_task(self._alive_forever(), name="p2p-alive")
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for task in (self._reseeding, self._resync, self._sharer, self._uploads):
+        for task in (self._reseeding, self._resync, self._sharer, self._uploads, self._alive):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -221,7 +227,12 @@ class PeerNetwork:
     # -- seeding what the cache holds ----------------------------------------------------------
 
     async def _reseed_in_background(self) -> None:
+        assert self.swarm is not None and self.tracker is not None
         try:
+            # Say first that this node will keep its peers alive (nothing held yet): the
+            # tracker then has its seeds announce rarely from their first announce on.
+            with contextlib.suppress(TrackerError):
+                await self.tracker.alive(self.swarm.port, [], self.swarm.announced_ip)
             await self.reseed()
         except Exception:  # the blobs are still served from the cache; resync retries publishing
             log.exception("seeding the cached blobs failed")
@@ -308,6 +319,35 @@ class PeerNetwork:
                 await self.resync()
             except Exception:  # the next round may work; this task must not end unseen
                 log.exception("re-publishing to the tracker failed")
+
+    async def alive(self) -> float:
+        """Tell the tracker which torrents this node still seeds or downloads (one call for
+        all: libtorrent would announce each of them every 5 minutes, and the tracker forgets a
+        peer after 3), and announce again the ones it has no peer of ours in; the seconds
+        within which to tell it again."""
+        assert self.swarm is not None and self.tracker is not None
+        interval, unknown = await self.tracker.alive(
+            self.swarm.port, self.swarm.infohashes(), self.swarm.announced_ip
+        )
+        for infohash in unknown:
+            self.swarm.reannounce(infohash)
+        if unknown:
+            log.info("announcing %d torrents again: the tracker had no peer of ours", len(unknown))
+        return interval
+
+    async def _alive_forever(self) -> None:
+        # The first call an interval after the reseed announced the cache: before those
+        # announces landed, every torrent would be unknown and announced twice.
+        await self.reseeded.wait()
+        interval = self.alive_seconds
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                interval = min(await self.alive(), self.alive_seconds)
+            except TrackerError as exc:
+                log.warning("could not tell the tracker which blobs this node holds: %s", exc)
+            except Exception:  # the next round may work; this task must not end unseen
+                log.exception("telling the tracker which blobs this node holds failed")
 
     async def _uploads_forever(self) -> None:
         """Mark the blobs peers are fetching from this node as used, so that eviction (quota,

@@ -18,7 +18,9 @@ How a node uses it on a cache miss for ``digest``::
 
 At start, and every ten minutes while it runs, a node calls ``holdings(all digests it has)``
 and re-publishes the ones the answer names, because a tracker that lost its state would not
-know them.
+know them. Every announce interval (a minute) it calls ``alive(port, info-hashes)`` with
+every torrent it seeds or downloads: one call that keeps its peers in all those swarms, where
+libtorrent would announce each torrent on its own.
 
 Every call is bounded by the client's ``timeout`` (a long poll by its wait plus that). After a
 call found the tracker unreachable or silent, the first ``get_metainfo`` of a cache miss fails at
@@ -157,6 +159,17 @@ class TrackerClient:
             "POST", "/v1/holdings", json={"node": self.node, "digests": digests}
         )
         return list(_json(body)["unknown"])
+
+    async def alive(
+        self, port: int, info_hashes: list[str], ip: str | None = None
+    ) -> tuple[float, list[str]]:
+        """Say that this node's peers (at ``ip``, else our address, and ``port``) still hold
+        the torrents of ``info_hashes`` (hex); (seconds within which to say it again, the
+        info-hashes the tracker has no peer of ours in: announce those again)."""
+        payload = _compact({"node": self.node, "port": port, "ip": ip, "info_hashes": info_hashes})
+        _, body = await self._call("POST", "/v1/alive", json=payload)
+        reply = _json(body)
+        return float(reply["interval"]), [str(h) for h in reply["unknown"]]
 
     async def heartbeat(self) -> float:
         """Register as a seeder; the seconds within which to heartbeat (or poll work) again."""

@@ -8,6 +8,7 @@ import hashlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -122,9 +123,10 @@ async def rangeless_origin() -> AsyncIterator[tuple[RangelessOrigin, str]]:
 
 @contextlib.asynccontextmanager
 async def cluster_tracker(
-    data_dir: Path, certs: Path, *, port: int = 0, lease_seconds: float = 60.0
+    data_dir: Path, certs: Path, *, port: int = 0, lease_seconds: float = 60.0, **more: Any
 ) -> AsyncIterator[Served]:
-    """The tracker over mTLS (``certs`` as written by ``tests.p2p_fixtures.certs_dir``)."""
+    """The tracker over mTLS (``certs`` as written by ``tests.p2p_fixtures.certs_dir``);
+    ``more``: other TrackerSettings."""
     settings = TrackerSettings(
         listen=f"127.0.0.1:{port}",
         data_dir=data_dir,
@@ -132,6 +134,7 @@ async def cluster_tracker(
         cert=certs / NODE_CERT,
         key=certs / NODE_KEY,
         claim_lease_seconds=lease_seconds,
+        **more,
     )
     async with running(settings) as served:
         yield served

@@ -6,6 +6,7 @@ Every claim about where bytes came from is checked against the origin's own requ
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -348,6 +349,56 @@ async def test_a_stopped_node_leaves_the_tracker_s_swarms_at_once(
         await n1.close()
 
         assert swarms.peer_count() == 0
+
+
+async def test_a_seeding_node_stays_in_the_swarms_past_the_tracker_s_peer_ttl(
+    origin: DistributionRegistry,
+    repo: str,
+    big_image: Image,
+    cluster_ca: KeyPair,
+    node_factory: Callable[..., Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """libtorrent announces a seeding torrent every 5 minutes at the most, and the tracker
+    forgets a peer after 3 (here 3 s): the node tells the tracker every interval which torrents
+    it holds, which keeps it in their swarms; a tracker that lost them names them, and the node
+    announces them again."""
+    monkeypatch.setattr(peers_module, "ALIVE_SECONDS", 0.5)
+    layer = big_image.layers[0].digest
+    certs = certs_dir(tmp_path / "certs-tracker", cluster_ca)
+    async with cluster_tracker(
+        tmp_path / "tracker", certs, announce_interval=1, peer_ttl=3
+    ) as tracker:
+        n1 = await _tracked_node(node_factory, origin, tmp_path, cluster_ca, "n1", tracker.url)
+        assert sha256(await get_blob(n1, origin, repo, layer)) == layer
+        state = tracker.app[STATE]
+        await until(lambda: state.swarms.peer_count() == 1, seconds=30)  # seeding the layer
+        await asyncio.sleep(6)  # twice the ttl; the sweeper runs every 0.75 s
+        assert state.swarms.peer_count() == 1
+
+        state.swarms.expire(state.now() + 10)  # the tracker forgets (a new volume, say)
+        assert state.swarms.peer_count() == 0
+        await until(lambda: state.swarms.peer_count() == 1, seconds=10)
+
+
+async def test_a_node_tells_the_tracker_it_keeps_its_peers_alive_before_it_announces(
+    origin: DistributionRegistry,
+    cluster_ca: KeyPair,
+    node_factory: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    """So that the tracker has the node's seeds announce rarely from their first announce on
+    (the periodic call comes a minute later)."""
+    certs = certs_dir(tmp_path / "certs-tracker", cluster_ca)
+    async with cluster_tracker(tmp_path / "tracker", certs) as tracker:
+        n1 = await _tracked_node(node_factory, origin, tmp_path, cluster_ca, "n1", tracker.url)
+        peers = n1.app[NODE].fetcher.peers
+        assert peers is not None and peers.swarm is not None
+        await peers.reseeded.wait()
+        state = tracker.app[STATE]
+        address = (ipaddress.ip_address("127.0.0.1"), peers.swarm.port)
+        assert state.swarms.refreshes(address, state.now())
 
 
 async def _tracked_node(
