@@ -43,9 +43,17 @@ LISTEN_TIMEOUT = 10.0
 SHARE_TICK_SECONDS = 0.2
 #: The longest wait for the alert that answers a request for torrent updates.
 ALERT_ANSWER_SECONDS = 30.0
-#: The longest a closing swarm waits for the tracker to answer its "stopped" announces: a
-#: tracker in the cluster answers in milliseconds; one that is down must not hold a shutdown.
-LEAVE_SECONDS = 2.0
+#: The longest a closing swarm waits for announces already sent to be answered (libtorrent's
+#: tracker_receive_timeout): destroying the session with one in flight crashes the process.
+QUIET_SECONDS = 10.0
+_ANNOUNCE_ALERTS = (
+    lt.tracker_announce_alert,
+    lt.tracker_reply_alert,
+    lt.tracker_error_alert,
+    lt.torrent_removed_alert,
+)
+#: How long alerts of announces sent just before the trackers were removed take to arrive.
+QUIET_GRACE_SECONDS = 0.3
 _COUNTERS = (
     "net.sent_payload_bytes",
     "net.recv_payload_bytes",
@@ -157,6 +165,10 @@ class Swarm:
         self._update_waiters: list[asyncio.Future[dict[str, int]]] = []
         self._uploaded: dict[str, int] = {}  # infohash -> payload sent, at the last look
         self._last_stats: tuple[float, int, int] = (time.monotonic(), 0, 0)
+        self._announcing: dict[Any, int] = {}  # torrent handle -> announces in flight
+        self._all_answered = asyncio.Event()  # set while no announce is in flight
+        self._all_answered.set()
+        self._quiet = False  # no announce any more: closing
 
     async def __aenter__(self) -> Swarm:
         # The binding takes a plain dict; its stubs only list settings_pack.
@@ -193,7 +205,7 @@ class Swarm:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sharing
             self._sharing = None
-        await self._leave(sum(1 for d in self._torrents.values() if d.metainfo.announce))
+        await self.quiet()
         for download in self._torrents.values():
             download.fail("swarm closed")
         self._torrents.clear()
@@ -203,43 +215,50 @@ class Swarm:
         pump, self._pump = self._pump, None
         assert pump is not None
         pump.stop()
-        # Destroying a session announces "stopped" for every torrent and waits for the answers
-        # (stop_tracker_timeout, 5 s). With announces to the HTTPS tracker still in flight (a
-        # node stopped soon after re-announcing what it holds) the libtorrent 2.1 wheel then
-        # crashes the process ("engine: null ssl ctx", or a segfault; tests/p2p/test_shutdown.py).
-        # _leave announced it already, while the session was whole.
+        # Destroying a session with announces to an HTTPS tracker in flight crashes the
+        # libtorrent 2.1 wheel ("engine: null ssl ctx", or a segfault; tests/p2p/test_shutdown.py);
+        # quiet() let those end, and no torrent names a tracker any more to say "stopped" to.
         self._session.apply_settings({"stop_tracker_timeout": 0})
         # Destroying a session joins its threads: off the loop.
         holder = [self._session, pump.detach()]
         self._session = None
         await asyncio.to_thread(holder.clear)
 
-    async def _leave(self, torrents: int) -> None:
-        """Pause the session: each torrent with a tracker (``torrents`` of them) announces
-        "stopped", and the tracker drops this node from its swarms at once instead of after its
-        ``peer_ttl`` (peers stop trying a node that is gone). Waits for the tracker's answers,
-        at most ``LEAVE_SECONDS``; the session is then destroyed without announcing again (see
-        :meth:`_close`)."""
-        if not torrents or self._pump is None:
+    async def quiet(self) -> None:
+        """Stop talking to the tracker, for good: no torrent names one any more (so nothing
+        announces, not even "stopped": the node says it leaves in one call, see
+        :meth:`imgaccel.tracker.client.TrackerClient.left`), and the announces already sent
+        have been answered, or ``QUIET_SECONDS`` passed. Called when the swarm closes."""
+        if self._quiet:
             return
-        answered = 0
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._quiet = True
+        for infohash in self.infohashes():
+            with contextlib.suppress(RuntimeError):  # libtorrent: removed meanwhile
+                self._torrents[infohash].handle.replace_trackers([])
+        await asyncio.sleep(QUIET_GRACE_SECONDS)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(QUIET_SECONDS):
+                await self._all_answered.wait()
+        if self._announcing:
+            log.warning("closing with %d announces unanswered", self.announces_in_flight)
 
-        def on_alert(alert: Any) -> None:
-            nonlocal answered
-            if isinstance(alert, lt.tracker_reply_alert | lt.tracker_error_alert):
-                answered += 1
-                if answered >= torrents and not done.done():
-                    done.set_result(None)
-
-        stop = self._pump.subscribe(None, on_alert)
-        try:
-            self._session.pause()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(LEAVE_SECONDS):
-                    await done
-        finally:
-            stop()
+    def _count_announces(self, alert: Any) -> None:
+        """Keep count of the announces in flight, by torrent: a removed torrent's are not
+        answered to us (libtorrent posts no alert of a torrent it no longer has)."""
+        handle = alert.handle
+        if isinstance(alert, lt.torrent_removed_alert):
+            self._announcing.pop(handle, None)
+        elif isinstance(alert, lt.tracker_announce_alert):
+            if handle.is_valid():  # else removed since: nothing will be said of it
+                self._announcing[handle] = self._announcing.get(handle, 0) + 1
+        elif (left := self._announcing.get(handle, 0) - 1) > 0:  # a reply or an error
+            self._announcing[handle] = left
+        else:
+            self._announcing.pop(handle, None)
+        if self._announcing:
+            self._all_answered.clear()
+        else:
+            self._all_answered.set()
 
     async def _share_forever(self) -> None:
         while True:
@@ -287,7 +306,9 @@ class Swarm:
             listening.set_exception(P2PError(f"cannot listen: {alert.message()}"))
 
     def _on_alert(self, alert: Any) -> None:
-        if isinstance(alert, lt.torrent_need_cert_alert):
+        if isinstance(alert, _ANNOUNCE_ALERTS):
+            self._count_announces(alert)
+        elif isinstance(alert, lt.torrent_need_cert_alert):
             # The torrent may have been removed since libtorrent posted the alert.
             with contextlib.suppress(RuntimeError):  # libtorrent: invalid torrent handle
                 self._set_certificate(alert.handle)
@@ -369,6 +390,11 @@ class Swarm:
     def __len__(self) -> int:
         """Torrents in the session: seeded and downloading."""
         return len(self._torrents)
+
+    @property
+    def announces_in_flight(self) -> int:
+        """Announces sent to the tracker and not answered yet."""
+        return sum(self._announcing.values())
 
     def infohashes(self) -> list[str]:
         """The torrents in the session that announce to a tracker (hex)."""

@@ -62,6 +62,9 @@ RESYNC_SECONDS = 600.0
 #: Longest time between two calls telling the tracker which torrents this node holds (the
 #: tracker's interval when shorter): its default announce interval, a third of its peer ttl.
 ALIVE_SECONDS = 60.0
+#: The longest a stopping node waits for the tracker to take note (one that is down must not
+#: hold a shutdown).
+LEAVE_SECONDS = 2.0
 #: How often blobs peers are fetching from this node count as used in the cache's LRU order.
 UPLOADS_SECONDS = 10.0
 #: Cached blobs seeded at start between two turns of the loop.
@@ -220,6 +223,8 @@ class PeerNetwork:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         if self.swarm is not None:
+            await self.swarm.quiet()  # nothing in flight that could put the node back
+            await self._leave()
             await self.swarm.__aexit__(et, e, tb)
         if self._http is not None:
             await self._http.close()
@@ -334,6 +339,18 @@ class PeerNetwork:
         if unknown:
             log.info("announcing %d torrents again: the tracker had no peer of ours", len(unknown))
         return interval
+
+    async def _leave(self) -> None:
+        """Tell the tracker this node stops, so that it hands it out to no one (else it would
+        for its peer ttl, 3 minutes); at most ``LEAVE_SECONDS``, the tracker may be down."""
+        assert self.swarm is not None and self.tracker is not None
+        try:
+            async with asyncio.timeout(LEAVE_SECONDS):
+                await self.tracker.left(
+                    self.swarm.port, self.swarm.infohashes(), self.swarm.announced_ip
+                )
+        except (TrackerError, TimeoutError) as exc:
+            log.warning("could not tell the tracker this node stops: %s", exc)
 
     async def _alive_forever(self) -> None:
         # The first call an interval after the reseed announced the cache: before those

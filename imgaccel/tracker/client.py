@@ -171,6 +171,13 @@ class TrackerClient:
         reply = _json(body)
         return float(reply["interval"]), [str(h) for h in reply["unknown"]]
 
+    async def left(self, port: int, info_hashes: list[str], ip: str | None = None) -> int:
+        """Say that this node stops: its peers leave the swarms of ``info_hashes`` at once
+        (libtorrent would announce "stopped" for each); how many the tracker removed."""
+        payload = _compact({"node": self.node, "port": port, "ip": ip, "info_hashes": info_hashes})
+        _, body = await self._call("POST", "/v1/left", json=payload)
+        return int(_json(body)["removed"])
+
     async def heartbeat(self) -> float:
         """Register as a seeder; the seconds within which to heartbeat (or poll work) again."""
         _, body = await self._call("POST", "/v1/seeders", json={"node": self.node})

@@ -100,6 +100,18 @@ class Swarms:
             refreshed.append((info_hash, peer))
         return refreshed, unknown
 
+    def leave(self, address: Address, info_hashes: Iterable[bytes]) -> list[tuple[bytes, bytes]]:
+        """The node whose peers listen at ``address`` stops: remove its peers from the swarms
+        of ``info_hashes``; the (info_hash, peer_id)s removed."""
+        self._holders.pop(address, None)
+        gone = []
+        for info_hash in info_hashes:
+            swarm = self._swarms.get(info_hash)
+            if swarm is not None and (peer_id := swarm.addresses.get(address)) is not None:
+                self.remove(info_hash, peer_id)
+                gone.append((info_hash, peer_id))
+        return gone
+
     def refreshes(self, address: Address, now: float) -> bool:
         """Whether the node at ``address`` keeps its peers alive with :meth:`refresh` (it did
         within the ttl), so that its seeds need announce only rarely."""

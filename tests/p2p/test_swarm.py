@@ -17,6 +17,9 @@ from imgaccel.p2p import swarm as swarm_module
 from imgaccel.p2p.certs import NodeIdentity, make_ca
 from imgaccel.p2p.errors import MetainfoInvalid, NoPeers, P2PError, SwarmStalled, TorrentFailed
 from imgaccel.p2p.swarm import Swarm, session_settings
+from imgaccel.tracker import TrackerSettings, running
+from imgaccel.tracker.state import STATE
+from tests.conftest import until
 
 from .helpers import Blob, SwarmFactory, collect, land_checked
 
@@ -369,3 +372,21 @@ async def test_a_late_removal_alert_of_a_replaced_torrent_leaves_the_new_one_alo
 
         assert download._failure is None
         swarm.remove(blob.metainfo.infohash)
+
+
+async def test_announces_of_a_removed_torrent_are_not_waited_for_at_close(
+    make_swarm: SwarmFactory, blob: Blob, tmp_path: Path
+) -> None:
+    """A removed torrent announces "stopped", and libtorrent says nothing of its answer: a
+    closing swarm, which waits for the announces in flight (destroying the session under one
+    crashes it), must not wait for that one (it did, for the 10 s of QUIET_SECONDS)."""
+    settings = TrackerSettings(listen="127.0.0.1:0", data_dir=tmp_path / "tracker", insecure=True)
+    async with running(settings) as tracker:
+        swarms = tracker.app[STATE].swarms
+        async with make_swarm(announce=f"{tracker.url}/announce") as swarm:
+            swarm.seed(blob.metainfo, blob.path)
+            await until(lambda: swarms.peer_count() == 1 and swarm.announces_in_flight == 0)
+            swarm.remove(blob.metainfo.infohash)
+            await until(lambda: swarms.peer_count() == 0)  # its "stopped" was answered
+            await asyncio.sleep(0.5)  # and every alert of it is in
+            assert swarm.announces_in_flight == 0

@@ -83,6 +83,25 @@ async def test_seeds_of_a_node_that_says_what_it_holds_announce_rarely(
     assert (await _announce(tracker, HELD[0], 1, left=0))[b"interval"] == 60
 
 
+async def test_a_node_that_leaves_is_out_of_the_swarms_it_names_at_once(
+    tracker: TrackerClient, clock: FakeClock
+) -> None:
+    for ih in HELD:
+        await _announce(tracker, ih, 1, left=0)
+        await _announce(tracker, ih, 2, left=0)
+    await _alive(tracker, _node(1, HELD))
+    async with tracker.api("POST", "/v1/left", json=_node(1, HELD[:2])) as response:
+        assert response.status == 200
+        assert await response.json() == {"removed": 2}
+    scrape = await tracker.bget("/scrape", [("info_hash", ih) for ih in HELD])
+    assert [scrape[b"files"][ih][b"complete"] for ih in HELD] == [1, 1, 2]  # the other stays
+    assert sorted((ih, p.peer_id) for ih, p in tracker.state.store.load_peers()) == sorted(
+        [(ih, peer_id(2)) for ih in HELD] + [(HELD[2], peer_id(1))]
+    )
+    # It no longer keeps its peers alive: its seeds announce at the usual interval again.
+    assert (await _announce(tracker, HELD[2], 1, left=0))[b"interval"] == 60
+
+
 @pytest.mark.parametrize(
     ("change", "error"),
     [
