@@ -46,14 +46,15 @@ ALERT_ANSWER_SECONDS = 30.0
 #: The longest a closing swarm waits for announces already sent to be answered (libtorrent's
 #: tracker_receive_timeout): destroying the session with one in flight crashes the process.
 QUIET_SECONDS = 10.0
+#: How long alerts of announces sent just before the trackers were removed take to arrive.
+QUIET_GRACE_SECONDS = 0.3
+#: The alerts that tell which announces are in flight.
 _ANNOUNCE_ALERTS = (
     lt.tracker_announce_alert,
     lt.tracker_reply_alert,
     lt.tracker_error_alert,
     lt.torrent_removed_alert,
 )
-#: How long alerts of announces sent just before the trackers were removed take to arrive.
-QUIET_GRACE_SECONDS = 0.3
 _COUNTERS = (
     "net.sent_payload_bytes",
     "net.recv_payload_bytes",
