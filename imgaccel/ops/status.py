@@ -81,6 +81,11 @@ def _p2p(p2p: dict[str, Any] | None) -> str:
         line += f", {count} torrent{'' if count == 1 else 's'}"
         if not p2p.get("cache_seeded", True):
             line += " (still seeding the cache, since the start)"
+    if failing := p2p.get("tracker_failing"):
+        line += (
+            f"\n  tracker FAILING since {clock(failing['since'])}: {failing['reason']} (after 3 "
+            "minutes peers are no longer sent to this node)"
+        )
     return line
 
 

@@ -161,6 +161,10 @@ class PeerNetwork:
         self.uploads_seconds = UPLOADS_SECONDS
         self._alive: asyncio.Task[None] | None = None
         self.alive_seconds = ALIVE_SECONDS
+        #: When the tracker last took this node's alive call (Unix time), and since when and
+        #: why the calls fail (None: the last one went through), for ``imgaccel status``.
+        self.tracker_answered: float | None = None
+        self.tracker_failing: tuple[float, str] | None = None
         self._reseeding: asyncio.Task[None] | None = None
         #: Set once every cached blob with a torrent is seeded and the tracker told of it.
         self.reseeded = asyncio.Event()
@@ -237,7 +241,7 @@ class PeerNetwork:
             # Say first that this node will keep its peers alive (nothing held yet): the
             # tracker then has its seeds announce rarely from their first announce on.
             with contextlib.suppress(TrackerError):
-                await self.tracker.alive(self.swarm.port, [], self.swarm.announced_ip)
+                await self.alive(held=False)
             await self.reseed()
         except Exception:  # the blobs are still served from the cache; resync retries publishing
             log.exception("seeding the cached blobs failed")
@@ -325,15 +329,21 @@ class PeerNetwork:
             except Exception:  # the next round may work; this task must not end unseen
                 log.exception("re-publishing to the tracker failed")
 
-    async def alive(self) -> float:
+    async def alive(self, *, held: bool = True) -> float:
         """Tell the tracker which torrents this node still seeds or downloads (one call for
         all: libtorrent would announce each of them every 5 minutes, and the tracker forgets a
         peer after 3), and announce again the ones it has no peer of ours in; the seconds
-        within which to tell it again."""
+        within which to tell it again. ``held=False``: name none (the call before seeding)."""
         assert self.swarm is not None and self.tracker is not None
-        interval, unknown = await self.tracker.alive(
-            self.swarm.port, self.swarm.infohashes(), self.swarm.announced_ip
-        )
+        try:
+            interval, unknown = await self.tracker.alive(
+                self.swarm.port, self.swarm.infohashes() if held else [], self.swarm.announced_ip
+            )
+        except TrackerError as exc:
+            if self.tracker_failing is None:
+                self.tracker_failing = (time.time(), str(exc))
+            raise
+        self.tracker_answered, self.tracker_failing = time.time(), None
         for infohash in unknown:
             self.swarm.reannounce(infohash)
         if unknown:

@@ -9,7 +9,8 @@ directories: like the cache listing it answers only ``admin_networks`` (loopback
      "cache": {"dir", "bytes", "blobs", "quota_bytes"},
      "served": {"cache": B, "peer": B, "origin": B}, "origin_bytes_saved": B,
      "p2p": null | {"tracker", "certs_dir", "node_id", "peers",
-                    "uploaded_bytes", "downloaded_bytes", "torrents", "cache_seeded"},
+                    "uploaded_bytes", "downloaded_bytes", "torrents", "cache_seeded",
+                    "tracker_answered": null | T, "tracker_failing": null | {"since", "reason"}},
      "origins": {REGISTRY: {"up", "last_answer", "last_failure", "failure", "failures"}},
      "recent": [{"digest", "source", "bytes", "seconds", "when"}, ...]}   # newest first
 """
@@ -73,4 +74,10 @@ async def _p2p(node: Node) -> dict[str, Any] | None:
         "downloaded_bytes": stats.total_downloaded,
         "torrents": len(peers.swarm),
         "cache_seeded": peers.reseeded.is_set(),  # false while a restarted node re-seeds it
+        "tracker_answered": peers.tracker_answered,
+        "tracker_failing": _failing(peers.tracker_failing),
     }
+
+
+def _failing(failing: tuple[float, str] | None) -> dict[str, Any] | None:
+    return None if failing is None else {"since": failing[0], "reason": failing[1]}

@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 
 from imgaccel.cli import main
 from imgaccel.ops.status import render
-from imgaccel.ops.units import human_bytes
+from imgaccel.ops.units import clock, human_bytes
 from imgaccel.testing.images import Image
 from imgaccel.testing.registry import DistributionRegistry
 from tests.conftest import NodeServer, needs_registry
@@ -108,6 +108,22 @@ def test_a_node_still_seeding_its_cache_after_a_restart_says_so() -> None:
     [line] = [line for line in render(document, "http://n1").splitlines() if "p2p" in line]
 
     assert line.endswith(", 812 torrents (still seeding the cache, since the start)")
+
+
+def test_a_node_whose_tracker_fails_says_since_when_and_why() -> None:
+    p2p = {"node_id": "n1", "tracker": "https://t:6970", "peers": 0, "uploaded_bytes": 0,
+           "downloaded_bytes": 0, "torrents": 3, "cache_seeded": True,
+           "tracker_answered": None,
+           "tracker_failing": {"since": 1.8e9, "reason": "tracker POST /v1/alive: x"}}  # fmt: skip
+    document = {"cache": {"bytes": 0, "blobs": 0, "quota_bytes": 0, "dir": "/c"},
+                "served": {}, "origin_bytes_saved": 0, "p2p": p2p}  # fmt: skip
+
+    text = render(document, "http://n1")
+
+    since = clock(1.8e9)
+    assert f"  tracker FAILING since {since}: tracker POST /v1/alive: x (after 3 minutes" in text
+    p2p["tracker_failing"] = None
+    assert "FAILING" not in render(document, "http://n1")
 
 
 async def test_status_says_what_to_do_when_the_node_is_down() -> None:

@@ -12,10 +12,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from yarl import URL
 
 from imgaccel.oci.digest import Digest
+from imgaccel.ops.status import render
 from imgaccel.p2p.certs import KeyPair, make_ca
 from imgaccel.p2p.metainfo import Metainfo
 from imgaccel.proxy import peers as peers_module
@@ -399,6 +401,31 @@ async def test_a_node_tells_the_tracker_it_keeps_its_peers_alive_before_it_annou
         state = tracker.app[STATE]
         address = (ipaddress.ip_address("127.0.0.1"), peers.swarm.port)
         assert state.swarms.refreshes(address, state.now())
+
+
+async def test_a_node_whose_tracker_stopped_says_so_in_its_status(
+    origin: DistributionRegistry,
+    cluster_ca: KeyPair,
+    node_factory: Callable[..., Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Peer-to-peer quietly stops working for a node that cannot reach its tracker (every
+    pull from the origin): ``imgaccel status`` says since when and why."""
+    monkeypatch.setattr(peers_module, "ALIVE_SECONDS", 0.3)
+    certs = certs_dir(tmp_path / "certs-tracker", cluster_ca)
+    async with cluster_tracker(tmp_path / "tracker", certs) as tracker:
+        n1 = await _tracked_node(node_factory, origin, tmp_path, cluster_ca, "n1", tracker.url)
+        peers = n1.app[NODE].fetcher.peers
+        assert peers is not None
+        await until(lambda: peers.tracker_answered is not None, seconds=10)
+        assert peers.tracker_failing is None
+    await until(lambda: peers.tracker_failing is not None, seconds=10)  # the tracker stopped
+
+    async with aiohttp.ClientSession() as http, http.get(f"{n1.url}/_imgaccel/status") as reply:
+        document = await reply.json()
+    assert document["p2p"]["tracker_failing"]["reason"].startswith("tracker POST /v1/alive")
+    assert "  tracker FAILING since " in render(document, n1.url)
 
 
 async def _tracked_node(
