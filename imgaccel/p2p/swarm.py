@@ -409,12 +409,20 @@ class Swarm:
         return None if host in ("0.0.0.0", "::") else host
 
     def remove(self, infohash: str, *, delete_files: bool = False) -> None:
-        """Stop seeding/downloading; streams of it raise ``TorrentFailed``."""
+        """Stop seeding/downloading; streams of it raise ``TorrentFailed``.
+
+        Says nothing to the tracker: libtorrent would announce "stopped", and of a removed
+        torrent it reports no answer, so a close could not wait for it (destroying the session
+        with it in flight crashes the wheel). The node's peer is replaced when the blob is
+        seeded next (a download that ends), or is said to have left by
+        :meth:`imgaccel.proxy.peers.PeerNetwork.forget` (an eviction)."""
         download = self._torrents.pop(infohash, None)
         if download is None:
             return
         download.fail("torrent removed")
         download.unsubscribe()
+        with contextlib.suppress(RuntimeError):  # libtorrent: invalid handle
+            download.handle.replace_trackers([])  # before the removal, in libtorrent's queue
         flags = lt.session.delete_files if delete_files else 0
         self._session.remove_torrent(download.handle, flags)
 

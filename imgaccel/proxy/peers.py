@@ -65,6 +65,9 @@ ALIVE_SECONDS = 60.0
 #: The longest a stopping node waits for the tracker to take note (one that is down must not
 #: hold a shutdown).
 LEAVE_SECONDS = 2.0
+#: How long evictions gather before the tracker is told, in one call, that the node left
+#: those swarms (an eviction for room takes many blobs at once).
+DEPARTURES_SECONDS = 1.0
 #: How often blobs peers are fetching from this node count as used in the cache's LRU order.
 UPLOADS_SECONDS = 10.0
 #: Cached blobs seeded at start between two turns of the loop.
@@ -161,6 +164,9 @@ class PeerNetwork:
         self.uploads_seconds = UPLOADS_SECONDS
         self._alive: asyncio.Task[None] | None = None
         self.alive_seconds = ALIVE_SECONDS
+        self._departed: set[str] = set()  # torrents of evicted blobs the tracker was not told of
+        self._departing = asyncio.Event()
+        self._departures: asyncio.Task[None] | None = None
         #: When the tracker last took this node's alive call (Unix time), and since when and
         #: why the calls fail (None: the last one went through), for ``imgaccel status``.
         self.tracker_answered: float | None = None
@@ -216,12 +222,14 @@ class PeerNetwork:
         self._sharer = asyncio.create_task(self._share_forever(), name="p2p-share")
         self._uploads = asyncio.create_task(self._uploads_forever(), name="p2p-uploads")
         self._alive = asyncio.create_task(self._alive_forever(), name="p2p-alive")
+        self._departures = asyncio.create_task(self._departures_forever(), name="p2p-departures")
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for task in (self._reseeding, self._resync, self._sharer, self._uploads, self._alive):
+        tasks = (self._reseeding, self._resync, self._sharer, self._uploads, self._alive)
+        for task in (*tasks, self._departures):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -354,13 +362,35 @@ class PeerNetwork:
         """Tell the tracker this node stops, so that it hands it out to no one (else it would
         for its peer ttl, 3 minutes); at most ``LEAVE_SECONDS``, the tracker may be down."""
         assert self.swarm is not None and self.tracker is not None
+        gone = [*self.swarm.infohashes(), *self._departed]
         try:
             async with asyncio.timeout(LEAVE_SECONDS):
-                await self.tracker.left(
-                    self.swarm.port, self.swarm.infohashes(), self.swarm.announced_ip
-                )
+                await self.tracker.left(self.swarm.port, gone, self.swarm.announced_ip)
         except (TrackerError, TimeoutError) as exc:
             log.warning("could not tell the tracker this node stops: %s", exc)
+
+    async def _departures_forever(self) -> None:
+        """Tell the tracker, in one call for what a second evicted, that this node left the
+        swarms of evicted blobs: else it would hand the node out for them for its peer ttl,
+        and peers asking in that time would find nobody there. (Not libtorrent's "stopped"
+        announces: see :meth:`imgaccel.p2p.swarm.Swarm.remove`.)"""
+        assert self.swarm is not None and self.tracker is not None
+        while True:
+            await self._departing.wait()
+            await asyncio.sleep(DEPARTURES_SECONDS)
+            self._departing.clear()
+            gone = sorted(self._departed)
+            try:
+                removed = await self.tracker.left(
+                    self.swarm.port, gone, self.swarm.announced_ip, stopping=False
+                )
+            except TrackerError as exc:  # the tracker forgets them after its peer ttl
+                log.warning("could not tell the tracker of %d evicted blobs: %s", len(gone), exc)
+            except Exception:  # the next round may work; this task must not end unseen
+                log.exception("telling the tracker of evicted blobs failed")
+            else:
+                log.info("left the swarms of %d evicted blobs (%d peers)", len(gone), removed)
+            self._departed.difference_update(gone)
 
     async def _alive_forever(self) -> None:
         # The first call an interval after the reseed announced the cache: before those
@@ -422,11 +452,15 @@ class PeerNetwork:
                 self._queued.discard(digest)
 
     def forget(self, digest: Digest) -> None:
-        """The store evicted ``digest``: stop seeding it."""
+        """The store evicted ``digest``: stop seeding it, and tell the tracker soon."""
         data = self.meta.torrent(digest)
         if data is not None and self.swarm is not None:
             with contextlib.suppress(MetainfoInvalid):
-                self.swarm.remove(parse_torrent(data)[0].infohash)
+                infohash = parse_torrent(data)[0].infohash
+                if self.swarm.get(infohash) is not None:
+                    self.swarm.remove(infohash)
+                    self._departed.add(infohash)
+                    self._departing.set()
             self.meta.delete_torrent(digest)
 
     # -- deciding where a missing blob comes from -------------------------------------------

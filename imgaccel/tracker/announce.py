@@ -12,6 +12,7 @@ import ipaddress
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
@@ -209,7 +210,7 @@ async def handle_alive(request: web.Request) -> web.Response:
     seconds; announce the ``unknown`` ones again (the tracker lost them: a restart without its
     data, or a peer expired). One call a minute instead of an announce per blob."""
     state = request.app[STATE]
-    address, hashes = await _node_peers(request)
+    address, hashes = _node_peers(request, await json_body(request))
     refreshed, unknown = state.swarms.refresh(address, hashes, state.now())
     state.store.touch_peers(refreshed)
     state.announces.labels(event="alive").inc()
@@ -219,19 +220,23 @@ async def handle_alive(request: web.Request) -> web.Response:
 
 
 async def handle_left(request: web.Request) -> web.Response:
-    """The same body as ``/v1/alive``: the node stops, its peers leave those swarms now (one
-    call instead of a "stopped" announce per torrent). -> ``{removed}``."""
+    """The same body as ``/v1/alive``, and ``stopping`` (default true): the node's peers leave
+    those swarms now (one call instead of a "stopped" announce per torrent); the node stops,
+    unless ``stopping`` is false (it evicted those blobs, and goes on). -> ``{removed}``."""
     state = request.app[STATE]
-    address, hashes = await _node_peers(request)
-    gone = state.swarms.leave(address, hashes)
+    body = await json_body(request)
+    address, hashes = _node_peers(request, body)
+    stopping = body.get("stopping", True)
+    if not isinstance(stopping, bool):
+        raise ApiError(400, "'stopping' must be true or false")
+    gone = state.swarms.leave(address, hashes, stopping=stopping)
     state.store.delete_peers(gone)
     state.announces.labels(event="left").inc()
     return web.json_response({"removed": len(gone)})
 
 
-async def _node_peers(request: web.Request) -> tuple[Address, list[bytes]]:
+def _node_peers(request: web.Request, body: dict[str, Any]) -> tuple[Address, list[bytes]]:
     """The address and info-hashes of an ``/v1/alive`` or ``/v1/left`` body, or a 400."""
-    body = await json_body(request)
     node_field(body)
     port = body.get("port")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:

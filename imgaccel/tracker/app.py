@@ -14,8 +14,9 @@ POST   /v1/holdings                     ``{node, digests}`` -> ``{unknown}``: re
 POST   /v1/alive                        ``{node, port, ip?, info_hashes}`` -> ``{interval,
                                         unknown}``: the node's peers in those swarms are alive;
                                         announce the unknown ones again
-POST   /v1/left                         the same body: the node stops, its peers leave those
-                                        swarms -> ``{removed}``
+POST   /v1/left                         the same body and ``stopping?`` (default true): its
+                                        peers leave those swarms -> ``{removed}``; the node
+                                        stops, or (false) evicted those blobs and goes on
 POST   /v1/claims/{digest}              ``{node, role: node|seeder, registry?, repository?}`` ->
                                         ``{fetch, holder, lease_seconds}`` or ``{published}``
 POST   /v1/claims/{digest}/renew        ``{node}`` -> 200 lease extended, 409 not the holder

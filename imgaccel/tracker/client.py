@@ -171,10 +171,15 @@ class TrackerClient:
         reply = _json(body)
         return float(reply["interval"]), [str(h) for h in reply["unknown"]]
 
-    async def left(self, port: int, info_hashes: list[str], ip: str | None = None) -> int:
-        """Say that this node stops: its peers leave the swarms of ``info_hashes`` at once
-        (libtorrent would announce "stopped" for each); how many the tracker removed."""
+    async def left(
+        self, port: int, info_hashes: list[str], ip: str | None = None, *, stopping: bool = True
+    ) -> int:
+        """Say that this node's peers leave the swarms of ``info_hashes`` at once (libtorrent
+        would announce "stopped" for each): it stops, or (``stopping=False``) it evicted those
+        blobs; how many peers the tracker removed."""
         payload = _compact({"node": self.node, "port": port, "ip": ip, "info_hashes": info_hashes})
+        if not stopping:
+            payload["stopping"] = False
         _, body = await self._call("POST", "/v1/left", json=payload)
         return int(_json(body)["removed"])
 

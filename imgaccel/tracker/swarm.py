@@ -100,10 +100,14 @@ class Swarms:
             refreshed.append((info_hash, peer))
         return refreshed, unknown
 
-    def leave(self, address: Address, info_hashes: Iterable[bytes]) -> list[tuple[bytes, bytes]]:
-        """The node whose peers listen at ``address`` stops: remove its peers from the swarms
-        of ``info_hashes``; the (info_hash, peer_id)s removed."""
-        self._holders.pop(address, None)
+    def leave(
+        self, address: Address, info_hashes: Iterable[bytes], *, stopping: bool = True
+    ) -> list[tuple[bytes, bytes]]:
+        """Remove the peers of the node at ``address`` from the swarms of ``info_hashes``; the
+        (info_hash, peer_id)s removed. ``stopping``: the node stops, and no longer refreshes
+        its peers (else it evicted those blobs and goes on)."""
+        if stopping:
+            self._holders.pop(address, None)
         gone = []
         for info_hash in info_hashes:
             swarm = self._swarms.get(info_hash)

@@ -353,6 +353,33 @@ async def test_a_stopped_node_leaves_the_tracker_s_swarms_at_once(
         assert swarms.peer_count() == 0
 
 
+async def test_a_node_that_evicts_a_blob_leaves_its_swarm_at_once(
+    origin: DistributionRegistry,
+    repo: str,
+    big_image: Image,
+    cluster_ca: KeyPair,
+    node_factory: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    """Else the tracker would hand the node out for the blob for its peer ttl (3 minutes), and
+    a node asking then would find nobody there; the node keeps its other peers alive."""
+    layer = big_image.layers[0].digest
+    certs = certs_dir(tmp_path / "certs-tracker", cluster_ca)
+    async with cluster_tracker(tmp_path / "tracker", certs) as tracker:
+        n1 = await _tracked_node(node_factory, origin, tmp_path, cluster_ca, "n1", tracker.url)
+        assert sha256(await get_blob(n1, origin, repo, layer)) == layer
+        state = tracker.app[STATE]
+        await until(lambda: state.swarms.peer_count() == 1, seconds=30)  # seeding the layer
+
+        assert n1.app[NODE].store.remove(Digest.parse(layer))
+
+        await until(lambda: state.swarms.peer_count() == 0, seconds=5)
+        peers = n1.app[NODE].fetcher.peers
+        assert peers is not None and peers.swarm is not None
+        address = (ipaddress.ip_address("127.0.0.1"), peers.swarm.port)
+        assert state.swarms.refreshes(address, state.now())
+
+
 async def test_a_seeding_node_stays_in_the_swarms_past_the_tracker_s_peer_ttl(
     origin: DistributionRegistry,
     repo: str,

@@ -102,6 +102,34 @@ async def test_a_node_that_leaves_is_out_of_the_swarms_it_names_at_once(
     assert (await _announce(tracker, HELD[2], 1, left=0))[b"interval"] == 60
 
 
+async def test_a_node_that_evicted_blobs_leaves_their_swarms_and_keeps_the_rest_alive(
+    tracker: TrackerClient, clock: FakeClock
+) -> None:
+    for ih in HELD:
+        await _announce(tracker, ih, 1, left=0)
+    await _alive(tracker, _node(1, HELD))
+    body = _node(1, HELD[:1]) | {"stopping": False}
+    async with tracker.api("POST", "/v1/left", json=body) as response:
+        assert response.status == 200
+        assert await response.json() == {"removed": 1}
+    scrape = await tracker.bget("/scrape", [("info_hash", ih) for ih in HELD])
+    assert [scrape[b"files"][ih][b"complete"] for ih in HELD] == [0, 1, 1]
+    # It still keeps its other peers alive: their seeds still announce rarely.
+    assert (await _announce(tracker, HELD[2], 1, left=0))[b"interval"] == 3600
+
+
+@pytest.mark.parametrize("stopping", ["false", 0, None, [False]])
+async def test_a_left_call_whose_stopping_is_not_a_boolean_gets_a_400(
+    tracker: TrackerClient, stopping: object
+) -> None:
+    await _announce(tracker, HELD[0], 1, left=0)
+    body = _node(1, HELD[:1]) | {"stopping": stopping}
+    async with tracker.api("POST", "/v1/left", json=body) as response:
+        assert response.status == 400
+        assert "'stopping'" in (await response.json())["error"]
+    assert tracker.state.swarms.peer_count() == 1
+
+
 @pytest.mark.parametrize(
     ("change", "error"),
     [
