@@ -126,6 +126,8 @@ async def node_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             upstreams.setdefault(registry.address, {"url": registry.url})
         cache = {
             "dir": str(cache_dir or tmp_path / f"cache{len(started)}"),
+            # Not the host's containerd: a test that shares blobs names its own.
+            "containerd_content_dir": None,
             **overrides.pop("cache", {}),
         }
         settings = load_settings(None, upstreams=upstreams, cache=cache, **overrides)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 def default_cache_dir() -> Path:
@@ -53,6 +53,21 @@ class CacheSettings(BaseModel):
         "as they go (as kubelet's image garbage collection does for images). 10: as often as "
         "kubelet's eviction manager looks.",
     )
+    containerd_content_dir: Path | None = Field(
+        default=Path("/var/lib/containerd/io.containerd.content.v1.content"),
+        description="containerd's content store. A blob both the cache and containerd hold is "
+        "kept once on disk: the cache's file becomes a hard link to containerd's copy, once that "
+        "copy's bytes hashed to the digest (in a thread of low priority). Needs one filesystem "
+        "and, in a container, one mount holding both directories (two hostPath volumes are two "
+        "mounts); otherwise the node says why once and keeps its own copies. A shared blob frees "
+        "no disk when evicted, so eviction for disk space passes it over; the quota still "
+        "counts it. Missing directory: nothing shared. Empty or null: off.",
+    )
+    containerd_share_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often the node looks for cached blobs that containerd holds too.",
+    )
     tag_ttl_seconds: float = Field(
         default=60.0,
         ge=0,
@@ -67,3 +82,8 @@ class CacheSettings(BaseModel):
         description="How long the origin's yes to a client's credentials for a private repository "
         "is remembered before it is asked again.",
     )
+
+    @field_validator("containerd_content_dir", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: object) -> object:
+        return None if value == "" else value

@@ -318,10 +318,12 @@ class BlobStore:
         for digest, size in self._evictable():
             if short <= 0:
                 break
-            if self._evict(digest, "to bring the cache's disk back above min_free_percent"):
-                short -= size
+            frees = self.frees(digest, size)
+            why = "to bring the cache's disk back above min_free_percent"
+            if frees and self._evict(digest, why):
+                short -= frees
                 count += 1
-                freed += size
+                freed += frees
         return count, freed
 
     def _disk_victims(self, size: int, unwritten: int, keep_floor: bool) -> list[Digest] | None:
@@ -336,9 +338,19 @@ class BlobStore:
         for digest, entry_size in self._evictable():
             if short <= 0:
                 break
-            victims.append(digest)
-            short -= entry_size
+            if frees := self.frees(digest, entry_size):
+                victims.append(digest)
+                short -= frees
         return victims if short <= 0 else None
+
+    def frees(self, digest: Digest, size: int) -> int:
+        """The bytes deleting the blob's file would give back to the filesystem: none when its
+        inode has another name (containerd's copy, see :mod:`imgaccel.cache.containerd`). A file
+        that cannot be looked at counts as its size (the index is cleaned of it as before)."""
+        try:
+            return size if os.lstat(self.path(digest)).st_nlink <= 1 else 0
+        except OSError:
+            return size
 
     def _free_now(self) -> str:
         found = self.disk_usage()

@@ -57,8 +57,11 @@ def render(status: dict[str, Any], node_url: str, recent: int = 10) -> str:
 def _cache(cache: dict[str, Any]) -> str:
     quota = cache["quota_bytes"]
     share = f" of {human_bytes(quota)} quota ({cache['bytes'] / quota:.0%})" if quota else ""
+    shared = cache.get("shared_bytes", 0)  # a node of an earlier version does not say
+    once = f"; {human_bytes(shared)} of it kept once with containerd's copies" if shared else ""
     return (
-        f"cache    {human_bytes(cache['bytes'])}{share} in {cache['blobs']} blobs, {cache['dir']}"
+        f"cache    {human_bytes(cache['bytes'])}{share} in {cache['blobs']} blobs, "
+        f"{cache['dir']}{once}"
     )
 
 

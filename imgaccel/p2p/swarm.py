@@ -426,6 +426,15 @@ class Swarm:
         flags = lt.session.delete_files if delete_files else 0
         self._session.remove_torrent(download.handle, flags)
 
+    def reopen(self, infohash: str) -> None:
+        """Have libtorrent close the torrent's file (a flush does), so that it opens the file
+        at its path again when next read: another inode is there now, the old one's disk space
+        is given back once closed (see :mod:`imgaccel.cache.containerd`)."""
+        download = self._torrents.get(infohash)
+        if download is not None:
+            with contextlib.suppress(RuntimeError):  # libtorrent: removed meanwhile
+                download.handle.flush_cache()
+
     def reannounce(self, infohash: str) -> None:
         """Announce the torrent to its tracker now: one that restarted does not know this peer
         until the next periodic announce (minutes, or longer after failed announces)."""

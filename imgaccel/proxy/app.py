@@ -12,6 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from imgaccel import __version__
+from imgaccel.cache.containerd import ContainerdSharing
 from imgaccel.cache.meta import MetaStore
 from imgaccel.cache.pins import load_pins
 from imgaccel.cache.store import BlobStore
@@ -185,6 +186,15 @@ async def _open_node(
         store.on_evict.append(peers.forget)
         task = asyncio.create_task(_p2p_metrics(peers, node_metrics), name="p2p-metrics")
         stack.callback(task.cancel)
+    if (content := settings.cache.containerd_content_dir) is not None:
+        reopen = fetcher.peers.reopen if fetcher.peers is not None else None
+        sharing = ContainerdSharing(store, content, reopen)
+        node_metrics.cache_shared_bytes.set_function(lambda: float(sharing.shared_bytes))
+        task = asyncio.create_task(
+            _share_with_containerd(sharing, settings.cache.containerd_share_seconds),
+            name="containerd-sharing",
+        )
+        stack.push_async_callback(_stop, task, sharing)
     return Node(settings, store, meta, client, guard, fetcher, node_metrics, origins)
 
 
@@ -206,6 +216,34 @@ async def _keep_disk_floor(store: BlobStore, every: float) -> None:
                 count,
                 freed,
             )
+
+
+async def _share_with_containerd(sharing: ContainerdSharing, every: float) -> None:
+    """Keep once on disk the blobs containerd holds too: see :mod:`imgaccel.cache.containerd`."""
+    if not sharing.content_dir.is_dir():
+        log.info("no containerd content store at %s: nothing shared with it", sharing.content_dir)
+        return
+    log.info("sharing blobs with containerd's content store at %s", sharing.content_dir)
+    while sharing.off is None:
+        try:
+            found = await sharing.sweep()
+        except Exception:  # the next look may do better; the node must not stop looking
+            log.exception("sharing blobs with containerd failed")
+        else:
+            if found.shared:
+                log.info(
+                    "%d blobs kept once on disk with containerd's copies (%d bytes shared in all)",
+                    found.shared,
+                    found.shared_bytes,
+                )
+        await asyncio.sleep(every)
+
+
+async def _stop(task: asyncio.Task[None], sharing: ContainerdSharing) -> None:
+    sharing.close()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _p2p_metrics(peers: PeerNetwork, metrics: NodeMetrics, every: float = 5.0) -> None:

@@ -53,6 +53,12 @@ class NodeMetrics:
             "imgaccel_cache_bytes", "Bytes of verified blobs in the cache.", registry=r
         )
         self.cache_blobs = Gauge("imgaccel_cache_blobs", "Verified blobs in the cache.", registry=r)
+        self.cache_shared_bytes = Gauge(
+            "imgaccel_cache_shared_bytes",
+            "Bytes of cached blobs kept once on disk with containerd's copy (a hard link), as of "
+            "the last look (cache.containerd_content_dir).",
+            registry=r,
+        )
         self.upstream_seconds = Histogram(
             "imgaccel_upstream_request_seconds",
             "Time to the origin's response headers, by request kind.",

@@ -463,6 +463,14 @@ class PeerNetwork:
                     self._departing.set()
             self.meta.delete_torrent(digest)
 
+    def reopen(self, digest: Digest) -> None:
+        """The cache's file of ``digest`` is another inode now (the same bytes): libtorrent
+        must stop reading the old one, whose disk space it would otherwise hold."""
+        data = self.meta.torrent(digest)
+        if data is not None and self.swarm is not None:
+            with contextlib.suppress(MetainfoInvalid):
+                self.swarm.reopen(parse_torrent(data)[0].infohash)
+
     # -- deciding where a missing blob comes from -------------------------------------------
 
     async def plan(self, location: BlobLocation) -> Plan:

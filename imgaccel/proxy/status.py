@@ -6,7 +6,7 @@ directories: like the cache listing it answers only ``admin_networks`` (loopback
 ``imgaccel status`` runs on the node). ``/healthz`` and ``/metrics`` stay open. Shape::
 
     {"version",
-     "cache": {"dir", "bytes", "blobs", "quota_bytes"},
+     "cache": {"dir", "bytes", "blobs", "quota_bytes", "shared_bytes"},
      "served": {"cache": B, "peer": B, "origin": B}, "origin_bytes_saved": B,
      "p2p": null | {"tracker", "certs_dir", "node_id", "peers",
                     "uploaded_bytes", "downloaded_bytes", "torrents", "cache_seeded",
@@ -52,6 +52,8 @@ def _cache(node: Node) -> dict[str, Any]:
         "bytes": node.store.used_bytes,
         "blobs": len(node.store),
         "quota_bytes": node.store.quota_bytes,
+        # Kept once on disk with containerd's copy (imgaccel.cache.containerd), at the last look.
+        "shared_bytes": _sample(node, "imgaccel_cache_shared_bytes"),
     }
 
 

@@ -43,6 +43,7 @@ async def test_status_shows_cache_use_and_recent_pulls_by_source(
     assert status_code == 200
     assert document["cache"]["bytes"] == big.size + small.size
     assert document["cache"]["blobs"] == 2
+    assert document["cache"]["shared_bytes"] == 0  # no containerd here
     assert document["served"] == {"origin": big.size + small.size, "cache": big.size, "peer": 0}
     assert document["origin_bytes_saved"] == big.size
     assert document["p2p"] is None
@@ -124,6 +125,23 @@ def test_a_node_whose_tracker_fails_says_since_when_and_why() -> None:
     assert f"  tracker FAILING since {since}: tracker POST /v1/alive: x (after 3 minutes" in text
     p2p["tracker_failing"] = None
     assert "FAILING" not in render(document, "http://n1")
+
+
+def test_the_cache_line_says_how_much_is_kept_once_with_containerd() -> None:
+    cache = {"bytes": 30_000_000_000, "blobs": 12, "quota_bytes": 0, "dir": "/c"}
+    document = {"cache": cache, "served": {}, "origin_bytes_saved": 0, "p2p": None}
+
+    assert "containerd" not in render(document, "http://n1")  # an earlier node: not said
+    cache["shared_bytes"] = 0
+    assert "containerd" not in render(document, "http://n1")
+    cache["shared_bytes"] = 20_000_000_000
+
+    [line] = [
+        line for line in render(document, "http://n1").splitlines() if line.startswith("cache")
+    ]
+    assert line.endswith(
+        f"/c; {human_bytes(20_000_000_000)} of it kept once with containerd's copies"
+    )
 
 
 async def test_status_says_what_to_do_when_the_node_is_down() -> None:

@@ -58,6 +58,43 @@ async def test_seeding_an_arbitrary_path(
         assert await collect(download) == blob.data
 
 
+def _open_deleted(path: Path) -> list[str]:
+    """This process's descriptors of a file that was at ``path`` and is deleted now."""
+    found = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = fd.readlink()
+        except OSError:  # closed meanwhile
+            continue
+        if str(target) == f"{path} (deleted)":
+            found.append(fd.name)
+    return found
+
+
+async def test_a_seed_reopened_lets_go_of_the_file_that_was_at_its_path(
+    make_swarm: SwarmFactory, blob: Blob, tmp_path: Path
+) -> None:
+    """The cache replaces a blob's file with a hard link to containerd's copy (the same
+    bytes): libtorrent, which keeps files open, would hold the old inode's disk space."""
+    async with make_swarm() as seeder, make_swarm() as leecher:
+        seeder.seed(blob.metainfo, blob.path)
+        download = leecher.download(blob.metainfo, tmp_path / "dl")
+        leecher.add_peer(blob.metainfo.infohash, "127.0.0.1", seeder.port)
+        assert await collect(download) == blob.data  # the seed opened its file
+        copy = blob.path.with_name("copy")
+        copy.write_bytes(blob.data)
+        copy.replace(blob.path)
+        assert _open_deleted(blob.path)  # libtorrent holds the old one
+
+        seeder.reopen(blob.metainfo.infohash)
+
+        await until(lambda: not _open_deleted(blob.path), seconds=5)
+        async with make_swarm() as second:  # and it serves the new file
+            download = second.download(blob.metainfo, tmp_path / "dl2")
+            second.add_peer(blob.metainfo.infohash, "127.0.0.1", seeder.port)
+            assert await collect(download) == blob.data
+
+
 async def test_a_seed_shares_its_verified_blob_without_hashing_it_again(
     make_swarm: SwarmFactory, blob: Blob, tmp_path: Path
 ) -> None:
