@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import logging
 import os
@@ -37,11 +38,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imgaccel.cache import libc
 from imgaccel.cache.store import BlobStore
 from imgaccel.oci.digest import Digest
 
 log = logging.getLogger(__name__)
 
+#: The hashing thread's name in ``top -H``, ``ps -L`` and /proc (at most 15 bytes).
+THREAD_NAME = b"imgaccel-share"
 #: Bytes read at a time when hashing containerd's file.
 READ_CHUNK = 4 << 20
 Blobs = list[tuple[Digest, int]]  # digests and sizes
@@ -77,7 +81,7 @@ class ContainerdSharing:
         self._stopping = threading.Event()
         # Hashing containerd's copies is housekeeping: one thread of its own, at the lowest
         # priority (the shared pool's threads must keep theirs).
-        self._hashing = ThreadPoolExecutor(1, "containerd-sharing", initializer=_lower_priority)
+        self._hashing = ThreadPoolExecutor(1, "containerd-sharing", initializer=_housekeeping)
         self.shared_bytes = 0
 
     def theirs(self, digest: Digest) -> Path:
@@ -194,7 +198,14 @@ class ContainerdSharing:
         log.info("not sharing blobs with containerd's content store: %s", why)
 
 
-def _lower_priority() -> None:
-    """Run the calling thread at the lowest CPU priority (Linux: a thread's own nice value)."""
+_prctl = libc.function("prctl", [ctypes.c_int, ctypes.c_char_p])
+_PR_SET_NAME = 15
+
+
+def _housekeeping() -> None:
+    """Run the calling thread at the lowest CPU priority (Linux: a thread's own nice value),
+    named :data:`THREAD_NAME` for the system's tools."""
     with contextlib.suppress(OSError, AttributeError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    if _prctl is not None:
+        _prctl(_PR_SET_NAME, THREAD_NAME)

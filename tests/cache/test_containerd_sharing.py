@@ -3,6 +3,7 @@ without sockets: a content store laid out as containerd's, on the cache's filesy
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -37,6 +38,15 @@ def containerd_has(content: Path, digest: Digest, data: bytes) -> Path:
     path.write_bytes(data)
     path.chmod(0o444)
     return path
+
+
+def threads_by_name() -> dict[str, int]:
+    """This process's threads: their names (as ``top -H`` shows them) and IDs."""
+    named = {}
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+            named[(task / "comm").read_text().strip()] = int(task.name)
+    return named
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -215,4 +225,20 @@ async def test_nothing_is_hashed_while_a_blob_is_being_fetched(
     store.unreserve(1000)
     assert (await sharing.sweep()).shared == 1
     assert same_file(store.path(digest), theirs)
+    sharing.close()
+
+
+async def test_the_hashing_runs_in_a_named_thread_of_the_lowest_priority(
+    store: BlobStore, content: Path
+) -> None:
+    """Housekeeping: it yields the CPU to the pulls, and ``top -H`` says what it is."""
+    data = os.urandom(1000)
+    containerd_has(content, put(store, data), data)
+    sharing = ContainerdSharing(store, content)
+
+    assert (await sharing.sweep()).shared == 1
+
+    named = threads_by_name()
+    assert "imgaccel-share" in named
+    assert os.getpriority(os.PRIO_PROCESS, named["imgaccel-share"]) == 19
     sharing.close()
