@@ -58,10 +58,17 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 @click.option(
     "--cache-dir", type=click.Path(path_type=Path), help="The node's cache. [default: cache.dir]"
 )
+@click.option(
+    "--containerd-content-dir",
+    type=click.Path(path_type=Path),
+    help="containerd's content store, to try a hard link into the cache. "
+    "[default: cache.containerd_content_dir]",
+)
 @click.option("--quota", "quota_bytes", type=ByteSize(), help="[default: cache.quota_bytes]")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document instead of lines.")
 def doctor(**options: Any) -> None:
-    """Check this node's setup: runtime config, daemon, tracker, TLS files, cache dir, disk.
+    """Check this node's setup: runtime config, daemon, tracker, TLS files, cache dir, disk,
+    and whether the cache can keep blobs once with containerd's content store.
 
     One line per check (ok, warn, FAIL, skip), each problem with the exact fix. Settings
     come from the node's config file and IMGACCEL_* (as `imgaccel node` reads them); the
@@ -105,5 +112,8 @@ def _inputs(options: dict[str, Any]) -> Any:
         cache_dir=options["cache_dir"] or settings.cache.dir,
         quota_bytes=settings.cache.quota_bytes if quota is None else quota,
         min_free_percent=settings.cache.min_free_percent,
+        containerd_content_dir=(
+            options["containerd_content_dir"] or settings.cache.containerd_content_dir
+        ),
         upstreams=settings.upstreams,
     )

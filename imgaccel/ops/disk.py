@@ -1,4 +1,5 @@
-"""The cache directory: can the node write there, and does the disk hold what the quota allows?
+"""The cache directory: can the node write there, does the disk hold what the quota allows, and
+can the cache keep blobs once with containerd's content store?
 
 The node keeps ``cache.min_free_percent`` of the disk free (it keeps no blob that would take the
 disk below that), so the disk check measures the quota against that floor, not against a full
@@ -7,12 +8,14 @@ disk.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
 from imgaccel.cache.space import usage
-from imgaccel.ops.check import Check, fail, ok, warn
+from imgaccel.ops.check import Check, fail, ok, skip, warn
 from imgaccel.ops.units import human_bytes
 
 
@@ -98,3 +101,61 @@ def disk_headroom(cache_dir: Path, quota: int, used: int, min_free_percent: floa
         detail = f"{state}: the cache stops short of its quota, where {kept}"
         return warn(name, detail, suggest)
     return ok(name, f"{state}; at its quota {human_bytes(left)} stays free")
+
+
+SHARING_DOCS = "docs/deploy.md, 'One copy on disk with containerd'"
+
+
+def containerd_sharing(
+    cache_dir: Path, content_dir: Path | None, shared_bytes: int | None
+) -> Check:
+    """Whether a blob of containerd's content store can be hard-linked into the cache, as the
+    node does to keep blobs both hold once on disk: one is linked into ``cache_dir`` and the
+    link removed again (containerd's file is not touched). ``shared_bytes``: what the running
+    node keeps once now, when it said."""
+    name = "containerd sharing"
+    if content_dir is None:
+        return skip(name, "cache.containerd_content_dir is empty: blobs are not shared")
+    if not content_dir.is_dir():
+        detail = (
+            f"no containerd content store at {content_dir} (in the DaemonSet's pod, the pod "
+            "does not see it): a blob containerd pulled through the node is on the disk twice"
+        )
+        return skip(name, detail)
+    blob = _any_blob(content_dir / "blobs")
+    if blob is None:
+        return skip(name, f"{content_dir} holds no blob yet: no link to try")
+    if not cache_dir.is_dir():
+        return skip(name, f"{cache_dir} does not exist yet: no link to try")
+    probe = cache_dir / f".imgaccel-doctor-link-{os.getpid()}"
+    try:
+        os.link(blob, probe, follow_symlinks=False)
+    except OSError as exc:
+        why = (
+            "another filesystem or mount" if exc.errno == errno.EXDEV else exc.strerror or str(exc)
+        )
+        detail = (
+            f"cannot hard-link {content_dir} into {cache_dir} ({why}): a blob containerd "
+            "pulled through the node is on the disk twice"
+        )
+        fix = (
+            f"put both on one filesystem and one mount ({SHARING_DOCS}), or set "
+            'cache.containerd_content_dir = "" to stop trying'
+        )
+        return warn(name, detail, fix)
+    probe.unlink()
+    kept = f" ({human_bytes(shared_bytes)} kept once now)" if shared_bytes else ""
+    return ok(name, f"{content_dir} links into {cache_dir}: blobs both hold are kept once{kept}")
+
+
+def _any_blob(blobs: Path) -> Path | None:
+    """A regular file of containerd's ``blobs/<algorithm>/``, if there is one."""
+    for algorithm in ("sha256", "sha512"):
+        try:
+            with os.scandir(blobs / algorithm) as entries:
+                for entry in entries:
+                    if stat.S_ISREG(entry.stat(follow_symlinks=False).st_mode):
+                        return Path(entry.path)
+        except OSError:
+            continue
+    return None

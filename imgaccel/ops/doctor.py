@@ -6,7 +6,8 @@ it has a ``daemon.json``),
 the node daemon's ``/healthz``, the tracker's ``/healthz`` with the node's certificate and the
 expiry of the tracker's certificate, the node's and the CA's (when peer-to-peer is on, by the
 settings or by the running node), the TLS files of each upstream that has some, each origin
-as the running node last heard from it, the cache directory, and the disk under it.
+as the running node last heard from it, the cache directory, the disk under it, and whether
+containerd's content store links into the cache.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class DoctorInputs:
     cache_dir: Path
     quota_bytes: int
     min_free_percent: float = 0.0
+    containerd_content_dir: Path | None = None
     upstreams: Mapping[str, UpstreamSettings] = field(default_factory=dict)
 
 
@@ -67,7 +69,15 @@ async def run_checks(inputs: DoctorInputs) -> list[Check]:
         *origin_checks(status, why_none),
         disk.cache_writable(inputs.cache_dir),
         disk.disk_headroom(inputs.cache_dir, inputs.quota_bytes, used, inputs.min_free_percent),
+        disk.containerd_sharing(inputs.cache_dir, inputs.containerd_content_dir, _shared(status)),
     ]
+
+
+def _shared(status: dict[str, Any] | None) -> int | None:
+    """The bytes the running node keeps once with containerd, when it said."""
+    cache = status.get("cache") if status is not None else None
+    shared = cache.get("shared_bytes") if isinstance(cache, dict) else None
+    return shared if isinstance(shared, int) else None
 
 
 async def _certificate_checks(inputs: DoctorInputs, tracker: Check) -> list[Check]:

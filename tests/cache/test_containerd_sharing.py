@@ -7,6 +7,10 @@ import contextlib
 import errno
 import logging
 import os
+import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -242,3 +246,43 @@ async def test_the_hashing_runs_in_a_named_thread_of_the_lowest_priority(
     assert "imgaccel-share" in named
     assert os.getpriority(os.PRIO_PROCESS, named["imgaccel-share"]) == 19
     sharing.close()
+
+
+SWEEP_IN_A_MOUNT_NAMESPACE = """
+import asyncio, sys
+from pathlib import Path
+from imgaccel.cache.containerd import ContainerdSharing
+from imgaccel.cache.store import BlobStore
+store = BlobStore(Path(sys.argv[1]))
+store.open()
+sharing = ContainerdSharing(store, Path(sys.argv[2]))
+found = asyncio.run(sharing.sweep())
+print(found.shared, sharing.off)
+"""
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare"
+)
+def test_a_cache_bind_mounted_apart_from_the_content_store_turns_sharing_off(
+    store: BlobStore, content: Path
+) -> None:
+    """A real second mount of the same disk (what a systemd sandbox or a hostPath volume
+    makes): the kernel refuses the link with EXDEV, and the cache keeps its own copy."""
+    data = os.urandom(3000)
+    digest = put(store, data)
+    theirs = containerd_has(content, digest, data)
+    root = str(store.root)
+    script = f"mount --bind {shlex.quote(root)} {shlex.quote(root)} && exec " + shlex.join(
+        [sys.executable, "-c", SWEEP_IN_A_MOUNT_NAMESPACE, root, str(content)]
+    )
+
+    done = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, check=False
+    )
+
+    assert done.returncode == 0, done.stderr
+    shared, off = done.stdout.split(" ", 1)
+    assert shared == "0" and "two filesystems or mounts" in off, done.stdout
+    assert not same_file(store.path(digest), theirs)
+    assert store.path(digest).read_bytes() == data

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
+import os
+import shutil
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -22,8 +25,9 @@ from click.testing import CliRunner, Result
 
 from imgaccel.cli import main
 from imgaccel.hostconfig import containerd, docker
-from imgaccel.ops import runtime
+from imgaccel.ops import disk, runtime
 from imgaccel.ops.check import Status
+from imgaccel.ops.units import human_bytes
 from imgaccel.p2p.certs import CA_CERT, NODE_CERT, NODE_KEY, KeyPair, issue
 from imgaccel.testing.registry import RegistryTLS
 from imgaccel.tracker import Served, TrackerSettings, running
@@ -59,6 +63,10 @@ class Setup:
     def daemon_json(self) -> Path:
         return self.root / "docker" / "daemon.json"
 
+    @property
+    def content_dir(self) -> Path:
+        return self.root / "containerd-root" / "io.containerd.content.v1.content"
+
     def args(self) -> list[str]:
         registries = [arg for r in REGISTRIES for arg in ("--registry", r)]
         return [
@@ -68,6 +76,7 @@ class Setup:
             *("--daemon-json", str(self.daemon_json)),
             *("--tracker", self.tracker_url, "--certs-dir", str(self.certs_dir)),
             *("--cache-dir", str(self.cache_dir), "--quota", self.quota),
+            *("--containerd-content-dir", str(self.content_dir)),
             *registries,
             *self.extra,
         ]
@@ -108,6 +117,10 @@ async def setup(
         f'config_path = "{good.hosts_dir}"\n'
     )
     docker.configure(good.daemon_json, node.url)
+    blob = good.content_dir / "blobs" / "sha256" / ("ab" * 32)  # a blob containerd pulled
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(b"layer")
+    blob.chmod(0o444)
     return good
 
 
@@ -134,8 +147,9 @@ async def test_a_good_setup_is_all_ok(setup: Setup) -> None:
         "cluster CA",
         "cache dir writable",
         "disk headroom",
+        "containerd sharing",
     }
-    assert result.output.splitlines()[-1].startswith("healthy: 11 ok")
+    assert result.output.splitlines()[-1].startswith("healthy: 12 ok")
     assert "1 skip" in result.output.splitlines()[-1]
 
 
@@ -564,3 +578,49 @@ def test_a_hosts_dir_seen_through_the_host_mount_is_containerds(tmp_path: Path) 
     in_pod = runtime.containerd_config(config, Path("/host/etc/containerd/certs.d"))
     elsewhere = runtime.containerd_config(config, Path("/srv/etc/containerd/certs.d"))
     assert (in_pod.status, elsewhere.status) == (Status.OK, Status.FAIL)
+
+
+async def test_a_content_store_that_cannot_link_into_the_cache_is_a_warning_with_the_fix(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two hostPath volumes, or a systemd sandbox: two mounts, and ``link`` fails (EXDEV)."""
+
+    def cross_mount(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(disk.os, "link", cross_mount)
+    result = await doctor(setup)
+
+    assert result.exit_code == 0, result.output  # blobs are kept twice: nothing fails
+    [line] = lines_of(result, "warn")
+    assert "containerd sharing" in line and "another filesystem or mount" in line
+    assert "One copy on disk with containerd" in result.output
+    assert 'cache.containerd_content_dir = ""' in result.output
+
+
+async def test_no_content_store_is_skipped_and_the_probe_leaves_nothing(setup: Setup) -> None:
+    result = await doctor(setup)
+    assert [p.name for p in setup.cache_dir.iterdir() if p.name.startswith(".imgaccel")] == []
+    assert os.stat(setup.content_dir / "blobs" / "sha256" / ("ab" * 32)).st_nlink == 1
+
+    shutil.rmtree(setup.content_dir)
+    result = await doctor(setup)
+
+    assert result.exit_code == 0, result.output
+    assert any(
+        "containerd sharing: no containerd content store" in line
+        for line in lines_of(result, "skip")
+    )
+
+
+def test_the_bytes_the_running_node_keeps_once_are_named(tmp_path: Path) -> None:
+    content, cache = tmp_path / "content", tmp_path / "cache"
+    (content / "blobs" / "sha256").mkdir(parents=True)
+    (content / "blobs" / "sha256" / ("cd" * 32)).write_bytes(b"x")
+    cache.mkdir()
+
+    found = disk.containerd_sharing(cache, content, 20_000_000_000)
+
+    assert found.status is Status.OK
+    assert found.detail.endswith(f"kept once ({human_bytes(20_000_000_000)} kept once now)")
+    assert disk.containerd_sharing(cache, None, None).status is Status.SKIP
