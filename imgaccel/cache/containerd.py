@@ -14,10 +14,9 @@ file is the cache's alone and of which containerd's store has a regular file of 
 on the same filesystem is linked into the cache's ``tmp/``, the linked file hashed (a thread of
 low CPU priority, and only while no fill is in progress, since this is housekeeping), and
 renamed over the cache's file only if its digest matches: a byte the cache serves is still one
-it verified. Hard links need the same
-filesystem and, under a container runtime, the same mount (two hostPath volumes are two mounts
-even on one disk; ``link`` then fails with EXDEV): the first such failure turns sharing off with
-one log line saying why.
+it verified. Hard links need the same filesystem and, under a container runtime, the same mount
+(two hostPath volumes are two mounts even on one disk; ``link`` then fails with EXDEV): the first
+such failure turns sharing off with one log line saying why.
 
 Eviction for disk space counts a shared blob as freeing nothing (containerd keeps the inode),
 see :meth:`imgaccel.cache.store.BlobStore.frees`; the quota still counts it.
@@ -35,7 +34,7 @@ import stat
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from imgaccel.cache import libc
@@ -51,7 +50,7 @@ READ_CHUNK = 4 << 20
 Blobs = list[tuple[Digest, int]]  # digests and sizes
 
 #: ``link`` errors that say sharing cannot work at all here (not just for one blob).
-_CANNOT_LINK = {errno.EXDEV, errno.EPERM, errno.EACCES, errno.EROFS, errno.EMLINK}
+_CANNOT_LINK = {errno.EXDEV, errno.EPERM, errno.EACCES, errno.EROFS}
 
 
 @dataclass
@@ -60,7 +59,6 @@ class Sweep:
 
     shared: int = 0  # blobs linked this round
     shared_bytes: int = 0  # bytes of cached blobs whose file containerd holds too, after it
-    skipped: list[str] = field(default_factory=list)  # why blobs were not linked
 
 
 class ContainerdSharing:

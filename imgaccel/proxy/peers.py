@@ -379,7 +379,11 @@ class PeerNetwork:
             await self._departing.wait()
             await asyncio.sleep(DEPARTURES_SECONDS)
             self._departing.clear()
+            # Not one that is back in the swarm: fetched and seeded again since its eviction.
+            self._departed = {h for h in self._departed if self.swarm.get(h) is None}
             gone = sorted(self._departed)
+            if not gone:
+                continue
             try:
                 removed = await self.tracker.left(
                     self.swarm.port, gone, self.swarm.announced_ip, stopping=False
@@ -390,7 +394,7 @@ class PeerNetwork:
                 log.exception("telling the tracker of evicted blobs failed")
             else:
                 log.info("left the swarms of %d evicted blobs (%d peers)", len(gone), removed)
-            self._departed.difference_update(gone)
+            self._departed.difference_update(gone)  # (a close meanwhile says them once more)
 
     async def _alive_forever(self) -> None:
         # The first call an interval after the reseed announced the cache: before those
@@ -453,23 +457,29 @@ class PeerNetwork:
 
     def forget(self, digest: Digest) -> None:
         """The store evicted ``digest``: stop seeding it, and tell the tracker soon."""
-        data = self.meta.torrent(digest)
-        if data is not None and self.swarm is not None:
-            with contextlib.suppress(MetainfoInvalid):
-                infohash = parse_torrent(data)[0].infohash
-                if self.swarm.get(infohash) is not None:
-                    self.swarm.remove(infohash)
-                    self._departed.add(infohash)
-                    self._departing.set()
-            self.meta.delete_torrent(digest)
+        infohash = self._infohash_of(digest)
+        if infohash is not None and self.swarm is not None and self.swarm.get(infohash) is not None:
+            self.swarm.remove(infohash)
+            self._departed.add(infohash)
+            self._departing.set()
+        self.meta.delete_torrent(digest)
 
     def reopen(self, digest: Digest) -> None:
         """The cache's file of ``digest`` is another inode now (the same bytes): libtorrent
         must stop reading the old one, whose disk space it would otherwise hold."""
+        infohash = self._infohash_of(digest)
+        if infohash is not None and self.swarm is not None:
+            self.swarm.reopen(infohash)
+
+    def _infohash_of(self, digest: Digest) -> str | None:
+        """The infohash of the torrent this node keeps for ``digest``, if any."""
         data = self.meta.torrent(digest)
-        if data is not None and self.swarm is not None:
-            with contextlib.suppress(MetainfoInvalid):
-                self.swarm.reopen(parse_torrent(data)[0].infohash)
+        if data is None:
+            return None
+        try:
+            return parse_torrent(data)[0].infohash
+        except MetainfoInvalid:
+            return None
 
     # -- deciding where a missing blob comes from -------------------------------------------
 

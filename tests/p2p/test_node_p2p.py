@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -378,6 +379,39 @@ async def test_a_node_that_evicts_a_blob_leaves_its_swarm_at_once(
         assert peers is not None and peers.swarm is not None
         address = (ipaddress.ip_address("127.0.0.1"), peers.swarm.port)
         assert state.swarms.refreshes(address, state.now())
+
+
+async def test_a_blob_evicted_and_fetched_again_at_once_stays_in_its_swarm(
+    origin: DistributionRegistry,
+    repo: str,
+    big_image: Image,
+    cluster_ca: KeyPair,
+    node_factory: Callable[..., Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The node tells the tracker of evictions a moment later: not of a blob it seeds again
+    by then (the tracker would drop the peer it just announced)."""
+    monkeypatch.setattr(peers_module, "DEPARTURES_SECONDS", 6.0)
+    layer = big_image.layers[0].digest
+    certs = certs_dir(tmp_path / "certs-tracker", cluster_ca)
+    async with cluster_tracker(tmp_path / "tracker", certs) as tracker:
+        n1 = await _tracked_node(node_factory, origin, tmp_path, cluster_ca, "n1", tracker.url)
+        assert sha256(await get_blob(n1, origin, repo, layer)) == layer
+        state = tracker.app[STATE]
+        await until(lambda: state.swarms.peer_count() == 1, seconds=30)
+        [(_, first)] = state.store.load_peers()
+
+        evicted = time.monotonic()
+        assert n1.app[NODE].store.remove(Digest.parse(layer))
+        assert sha256(await get_blob(n1, origin, repo, layer)) == layer
+
+        def announced_again() -> bool:  # by the new torrent: a peer id of its own
+            return [p.peer_id for _, p in state.store.load_peers()] not in ([], [first.peer_id])
+
+        await until(announced_again, seconds=5)  # before the node tells of the eviction
+        await asyncio.sleep(evicted + peers_module.DEPARTURES_SECONDS + 1 - time.monotonic())
+        assert state.swarms.peer_count() == 1
 
 
 async def test_a_seeding_node_stays_in_the_swarms_past_the_tracker_s_peer_ttl(
