@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
@@ -220,10 +221,14 @@ async def _keep_disk_floor(store: BlobStore, every: float) -> None:
 
 async def _share_with_containerd(sharing: ContainerdSharing, every: float) -> None:
     """Keep once on disk the blobs containerd holds too: see :mod:`imgaccel.cache.containerd`."""
-    if not sharing.content_dir.is_dir():
-        log.info("no containerd content store at %s: nothing shared with it", sharing.content_dir)
+    content = sharing.content_dir
+    if not content.is_dir():
+        log.info("no containerd content store at %s: nothing shared with it", content)
         return
-    log.info("sharing blobs with containerd's content store at %s", sharing.content_dir)
+    if not os.access(content, os.R_OK | os.X_OK):  # containerd's is root's alone
+        log.info("cannot read containerd's content store at %s: nothing shared", content)
+        return
+    log.info("sharing blobs with containerd's content store at %s", content)
     while sharing.off is None:
         try:
             found = await sharing.sweep()
