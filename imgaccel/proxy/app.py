@@ -183,6 +183,7 @@ async def _open_node(
     if settings.p2p.tracker_url:
         peers = await stack.enter_async_context(PeerNetwork(settings.p2p, store, meta))
         node_metrics.track_certificates(peers.identity.validity())
+        node_metrics.track_tracker(peers)
         fetcher.peers = peers
         store.on_evict.append(peers.forget)
         task = asyncio.create_task(_p2p_metrics(peers, node_metrics), name="p2p-metrics")

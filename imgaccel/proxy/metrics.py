@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -16,6 +17,13 @@ _BUCKETS = (
     1200, 1800, 3600,
 )
 # fmt: on
+
+
+class TrackerCalls(Protocol):
+    """How the node's calls to its tracker go (:class:`imgaccel.proxy.peers.PeerNetwork`)."""
+
+    tracker_answered: float | None
+    tracker_failing: tuple[float, str] | None
 
 
 class NodeMetrics:
@@ -122,6 +130,13 @@ class NodeMetrics:
             "imgaccel_p2p_download_bytes", "Blob bytes this node received from peers.", registry=r
         )
         self.p2p_peers = Gauge("imgaccel_p2p_peers", "Peers connected right now.", registry=r)
+        self.p2p_tracker_up = Gauge(
+            "imgaccel_p2p_tracker_up",
+            "1 if the tracker took this node's last once-a-minute call, 0 if it failed (3 "
+            "minutes on, the tracker sends no peer to this node and this node finds none); NaN "
+            "until the first call.",
+            registry=r,
+        )
         self.p2p_share_releases = Counter(
             "imgaccel_p2p_share_releases",
             "Downloads that dropped their piece shares: nothing to fetch while incomplete (an "
@@ -167,6 +182,16 @@ class NodeMetrics:
     def track_certificates(self, validity: Mapping[str, Validity]) -> None:
         for cert, found in validity.items():
             self.certificate_expiry.labels(cert).set(found.not_after.timestamp())
+
+    def track_tracker(self, peers: TrackerCalls) -> None:
+        """Read at each scrape whether the tracker took the node's last call (NaN: no call yet)."""
+
+        def up() -> float:
+            if peers.tracker_failing is not None:
+                return 0.0
+            return float("nan") if peers.tracker_answered is None else 1.0
+
+        self.p2p_tracker_up.set_function(up)
 
     def track_cache(self, used: Callable[[], int], count: Callable[[], int]) -> None:
         self.cache_bytes.set_function(lambda: float(used()))

@@ -43,7 +43,10 @@ from .manifests import (
 
 K8S_VERSION = "1.29"
 #: Custom resources the schemas do not cover, and the operator that defines each.
-CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+CRDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
 NODE = KUBERNETES / "node-daemonset.yaml"
 UNINSTALL = KUBERNETES / "uninstall" / "uninstall-daemonset.yaml"
 HOST_CERTS_D = "/etc/containerd/certs.d"

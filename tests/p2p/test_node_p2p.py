@@ -481,7 +481,10 @@ async def test_a_node_whose_tracker_stopped_says_so_in_its_status(
         assert peers is not None
         await until(lambda: peers.tracker_answered is not None, seconds=10)
         assert peers.tracker_failing is None
+        registry = n1.app[NODE].metrics.registry
+        assert registry.get_sample_value("imgaccel_p2p_tracker_up") == 1
     await until(lambda: peers.tracker_failing is not None, seconds=10)  # the tracker stopped
+    assert registry.get_sample_value("imgaccel_p2p_tracker_up") == 0  # what to alert on
 
     async with aiohttp.ClientSession() as http, http.get(f"{n1.url}/_imgaccel/status") as reply:
         document = await reply.json()
