@@ -6,9 +6,10 @@ Every claim about where bytes came from is checked against the origin's own requ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -341,17 +342,11 @@ async def test_a_stopped_node_leaves_the_tracker_s_swarms_at_once(
     """A node that stops (a rollout, a scale-down) tells the tracker: it is out of the swarm
     of every blob it seeded at once, not after the tracker's peer_ttl (3 minutes), during which
     peers would be sent to it."""
-    layer = big_image.layers[0].digest
-    certs = certs_dir(tmp_path / "certs-tracker", cluster_ca)
-    async with cluster_tracker(tmp_path / "tracker", certs) as tracker:
-        n1 = await _tracked_node(node_factory, origin, tmp_path, cluster_ca, "n1", tracker.url)
-        assert sha256(await get_blob(n1, origin, repo, layer)) == layer
-        swarms = tracker.app[STATE].swarms
-        await until(lambda: swarms.peer_count() == 1, seconds=30)  # seeding the layer
-
+    seeding = _seeding(node_factory, origin, repo, big_image, cluster_ca, tmp_path)
+    async with seeding as (tracker, n1):
         await n1.close()
 
-        assert swarms.peer_count() == 0
+        assert tracker.app[STATE].swarms.peer_count() == 0
 
 
 async def test_a_node_that_evicts_a_blob_leaves_its_swarm_at_once(
@@ -364,15 +359,11 @@ async def test_a_node_that_evicts_a_blob_leaves_its_swarm_at_once(
 ) -> None:
     """Else the tracker would hand the node out for the blob for its peer ttl (3 minutes), and
     a node asking then would find nobody there; the node keeps its other peers alive."""
-    layer = big_image.layers[0].digest
-    certs = certs_dir(tmp_path / "certs-tracker", cluster_ca)
-    async with cluster_tracker(tmp_path / "tracker", certs) as tracker:
-        n1 = await _tracked_node(node_factory, origin, tmp_path, cluster_ca, "n1", tracker.url)
-        assert sha256(await get_blob(n1, origin, repo, layer)) == layer
+    seeding = _seeding(node_factory, origin, repo, big_image, cluster_ca, tmp_path)
+    async with seeding as (tracker, n1):
         state = tracker.app[STATE]
-        await until(lambda: state.swarms.peer_count() == 1, seconds=30)  # seeding the layer
 
-        assert n1.app[NODE].store.remove(Digest.parse(layer))
+        assert n1.app[NODE].store.remove(Digest.parse(big_image.layers[0].digest))
 
         await until(lambda: state.swarms.peer_count() == 0, seconds=5)
         peers = n1.app[NODE].fetcher.peers
@@ -394,12 +385,9 @@ async def test_a_blob_evicted_and_fetched_again_at_once_stays_in_its_swarm(
     by then (the tracker would drop the peer it just announced)."""
     monkeypatch.setattr(peers_module, "DEPARTURES_SECONDS", 6.0)
     layer = big_image.layers[0].digest
-    certs = certs_dir(tmp_path / "certs-tracker", cluster_ca)
-    async with cluster_tracker(tmp_path / "tracker", certs) as tracker:
-        n1 = await _tracked_node(node_factory, origin, tmp_path, cluster_ca, "n1", tracker.url)
-        assert sha256(await get_blob(n1, origin, repo, layer)) == layer
+    seeding = _seeding(node_factory, origin, repo, big_image, cluster_ca, tmp_path)
+    async with seeding as (tracker, n1):
         state = tracker.app[STATE]
-        await until(lambda: state.swarms.peer_count() == 1, seconds=30)
         [(_, first)] = state.store.load_peers()
 
         evicted = time.monotonic()
@@ -428,15 +416,11 @@ async def test_a_seeding_node_stays_in_the_swarms_past_the_tracker_s_peer_ttl(
     it holds, which keeps it in their swarms; a tracker that lost them names them, and the node
     announces them again."""
     monkeypatch.setattr(peers_module, "ALIVE_SECONDS", 0.5)
-    layer = big_image.layers[0].digest
-    certs = certs_dir(tmp_path / "certs-tracker", cluster_ca)
-    async with cluster_tracker(
-        tmp_path / "tracker", certs, announce_interval=1, peer_ttl=3
-    ) as tracker:
-        n1 = await _tracked_node(node_factory, origin, tmp_path, cluster_ca, "n1", tracker.url)
-        assert sha256(await get_blob(n1, origin, repo, layer)) == layer
+    seeding = _seeding(
+        node_factory, origin, repo, big_image, cluster_ca, tmp_path, announce_interval=1, peer_ttl=3
+    )
+    async with seeding as (tracker, _):
         state = tracker.app[STATE]
-        await until(lambda: state.swarms.peer_count() == 1, seconds=30)  # seeding the layer
         await asyncio.sleep(6)  # twice the ttl; the sweeper runs every 0.75 s
         assert state.swarms.peer_count() == 1
 
@@ -490,6 +474,28 @@ async def test_a_node_whose_tracker_stopped_says_so_in_its_status(
         document = await reply.json()
     assert document["p2p"]["tracker_failing"]["reason"].startswith("tracker POST /v1/alive")
     assert "  tracker FAILING since " in render(document, n1.url)
+
+
+@contextlib.asynccontextmanager
+async def _seeding(
+    node_factory: Callable[..., Any],
+    origin: DistributionRegistry,
+    repo: str,
+    image: Image,
+    cluster_ca: KeyPair,
+    tmp_path: Path,
+    **tracker_settings: Any,
+) -> AsyncIterator[tuple[Served, NodeServer]]:
+    """A tracker, and node n1 seeding the image's first layer (fetched from the origin), known
+    to the tracker as its one peer."""
+    layer = image.layers[0].digest
+    certs = certs_dir(tmp_path / "certs-tracker", cluster_ca)
+    async with cluster_tracker(tmp_path / "tracker", certs, **tracker_settings) as tracker:
+        n1 = await _tracked_node(node_factory, origin, tmp_path, cluster_ca, "n1", tracker.url)
+        assert sha256(await get_blob(n1, origin, repo, layer)) == layer
+        swarms = tracker.app[STATE].swarms
+        await until(lambda: swarms.peer_count() == 1, seconds=30)  # seeding the layer
+        yield tracker, n1
 
 
 async def _tracked_node(
