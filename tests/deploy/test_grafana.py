@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import promql_parser
 from prometheus_client import CollectorRegistry
 
 from imgaccel.proxy.metrics import NodeMetrics
@@ -18,7 +19,8 @@ from imgaccel.tracker.state import STATE
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "imgaccel-dashboard.json"
 #: What an operator must see: bytes by source, origin bytes saved, latencies, the cache and
-#: its disk (free against the floor, blobs not kept, fills refused), P2P traffic and peers, the
+#: its disk (free against the floor, blobs not kept, fills refused, kept once with containerd),
+#: P2P traffic and peers (and nodes cut off from the tracker), the
 #: tracker's peers and swarms (issue 5), cold blobs the seeders declined (the nodes then fetch
 #: them from the origin), certificates' time left, and origins the nodes fail to reach (the
 #: runtime then pulls around the mirror, unseen).
@@ -38,6 +40,8 @@ CHARTED = {
     "imgaccel_p2p_upload_bytes_total",
     "imgaccel_p2p_download_bytes_total",
     "imgaccel_p2p_peers",
+    "imgaccel_p2p_tracker_up",
+    "imgaccel_cache_shared_bytes",
     "imgaccel_tracker_peers",
     "imgaccel_tracker_swarms",
     "imgaccel_seeder_declined_total",
@@ -138,3 +142,13 @@ def test_panels_have_unique_ids_and_the_datasource_variable() -> None:
         if panel["type"] != "row":
             assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
             assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24, panel["title"]
+
+
+def test_every_panel_query_is_valid_promql() -> None:
+    """With Grafana's variables given values, as Grafana does before it asks Prometheus."""
+    values = {"$__rate_interval": "1m", "$__range": "1h", "$instance": ".*"}
+    for expr in _exprs():
+        for variable, value in values.items():
+            expr = expr.replace(variable, value)
+        assert "$" not in expr, expr
+        promql_parser.parse(expr)  # raises on a syntax error
