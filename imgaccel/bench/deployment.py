@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,22 @@ async def init_pki(stage: Stage, hosts: list[Host]) -> None:
     )
 
 
+#: The share of the disk the simulated nodes and the seeder keep free (cache.min_free_percent),
+#: unless the environment sets one. A real node's default (25 %) leaves room for kubelet on a
+#: disk of its own; here every simulated host shares the machine's one disk with the others'
+#: caches and containerds, the registries and whatever else is on it (this VM's had 30 % free),
+#: and the default refused blobs a real node would have kept (a prewarm job failed on one node
+#: at N = 8 for a 604 KB blob). 5: as the seeder StatefulSet keeps on its own volume.
+TESTBED_MIN_FREE_PERCENT = "5"
+
+
+def _testbed_env() -> dict[str, str]:
+    """Settings of every imgaccel node and seeder of the testbed (see above)."""
+    if "IMGACCEL_CACHE__MIN_FREE_PERCENT" in os.environ:  # the caller's, as for any setting
+        return {}
+    return {"IMGACCEL_CACHE__MIN_FREE_PERCENT": TESTBED_MIN_FREE_PERCENT}
+
+
 def _certs_env(stage: Stage, host: Host) -> dict[str, str]:
     return {"IMGACCEL_P2P__CERTS_DIR": str(stage.pki / host.name)}
 
@@ -128,10 +145,10 @@ async def start_nodes(
             "--upstream",
             upstream(stage.cluster),
         ]
-        env = {}
+        env = _testbed_env()
         if tracker:
             args += ["--tracker", tracker, "--p2p-listen", f"{node.host.ip}:{P2P_PORT}"]
-            env = _certs_env(stage, node.host) | {"IMGACCEL_P2P__NODE_ID": node.name}
+            env |= _certs_env(stage, node.host) | {"IMGACCEL_P2P__NODE_ID": node.name}
         log = stage.workdir / node.name / "node.log"
         daemons.append(Daemon(args, node.host.netns, log, env=env))
     await start_all(stack, daemons)
@@ -151,7 +168,8 @@ async def start_seeder(stack: contextlib.AsyncExitStack, stage: Stage, tracker: 
         "--upstream",
         upstream(stage.cluster),
     ]
-    daemon = Daemon(args, host.netns, stage.workdir / "seeder.log", env=_certs_env(stage, host))
+    env = _testbed_env() | _certs_env(stage, host)
+    daemon = Daemon(args, host.netns, stage.workdir / "seeder.log", env=env)
     await start_all(stack, [daemon], probe=False)
     stage.services["seeder"] = daemon.url
     return daemon.url
