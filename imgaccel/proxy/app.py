@@ -196,7 +196,7 @@ async def _open_node(
             _share_with_containerd(sharing, settings.cache.containerd_share_seconds),
             name="containerd-sharing",
         )
-        stack.push_async_callback(_stop, task, sharing)
+        stack.push_async_callback(_stop_sharing, task, sharing)
     return Node(settings, store, meta, client, guard, fetcher, node_metrics, origins)
 
 
@@ -245,7 +245,7 @@ async def _share_with_containerd(sharing: ContainerdSharing, every: float) -> No
         await asyncio.sleep(every)
 
 
-async def _stop(task: asyncio.Task[None], sharing: ContainerdSharing) -> None:
+async def _stop_sharing(task: asyncio.Task[None], sharing: ContainerdSharing) -> None:
     sharing.close()
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

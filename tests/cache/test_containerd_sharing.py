@@ -24,13 +24,6 @@ from tests.cache.test_store import put
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> BlobStore:
-    opened = BlobStore(tmp_path / "cache")
-    opened.open()
-    return opened
-
-
-@pytest.fixture
 def content(tmp_path: Path) -> Path:
     return tmp_path / "containerd" / "io.containerd.content.v1.content"
 

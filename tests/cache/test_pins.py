@@ -16,13 +16,6 @@ from tests.cache.test_store import put
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> BlobStore:
-    opened = BlobStore(tmp_path / "cache")
-    opened.open()
-    return opened
-
-
-@pytest.fixture
 def meta(tmp_path: Path) -> MetaStore:
     return MetaStore(tmp_path / "meta.db")
 
