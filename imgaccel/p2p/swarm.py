@@ -48,6 +48,11 @@ ALERT_ANSWER_SECONDS = 30.0
 QUIET_SECONDS = 10.0
 #: How long alerts of announces sent just before the trackers were removed take to arrive.
 QUIET_GRACE_SECONDS = 0.3
+#: How long a closing swarm gives the announces a torrent had in flight when it was removed
+#: (a download's "completed", sent as it finishes and it is removed): libtorrent reports no
+#: answer of a removed torrent, so they cannot be counted, but a tracker answers in
+#: milliseconds.
+REMOVED_IN_FLIGHT_SECONDS = 2.0
 #: The alerts that tell which announces are in flight.
 _ANNOUNCE_ALERTS = (
     lt.tracker_announce_alert,
@@ -170,6 +175,8 @@ class Swarm:
         self._all_answered = asyncio.Event()  # set while no announce is in flight
         self._all_answered.set()
         self._quiet = False  # no announce any more: closing
+        #: Until when announces of removed torrents may still be in flight (monotonic).
+        self._orphans_until = 0.0
 
     async def __aenter__(self) -> Swarm:
         # The binding takes a plain dict; its stubs only list settings_pack.
@@ -236,7 +243,7 @@ class Swarm:
         for infohash in self.infohashes():
             with contextlib.suppress(RuntimeError):  # libtorrent: removed meanwhile
                 self._torrents[infohash].handle.replace_trackers([])
-        await asyncio.sleep(QUIET_GRACE_SECONDS)
+        await asyncio.sleep(max(QUIET_GRACE_SECONDS, self._orphans_until - time.monotonic()))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(QUIET_SECONDS):
                 await self._all_answered.wait()
@@ -423,6 +430,8 @@ class Swarm:
         download.unsubscribe()
         with contextlib.suppress(RuntimeError):  # libtorrent: invalid handle
             download.handle.replace_trackers([])  # before the removal, in libtorrent's queue
+        if self._announcing.get(download.handle):
+            self._orphans_until = time.monotonic() + REMOVED_IN_FLIGHT_SECONDS
         flags = lt.session.delete_files if delete_files else 0
         self._session.remove_torrent(download.handle, flags)
 
