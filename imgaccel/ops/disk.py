@@ -36,7 +36,7 @@ def cache_writable(cache_dir: Path) -> Check:
     except OSError as exc:
         fix = (
             f"give the node's user {cache_dir} (`chown -R USER {cache_dir}`), or put it on a "
-            "writable volume (hostPath /var/lib/imgaccel on Kubernetes)"
+            "writable volume (a hostPath volume on Kubernetes)"
         )
         return fail(name, f"cannot write to {cache_dir}: {exc.strerror or exc}", fix)
     return ok(name, f"{cache_dir} takes writes")

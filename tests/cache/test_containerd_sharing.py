@@ -279,3 +279,39 @@ def test_a_cache_bind_mounted_apart_from_the_content_store_turns_sharing_off(
     assert shared == "0" and "two filesystems or mounts" in off, done.stdout
     assert not same_file(store.path(digest), theirs)
     assert store.path(digest).read_bytes() == data
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare"
+)
+def test_one_mount_holding_the_cache_and_the_content_store_shares(
+    tmp_path: Path, content: Path
+) -> None:
+    """The node DaemonSet's layout: one hostPath volume, containerd's root, holds both the
+    content store and the cache, mounted in the pod at another path (a real bind mount)."""
+    host_root = content.parent
+    store = BlobStore(host_root / "imgaccel")
+    store.open()
+    data = os.urandom(3000)
+    digest = put(store, data)
+    theirs = containerd_has(content, digest, data)
+    pod_root = tmp_path / "pod" / "var" / "lib" / "containerd"
+    pod_root.mkdir(parents=True)
+    script = f"mount --bind {shlex.quote(str(host_root))} {shlex.quote(str(pod_root))} && exec "
+    script += shlex.join(
+        [
+            sys.executable,
+            "-c",
+            SWEEP_IN_A_MOUNT_NAMESPACE,
+            str(pod_root / "imgaccel"),
+            str(pod_root / content.name),
+        ]
+    )
+
+    done = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, check=False
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split(" ", 1) == ["1", "None\n"], done.stdout
+    assert same_file(store.path(digest), theirs)

@@ -21,6 +21,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from imgaccel.cache.config import CacheSettings
 from imgaccel.cli import main
 from imgaccel.cli.node import node as node_command
 from imgaccel.cli.options import settings_from
@@ -170,7 +171,7 @@ def test_configmap_holds_settings_the_node_accepts(tmp_path: Path) -> None:
     node = container(spec, "node")
     mounts = _mounts(node, daemonset)
 
-    assert str(settings.cache.dir) in mounts  # the hostPath cache
+    assert _host_path(settings.cache.dir, mounts).is_relative_to("/var/lib")  # the node's disk
     assert mounts[str(settings.p2p.certs_dir)]["secret"]["secretName"] == "imgaccel-node-tls"
     assert settings.p2p.tracker_url == _tracker_service_url()
     assert settings.p2p.node_id == "gpu-node-1"  # the Kubernetes node's name
@@ -185,6 +186,35 @@ def test_configmap_holds_settings_the_node_accepts(tmp_path: Path) -> None:
             "path": "/healthz",
             "port": ports["mirror"],
         }
+
+
+def _volume_above(path: Path, mounts: dict[str, Doc]) -> str:
+    """The mount path of the volume ``path`` is on (the deepest mount above it)."""
+    above = [m for m in mounts if path.is_relative_to(m)]
+    assert above, f"{path} is on no volume of the pod"
+    return max(above, key=len)
+
+
+def _host_path(path: Path, mounts: dict[str, Doc]) -> Path:
+    """Where ``path`` of the container is on the host, through its hostPath volume."""
+    mount = _volume_above(path, mounts)
+    return Path(mounts[mount]["hostPath"]["path"]) / path.relative_to(mount)
+
+
+def test_the_cache_is_on_one_volume_with_containerds_content_store(tmp_path: Path) -> None:
+    """A hard link needs one mount (tests/cache/test_containerd_sharing.py shows the kernel
+    refusing it across two): with the cache and containerd's store on two hostPath volumes,
+    every layer would be kept twice on the node's disk."""
+    daemonset = find(NODE, "DaemonSet", "imgaccel-node")
+    settings = _settings_of(daemonset, "node", node_command, tmp_path)
+    mounts = _mounts(container(pod_spec(daemonset), "node"), daemonset)
+    content = settings.cache.containerd_content_dir
+
+    assert content is not None
+    assert _volume_above(settings.cache.dir, mounts) == _volume_above(content, mounts)
+    on_host = _host_path(content, mounts)
+    assert on_host == CacheSettings.model_fields["containerd_content_dir"].default
+    assert not _host_path(settings.cache.dir, mounts).is_relative_to(on_host)
 
 
 def test_seeder_takes_the_nodes_p2p_flags_with_its_pod_name(tmp_path: Path) -> None:
