@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from imgaccel.hostconfig.containerd import configure
 from imgaccel.testing.containerd import Containerd
 from imgaccel.testing.images import Image
 from imgaccel.testing.registry import DistributionRegistry
@@ -67,6 +68,29 @@ async def test_cold_pull_goes_through_the_node_and_warm_pull_never_touches_the_o
     await containerd.pull(pushed, hosts_dir=hosts)
 
     assert origin.requests == []
+
+
+async def test_a_registry_without_a_directory_of_its_own_pulls_through_default(
+    origin: DistributionRegistry,
+    pushed: str,
+    node_factory: Any,
+    containerd: Containerd,
+    small_image: Image,
+    tmp_path: Path,
+) -> None:
+    """The node DaemonSet writes ``_default`` for every registry it does not list: this
+    containerd reads it. Without it containerd pulls from the origin itself (checked), so
+    the origin's log must name the node as the client."""
+    node = await node_factory(origin)
+    hosts = tmp_path / "hosts"
+    configure(hosts, "_default", node.url)
+    assert [p.name for p in hosts.iterdir()] == ["_default"]
+
+    await containerd.pull(pushed, hosts_dir=hosts)
+
+    for digest in blob_digests(small_image):
+        assert [r.user_agent.split("/")[0] for r in origin.blob_gets(digest)] == ["imgaccel"]
+        assert (Path(node.settings.cache.dir) / "blobs" / "sha256" / digest[7:]).is_file()
 
 
 async def test_pulls_by_tag_and_digest_work_with_the_origin_stopped(
