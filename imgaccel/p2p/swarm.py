@@ -166,6 +166,8 @@ class Swarm:
         self._session: Any = None
         self._pump: AlertPump | None = None
         self._torrents: dict[str, Download] = {}
+        self._seeding: set[str] = set()  # infohashes of torrents added as seeds
+        self._unannounced: dict[str, str] = {}  # infohash -> its tracker, not given it yet
         self._port = 0
         self._stats_waiters: list[asyncio.Future[dict[str, int]]] = []
         self._update_waiters: list[asyncio.Future[dict[str, int]]] = []
@@ -342,12 +344,15 @@ class Swarm:
             node.cert_pem.decode(), node.key_pem.decode(), FFDHE2048_PEM.decode()
         )
 
-    def seed(self, metainfo: Metainfo, path: Path) -> Download:
+    def seed(self, metainfo: Metainfo, path: Path, *, announce: bool = True) -> Download:
         """Seed ``path``, already verified against the blob digest, without re-hashing it.
+        ``announce=False``: say nothing to the tracker until :meth:`reannounce` (the node joins
+        the swarm by its ``/v1/alive`` call instead: one for a whole cache, where libtorrent
+        would announce each torrent, a TLS handshake for the tracker each).
 
         Like every way of adding a torrent, raises a :class:`P2PError` (``MetainfoInvalid``,
         ``TorrentFailed``) when the torrent is not for this cluster or libtorrent refuses it."""
-        return self._add(metainfo, path, seed=True)
+        return self._add(metainfo, path, seed=True, announce=announce)
 
     def download(self, metainfo: Metainfo, staging_dir: Path) -> Download:
         """Start fetching into ``staging_dir/<name>``; the torrent's Download if already added."""
@@ -358,14 +363,17 @@ class Swarm:
         file, which readers take from as pieces land; see :meth:`Download.land`)."""
         return self._add(metainfo, path, seed=False)
 
-    def _add(self, metainfo: Metainfo, path: Path, *, seed: bool) -> Download:
+    def _add(
+        self, metainfo: Metainfo, path: Path, *, seed: bool, announce: bool = True
+    ) -> Download:
         if metainfo.ssl_cert != self.identity.ca_cert_pem:
             raise MetainfoInvalid(f"{metainfo.name}: torrent is not for this cluster's CA")
         existing = self._torrents.get(metainfo.infohash)
         if existing is not None:
             return existing
-        if self._announce is not None:  # the same infohash: the URL is outside the info dict
-            metainfo = metainfo.with_announce(self._announce)
+        tracker = self._announce or metainfo.announce
+        # The same infohash either way: the tracker's URL is outside the info dict.
+        metainfo = metainfo.with_announce(tracker if announce else None)
         # Added paused: the certificate must be in place before the first announce, or the
         # HTTPS tracker refuses it and libtorrent waits a whole retry interval to try again.
         params = _params(metainfo, path, seed=seed)  # MetainfoInvalid if libtorrent refuses it
@@ -390,6 +398,10 @@ class Swarm:
         assert self._pump is not None
         download.unsubscribe = self._pump.subscribe(metainfo.infohash, download.on_alert)
         self._torrents[metainfo.infohash] = download
+        if seed:
+            self._seeding.add(metainfo.infohash)
+        if tracker is not None and not announce:
+            self._unannounced[metainfo.infohash] = tracker
         return download
 
     def get(self, infohash: str) -> Download | None:
@@ -405,8 +417,16 @@ class Swarm:
         return sum(self._announcing.values())
 
     def infohashes(self) -> list[str]:
-        """The torrents in the session that announce to a tracker (hex)."""
-        return [h for h, d in self._torrents.items() if self._announce or d.metainfo.announce]
+        """The torrents in the session that announce to a tracker, or would (hex)."""
+        return [
+            h
+            for h, d in self._torrents.items()
+            if self._announce or d.metainfo.announce or h in self._unannounced
+        ]
+
+    def downloading(self) -> list[str]:
+        """The torrents of :meth:`infohashes` that are not seeds (hex)."""
+        return [h for h in self.infohashes() if h not in self._seeding]
 
     @property
     def announced_ip(self) -> str | None:
@@ -426,6 +446,8 @@ class Swarm:
         download = self._torrents.pop(infohash, None)
         if download is None:
             return
+        self._seeding.discard(infohash)
+        self._unannounced.pop(infohash, None)
         download.fail("torrent removed")
         download.unsubscribe()
         with contextlib.suppress(RuntimeError):  # libtorrent: invalid handle
@@ -446,10 +468,13 @@ class Swarm:
 
     def reannounce(self, infohash: str) -> None:
         """Announce the torrent to its tracker now: one that restarted does not know this peer
-        until the next periodic announce (minutes, or longer after failed announces)."""
+        until the next periodic announce (minutes, or longer after failed announces). A seed
+        added with ``announce=False`` is given its tracker first, and announces from then on."""
         download = self._torrents.get(infohash)
         if download is not None:
             with contextlib.suppress(RuntimeError):  # libtorrent: removed meanwhile
+                if (tracker := self._unannounced.pop(infohash, None)) is not None:
+                    download.handle.add_tracker({"url": tracker, "tier": 0})
                 # The tracker's min interval is for a tracker that remembers this peer.
                 download.handle.force_reannounce(0, -1, lt.reannounce_flags_t.ignore_min_interval)
 

@@ -9,9 +9,10 @@ it stalls); otherwise the tracker's election says whether this node fetches from
 Every blob this node commits is seeded from the cache file itself (``seed_mode``: no re-hash);
 its torrent is kept in the metadata store so a restarted node seeds everything again and
 re-publishes what a restarted tracker forgot (in the background: the mirror listens at once).
-Every torrent announces to this node's tracker, whichever one its metainfo names. The empty
-blob is never shared (libtorrent has no torrent of no bytes), and a torrent libtorrent refuses
-is dropped, never a reason to fail.
+Every torrent announces to this node's tracker, whichever one its metainfo names; the seeds of
+a restart announce nothing at first, the node joins their swarms with one ``/v1/alive`` call.
+The empty blob is never shared (libtorrent has no torrent of no bytes), and a torrent
+libtorrent refuses is dropped, never a reason to fail.
 
 A cached blob with no torrent (one another process committed: ``imgaccel snapshot import``) is
 shared once the node indexes it (:meth:`PeerNetwork.share`: its rescan, its start, a miss that
@@ -251,6 +252,10 @@ class PeerNetwork:
             with contextlib.suppress(TrackerError):
                 await self.alive(held=False)
             await self.reseed()
+            # The cache's seeds said nothing to the tracker: this call puts them in their
+            # swarms (else the next one does, a minute later).
+            with contextlib.suppress(TrackerError):
+                await self.alive()
         except Exception:  # the blobs are still served from the cache; resync retries publishing
             log.exception("seeding the cached blobs failed")
         finally:
@@ -272,7 +277,8 @@ class PeerNetwork:
                 continue
             try:
                 metainfo = parse_torrent(data)[0]
-                self.swarm.seed(metainfo, self.store.path(digest))
+                # Not an announce per blob: the alive call after the reseed joins them all.
+                self.swarm.seed(metainfo, self.store.path(digest), announce=False)
             except P2PError as exc:  # malformed, or refused by libtorrent: serve, don't share
                 log.warning("dropping the torrent of %s: %s", digest, exc)
                 self.meta.delete_torrent(digest)
@@ -292,14 +298,12 @@ class PeerNetwork:
         """Publish the torrents (by digest) the tracker does not know, ``PUBLISH_AT_ONCE`` at a
         time; how many that was (0 when the tracker failed: the next resync tries again)."""
         assert self.tracker is not None and self.swarm is not None
-        tracker, swarm = self.tracker, self.swarm
+        tracker = self.tracker
         at_once = asyncio.Semaphore(PUBLISH_AT_ONCE)
 
         async def publish(digest_text: str) -> None:
             async with at_once:
                 await tracker.publish(digest_text, held[digest_text])
-            with contextlib.suppress(MetainfoInvalid):
-                swarm.reannounce(parse_torrent(held[digest_text])[0].infohash)
 
         failed: TrackerError | None = None
         unknown: list[str] = []
@@ -327,6 +331,8 @@ class PeerNetwork:
         count = await self._republish_forgotten(held)
         if count:
             log.warning("the tracker had forgotten %d blobs of this node; published again", count)
+            with contextlib.suppress(TrackerError):  # the next call says it, a minute later
+                await self.alive()  # in their swarms again (it forgot the peers too)
         return count
 
     async def _resync_forever(self) -> None:
@@ -345,7 +351,10 @@ class PeerNetwork:
         assert self.swarm is not None and self.tracker is not None
         try:
             interval, unknown = await self.tracker.alive(
-                self.swarm.port, self.swarm.infohashes() if held else [], self.swarm.announced_ip
+                self.swarm.port,
+                self.swarm.infohashes() if held else [],
+                self.swarm.announced_ip,
+                downloading=self.swarm.downloading() if held else [],
             )
         except TrackerError as exc:
             if self.tracker_failing is None:

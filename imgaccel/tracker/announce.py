@@ -204,18 +204,31 @@ async def handle_scrape(request: web.Request) -> web.Response:
 
 
 async def handle_alive(request: web.Request) -> web.Response:
-    """``{node, port, ip?, info_hashes}``: the node whose peers listen at ``ip`` (else the
-    caller's address) and ``port`` still holds the torrents of ``info_hashes`` (hex): its peers
-    in them are heard from now. -> ``{interval, unknown}``: call again within ``interval``
-    seconds; announce the ``unknown`` ones again (the tracker lost them: a restart without its
-    data, or a peer expired). One call a minute instead of an announce per blob."""
+    """``{node, port, ip?, info_hashes, downloading?}``: the node whose peers listen at ``ip``
+    (else the caller's address) and ``port`` still holds the torrents of ``info_hashes`` (hex):
+    its peers in them are heard from now. With ``downloading`` (those of ``info_hashes`` it
+    holds only in part), it seeds the rest, and joins as a seeding peer the swarms of those it
+    has no peer in: a node restarted on thousands of cached blobs makes this one call, not an
+    announce per blob. -> ``{interval, unknown}``: call again within ``interval`` seconds;
+    announce the ``unknown`` ones again (the tracker lost them: a restart without its data, or
+    a peer expired). One call a minute instead of an announce per blob."""
     state = request.app[STATE]
-    address, hashes = _node_peers(request, await json_body(request))
-    refreshed, unknown = state.swarms.refresh(address, hashes, state.now())
-    state.store.touch_peers(refreshed)
+    body = await json_body(request)
+    address, hashes = _node_peers(request, body)
+    seeds: set[bytes] = set()
+    if "downloading" in body:
+        downloading = set(_info_hashes(body, "downloading"))
+        if not downloading <= set(hashes):
+            raise ApiError(400, "'downloading' must name only torrents in 'info_hashes'")
+        seeds = set(hashes) - downloading
+    done = state.swarms.refresh(address, hashes, state.now(), seeds=seeds)
+    state.store.touch_peers(done.refreshed)
+    state.store.save_peers(done.joined)
     state.announces.labels(event="alive").inc()
+    if done.joined:
+        log.info("node %s joined %d swarms as a seed", body["node"], len(done.joined))
     return web.json_response(
-        {"interval": state.settings.announce_interval, "unknown": [h.hex() for h in unknown]}
+        {"interval": state.settings.announce_interval, "unknown": [h.hex() for h in done.unknown]}
     )
 
 
@@ -248,10 +261,14 @@ def _node_peers(request: web.Request, body: dict[str, Any]) -> tuple[Address, li
         ip = _parse_ip(raw_ip.encode()) if raw_ip is not None else _remote_ip(request)
     except (AnnounceError, UnicodeEncodeError):
         raise ApiError(400, "'ip' must be an IP address") from None
-    hashes = body.get("info_hashes")
+    return (ip, port), _info_hashes(body, "info_hashes")
+
+
+def _info_hashes(body: dict[str, Any], name: str) -> list[bytes]:
+    hashes = body.get(name)
     if not isinstance(hashes, list) or not all(_is_hex_hash(h) for h in hashes):
-        raise ApiError(400, "'info_hashes' must be a list of 40-character hex info-hashes")
-    return (ip, port), [bytes.fromhex(h) for h in hashes]
+        raise ApiError(400, f"'{name}' must be a list of 40-character hex info-hashes")
+    return [bytes.fromhex(h) for h in hashes]
 
 
 def _is_hex_hash(value: object) -> bool:

@@ -11,9 +11,10 @@ PUT    /v1/metainfo/{digest}?node=ID    body: .torrent named by the digest -> 20
 GET    /v1/metainfo/{digest}?wait=S     the .torrent (``X-Info-Hash``); 404 ``{holder}`` when
                                         unknown; ``wait`` long-polls until published or released
 POST   /v1/holdings                     ``{node, digests}`` -> ``{unknown}``: re-publish those
-POST   /v1/alive                        ``{node, port, ip?, info_hashes}`` -> ``{interval,
-                                        unknown}``: the node's peers in those swarms are alive;
-                                        announce the unknown ones again
+POST   /v1/alive                        ``{node, port, ip?, info_hashes, downloading?}`` ->
+                                        ``{interval, unknown}``: the node's peers in those swarms
+                                        are alive; with ``downloading``, it seeds the others and
+                                        joins their swarms; announce the unknown ones again
 POST   /v1/left                         the same body and ``stopping?`` (default true): its
                                         peers leave those swarms -> ``{removed}``; the node
                                         stops, or (false) evicted those blobs and goes on

@@ -161,12 +161,21 @@ class TrackerClient:
         return list(_json(body)["unknown"])
 
     async def alive(
-        self, port: int, info_hashes: list[str], ip: str | None = None
+        self,
+        port: int,
+        info_hashes: list[str],
+        ip: str | None = None,
+        *,
+        downloading: list[str] | None = None,
     ) -> tuple[float, list[str]]:
         """Say that this node's peers (at ``ip``, else our address, and ``port``) still hold
         the torrents of ``info_hashes`` (hex); (seconds within which to say it again, the
-        info-hashes the tracker has no peer of ours in: announce those again)."""
+        info-hashes the tracker has no peer of ours in: announce those again). With
+        ``downloading`` (those of ``info_hashes`` not whole yet), the tracker puts the node in
+        the swarms of the rest as a seed, where it has no peer yet."""
         payload = _compact({"node": self.node, "port": port, "ip": ip, "info_hashes": info_hashes})
+        if downloading is not None:
+            payload["downloading"] = downloading
         _, body = await self._call("POST", "/v1/alive", json=payload)
         reply = _json(body)
         return float(reply["interval"]), [str(h) for h in reply["unknown"]]

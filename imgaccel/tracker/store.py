@@ -178,10 +178,19 @@ class Store:
     # peers
 
     def save_peer(self, info_hash: bytes, peer: Peer) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO peers VALUES (?, ?, ?, ?, ?, ?)",
-            (info_hash, peer.peer_id, str(peer.ip), peer.port, peer.left, peer.last_seen),
-        )
+        self.save_peers([(info_hash, peer)])
+
+    def save_peers(self, peers: Iterable[tuple[bytes, Peer]]) -> None:
+        """Save ``peers`` (info_hash, peer), new or changed, in one transaction."""
+        rows = [
+            (info_hash, peer.peer_id, str(peer.ip), peer.port, peer.left, peer.last_seen)
+            for info_hash, peer in peers
+        ]
+        if not rows:
+            return
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO peers VALUES (?, ?, ?, ?, ?, ?)", rows)
 
     def touch_peers(self, peers: Iterable[tuple[bytes, Peer]]) -> None:
         """Save the ``last_seen`` of ``peers`` (info_hash, peer), in one transaction."""

@@ -6,9 +6,10 @@ in tests. The SQLite copy of peers (for restarts) is the store's business, not t
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -48,6 +49,24 @@ class Swarm:
         return complete, len(live) - complete
 
 
+@dataclass(slots=True)
+class Refresh:
+    """What :meth:`Swarms.refresh` did: peers refreshed, seeding peers that joined, and the
+    info-hashes in which the node has no peer (it should announce those)."""
+
+    refreshed: list[tuple[bytes, Peer]] = field(default_factory=list)
+    joined: list[tuple[bytes, Peer]] = field(default_factory=list)
+    unknown: list[bytes] = field(default_factory=list)
+
+
+def alive_peer_id(address: Address) -> bytes:
+    """The peer id of a peer that joined a swarm by ``/v1/alive``, not by an announce: one per
+    address, and never a BitTorrent client's (a prefix of its own). Compact peer lists, which
+    libtorrent asks for, carry no peer ids; a later announce from the address replaces it."""
+    ip, port = address
+    return b"-IA-" + hashlib.sha1(f"{ip}|{port}".encode()).digest()[:16]
+
+
 class Swarms:
     """Every swarm the tracker knows; peers older than ``ttl`` seconds are gone."""
 
@@ -81,24 +100,34 @@ class Swarms:
             swarm.addresses.pop((peer.ip, peer.port), None)
 
     def refresh(
-        self, address: Address, info_hashes: Iterable[bytes], now: float
-    ) -> tuple[list[tuple[bytes, Peer]], list[bytes]]:
+        self,
+        address: Address,
+        info_hashes: Iterable[bytes],
+        now: float,
+        *,
+        seeds: Container[bytes] = (),
+    ) -> Refresh:
         """The node whose peers listen at ``address`` still holds ``info_hashes``: its peers in
-        those swarms are heard from ``now``, as if each had announced. Returns the peers
-        refreshed, and the info-hashes in which it has no peer here (announce those again)."""
+        those swarms are heard from ``now``, as if each had announced. Where it has no peer
+        here, one of ``seeds`` (it holds the whole blob) joins the swarm as a seeding peer,
+        as if it had announced; the others are returned unknown (announce those again)."""
         self._holders[address] = now
-        refreshed: list[tuple[bytes, Peer]] = []
-        unknown: list[bytes] = []
+        done = Refresh()
         for info_hash in info_hashes:
             swarm = self._swarms.get(info_hash)
             peer_id = swarm.addresses.get(address) if swarm is not None else None
-            if swarm is None or peer_id is None:
-                unknown.append(info_hash)
-                continue
-            peer = swarm.peers[peer_id]
-            peer.last_seen = now
-            refreshed.append((info_hash, peer))
-        return refreshed, unknown
+            if peer_id is not None:
+                assert swarm is not None
+                peer = swarm.peers[peer_id]
+                peer.last_seen = now
+                done.refreshed.append((info_hash, peer))
+            elif info_hash in seeds:
+                peer = Peer(alive_peer_id(address), address[0], address[1], 0, now)
+                self.update(info_hash, peer)
+                done.joined.append((info_hash, peer))
+            else:
+                done.unknown.append(info_hash)
+        return done
 
     def leave(
         self, address: Address, info_hashes: Iterable[bytes], *, stopping: bool = True

@@ -331,6 +331,48 @@ async def test_a_node_moved_to_another_tracker_seeds_its_cache_through_that_one(
         )
 
 
+async def test_a_restarted_node_joins_its_cache_s_swarms_with_one_call_not_an_announce_each(
+    origin: DistributionRegistry,
+    repo: str,
+    big_image: Image,
+    cluster_ca: KeyPair,
+    node_factory: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    """libtorrent would announce every seed of a restarted node's cache: thousands of TLS
+    handshakes for the tracker per node, a rolling update's worth at once. The node joins
+    their swarms with its ``/v1/alive`` call instead, and peers find it there."""
+    layers = [layer.digest for layer in big_image.layers]
+    certs = certs_dir(tmp_path / "certs-tracker", cluster_ca)
+    async with cluster_tracker(tmp_path / "tracker", certs) as tracker:
+        state = tracker.app[STATE]
+        n1 = await _tracked_node(node_factory, origin, tmp_path, cluster_ca, "n1", tracker.url)
+        for layer in layers:
+            assert sha256(await get_blob(n1, origin, repo, layer)) == layer
+        await until(lambda: state.store.known_digests(layers) == set(layers), seconds=30)
+        await n1.close()
+        assert state.swarms.peer_count() == 0
+        sent = {event: _announces(state, event) for event in ("", "started")}
+
+        n1 = await _tracked_node(node_factory, origin, tmp_path, cluster_ca, "n1", tracker.url)
+        peers = n1.app[NODE].fetcher.peers
+        assert peers is not None and peers.swarm is not None
+        await peers.reseeded.wait()
+
+        assert state.swarms.peer_count() == len(layers)  # every cached layer's swarm
+        assert {event: _announces(state, event) for event in sent} == sent
+        await asyncio.sleep(1.5)  # nor later: an announce would have landed by now
+        assert {event: _announces(state, event) for event in sent} == sent
+        await _second_node_gets_it_from_the_first(
+            tracker, node_factory, origin, repo, layers[0], tmp_path, cluster_ca
+        )
+
+
+def _announces(state: Any, event: str) -> float:
+    value = state.registry.get_sample_value("imgaccel_tracker_announces_total", {"event": event})
+    return value or 0.0
+
+
 async def test_a_stopped_node_leaves_the_tracker_s_swarms_at_once(
     origin: DistributionRegistry,
     repo: str,

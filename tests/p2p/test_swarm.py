@@ -442,6 +442,28 @@ async def test_a_late_removal_alert_of_a_replaced_torrent_leaves_the_new_one_alo
         swarm.remove(blob.metainfo.infohash)
 
 
+async def test_a_seed_added_without_announcing_announces_once_asked_to(
+    make_swarm: SwarmFactory, blob: Blob, tmp_path: Path
+) -> None:
+    """How a restarted node seeds its cache: nothing to the tracker (its ``/v1/alive`` call
+    joins the swarms), until the tracker names the torrent unknown (a tracker older than that
+    call); then the torrent gets its tracker and announces like any other."""
+    settings = TrackerSettings(listen="127.0.0.1:0", data_dir=tmp_path / "tracker", insecure=True)
+    async with running(settings) as tracker:
+        state = tracker.app[STATE]
+        async with make_swarm(announce=f"{tracker.url}/announce") as swarm:
+            swarm.seed(blob.metainfo, blob.path, announce=False)
+            await asyncio.sleep(1.5)  # an announce would have landed by now
+
+            assert state.swarms.peer_count() == 0
+            assert swarm.infohashes() == [blob.metainfo.infohash]  # named in the alive call
+            assert swarm.downloading() == []  # as a seed
+            swarm.reannounce(blob.metainfo.infohash)
+            await until(lambda: state.swarms.peer_count() == 1)
+            started = {"event": "started"}
+            assert state.registry.get_sample_value("imgaccel_tracker_announces_total", started)
+
+
 async def test_a_removed_torrent_says_nothing_to_the_tracker(
     make_swarm: SwarmFactory, blob: Blob, tmp_path: Path
 ) -> None:

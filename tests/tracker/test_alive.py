@@ -62,6 +62,41 @@ async def test_swarms_without_a_peer_of_the_node_are_named_to_announce_again(
     assert reply["unknown"] == [HELD[1].hex(), HELD[2].hex()]
 
 
+async def test_a_node_that_names_its_downloads_joins_the_swarms_of_the_rest_as_a_seed(
+    tracker: TrackerClient, clock: FakeClock
+) -> None:
+    """A node restarted on its cache seeds every blob without announcing each: one call puts
+    it in their swarms, where other peers are handed its address."""
+    await _announce(tracker, HELD[0], 1, left=0)  # one it announced itself
+    status, reply = await _alive(tracker, _node(1, HELD) | {"downloading": [HELD[2].hex()]})
+    assert status == 200
+    assert reply["unknown"] == [HELD[2].hex()]  # a download announces for itself
+
+    asked = await _announce(tracker, HELD[1], 2, left=100)
+    assert asked[b"peers"] == bytes([10, 0, 0, 1]) + (7001).to_bytes(2, "big")
+    assert (asked[b"complete"], asked[b"incomplete"]) == (1, 1)
+    assert (await _announce(tracker, HELD[2], 3, left=100))[b"peers"] == b""
+    joined = {ih for ih, p in tracker.state.store.load_peers() if p.port == 7001}
+    assert joined == set(HELD[:2])  # saved: a restarted tracker has it too
+    # Kept alive by the next calls, and replaced by an announce of its own from the address.
+    clock.advance(150)
+    assert (await _alive(tracker, _node(1, HELD[:2]) | {"downloading": []}))[1]["unknown"] == []
+    clock.advance(150)
+    await _announce(tracker, HELD[1], 1, left=0)
+    tracker.sweep()
+    peers = [(ih, p.peer_id) for ih, p in tracker.state.store.load_peers() if p.port == 7001]
+    assert sorted(peers) == sorted([(HELD[0], peer_id(1)), (HELD[1], peer_id(1))])
+
+
+async def test_without_downloading_nothing_joins(tracker: TrackerClient) -> None:
+    """A node that does not say which it downloads (before this call took ``downloading``):
+    it announces what the tracker does not know, as before."""
+    status, reply = await _alive(tracker, _node(1, HELD))
+    assert status == 200
+    assert reply["unknown"] == [h.hex() for h in HELD]
+    assert tracker.state.swarms.peer_count() == 0
+
+
 async def test_the_callers_address_is_used_without_ip(tracker: TrackerClient) -> None:
     await tracker.announce(info_hash=HELD[0], peer_id=peer_id(1), port=7001, left=0)  # loopback
     body = _node(1, HELD[:1])
@@ -145,6 +180,9 @@ async def test_a_left_call_whose_stopping_is_not_a_boolean_gets_a_400(
         ({"info_hashes": ["zz" * 20]}, "'info_hashes'"),
         ({"info_hashes": [None]}, "'info_hashes'"),
         ({"node": ""}, "'node'"),
+        ({"downloading": None}, "'downloading'"),
+        ({"downloading": ["zz" * 20]}, "'downloading'"),
+        ({"downloading": [info_hash("elsewhere").hex()]}, "'downloading' must name only"),
     ],
 )
 async def test_bad_calls_get_a_400_that_says_which_field(
