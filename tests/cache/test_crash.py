@@ -12,7 +12,7 @@ import hashlib
 import os
 import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,13 +67,19 @@ async def slow_origin() -> AsyncIterator[tuple[SlowOrigin, str]]:
 
 
 async def start_node(
-    cache: Path, registry: str, log: Path
+    cache: Path,
+    registry: str,
+    log: Path,
+    *,
+    prefix: Sequence[str] = (),
+    env: dict[str, str] | None = None,
 ) -> tuple[asyncio.subprocess.Process, str]:
-    """``imgaccel node`` as a subprocess; returns it and its URL once it listens."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    """``imgaccel node`` as a subprocess (run by the command ``prefix``, with ``env`` added to
+    the environment); returns it and its URL once it listens."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     with log.open("w") as stderr:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "imgaccel", "node", "--listen", "127.0.0.1:0",
+            *prefix, sys.executable, "-m", "imgaccel", "node", "--listen", "127.0.0.1:0",
             "--cache-dir", str(cache), "--upstream", f"{registry}=http://{registry}",
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=stderr, env=env,
