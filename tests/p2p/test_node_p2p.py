@@ -28,6 +28,7 @@ from imgaccel.testing.images import Image
 from imgaccel.testing.registry import DistributionRegistry
 from imgaccel.tracker import Served
 from imgaccel.tracker.state import STATE
+from imgaccel.tracker.swarm import Swarms
 from imgaccel.upstream.blobs import BlobLocation
 from tests.conftest import NodeServer, needs_registry, until
 from tests.p2p.helpers import cluster_tracker, push_blob
@@ -363,6 +364,43 @@ async def test_a_restarted_node_joins_its_cache_s_swarms_with_one_call_not_an_an
         assert {event: _announces(state, event) for event in sent} == sent
         await asyncio.sleep(1.5)  # nor later: an announce would have landed by now
         assert {event: _announces(state, event) for event in sent} == sent
+        await _second_node_gets_it_from_the_first(
+            tracker, node_factory, origin, repo, layers[0], tmp_path, cluster_ca
+        )
+
+
+async def test_a_restarted_node_announces_its_seeds_to_a_tracker_that_does_not_join_them(
+    origin: DistributionRegistry,
+    repo: str,
+    big_image: Image,
+    cluster_ca: KeyPair,
+    node_factory: Callable[..., Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tracker from before ``/v1/alive`` took ``downloading`` (a rolling update of the nodes
+    first) answers the seeds unknown: the node gives each its tracker and announces it."""
+    refresh = Swarms.refresh
+
+    def without_joining(self: Swarms, *args: Any, seeds: object = ()) -> Any:
+        return refresh(self, *args)
+
+    monkeypatch.setattr(Swarms, "refresh", without_joining)
+    layers = [layer.digest for layer in big_image.layers]
+    certs = certs_dir(tmp_path / "certs-tracker", cluster_ca)
+    async with cluster_tracker(tmp_path / "tracker", certs) as tracker:
+        state = tracker.app[STATE]
+        n1 = await _tracked_node(node_factory, origin, tmp_path, cluster_ca, "n1", tracker.url)
+        for layer in layers:
+            assert sha256(await get_blob(n1, origin, repo, layer)) == layer
+        await until(lambda: state.store.known_digests(layers) == set(layers), seconds=30)
+        await n1.close()
+        started = _announces(state, "started")
+
+        n1 = await _tracked_node(node_factory, origin, tmp_path, cluster_ca, "n1", tracker.url)
+
+        await until(lambda: state.swarms.peer_count() == len(layers), seconds=10)
+        assert _announces(state, "started") == started + len(layers)
         await _second_node_gets_it_from_the_first(
             tracker, node_factory, origin, repo, layers[0], tmp_path, cluster_ca
         )
