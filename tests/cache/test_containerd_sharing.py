@@ -265,18 +265,10 @@ def test_a_cache_bind_mounted_apart_from_the_content_store_turns_sharing_off(
     data = os.urandom(3000)
     digest = put(store, data)
     theirs = containerd_has(content, digest, data)
-    root = str(store.root)
-    script = f"mount --bind {shlex.quote(root)} {shlex.quote(root)} && exec " + shlex.join(
-        [sys.executable, "-c", SWEEP_IN_A_MOUNT_NAMESPACE, root, str(content)]
-    )
 
-    done = subprocess.run(
-        ["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, check=False
-    )
+    shared, off = _sweep_under_bind_mount(store.root, store.root, store.root, content)
 
-    assert done.returncode == 0, done.stderr
-    shared, off = done.stdout.split(" ", 1)
-    assert shared == "0" and "two filesystems or mounts" in off, done.stdout
+    assert shared == "0" and "two filesystems or mounts" in off, off
     assert not same_file(store.path(digest), theirs)
     assert store.path(digest).read_bytes() == data
 
@@ -297,21 +289,28 @@ def test_one_mount_holding_the_cache_and_the_content_store_shares(
     theirs = containerd_has(content, digest, data)
     pod_root = tmp_path / "pod" / "var" / "lib" / "containerd"
     pod_root.mkdir(parents=True)
-    script = f"mount --bind {shlex.quote(str(host_root))} {shlex.quote(str(pod_root))} && exec "
-    script += shlex.join(
-        [
-            sys.executable,
-            "-c",
-            SWEEP_IN_A_MOUNT_NAMESPACE,
-            str(pod_root / "imgaccel"),
-            str(pod_root / content.name),
-        ]
+
+    shared, off = _sweep_under_bind_mount(
+        host_root, pod_root, pod_root / "imgaccel", pod_root / content.name
     )
 
-    done = subprocess.run(
-        ["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, check=False
-    )
-
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split(" ", 1) == ["1", "None\n"], done.stdout
+    assert (shared, off) == ("1", "None"), off
     assert same_file(store.path(digest), theirs)
+
+
+def _sweep_under_bind_mount(
+    source: Path, target: Path, cache: Path, content: Path
+) -> tuple[str, str]:
+    """One sharing round over ``cache`` and ``content`` in a mount namespace of its own where
+    ``source`` is bind-mounted at ``target``: (blobs shared, why sharing is off, or "None")."""
+    mount = shlex.join(["mount", "--bind", str(source), str(target)])
+    sweep = shlex.join([sys.executable, "-c", SWEEP_IN_A_MOUNT_NAMESPACE, str(cache), str(content)])
+    done = subprocess.run(
+        ["unshare", "-m", "sh", "-c", f"{mount} && exec {sweep}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    shared, off = done.stdout.rstrip("\n").split(" ", 1)
+    return shared, off

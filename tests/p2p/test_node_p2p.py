@@ -343,21 +343,11 @@ async def test_a_restarted_node_joins_its_cache_s_swarms_with_one_call_not_an_an
     """libtorrent would announce every seed of a restarted node's cache: thousands of TLS
     handshakes for the tracker per node, a rolling update's worth at once. The node joins
     their swarms with its ``/v1/alive`` call instead, and peers find it there."""
-    layers = [layer.digest for layer in big_image.layers]
-    certs = certs_dir(tmp_path / "certs-tracker", cluster_ca)
-    async with cluster_tracker(tmp_path / "tracker", certs) as tracker:
+    restarted = _restarted_on_its_cache(origin, repo, big_image, cluster_ca, node_factory, tmp_path)
+    async with restarted as (tracker, n1, layers, sent):
         state = tracker.app[STATE]
-        n1 = await _tracked_node(node_factory, origin, tmp_path, cluster_ca, "n1", tracker.url)
-        for layer in layers:
-            assert sha256(await get_blob(n1, origin, repo, layer)) == layer
-        await until(lambda: state.store.known_digests(layers) == set(layers), seconds=30)
-        await n1.close()
-        assert state.swarms.peer_count() == 0
-        sent = {event: _announces(state, event) for event in ("", "started")}
-
-        n1 = await _tracked_node(node_factory, origin, tmp_path, cluster_ca, "n1", tracker.url)
         peers = n1.app[NODE].fetcher.peers
-        assert peers is not None and peers.swarm is not None
+        assert peers is not None
         await peers.reseeded.wait()
 
         assert state.swarms.peer_count() == len(layers)  # every cached layer's swarm
@@ -386,24 +376,42 @@ async def test_a_restarted_node_announces_its_seeds_to_a_tracker_that_does_not_j
         return refresh(self, *args)
 
     monkeypatch.setattr(Swarms, "refresh", without_joining)
-    layers = [layer.digest for layer in big_image.layers]
-    certs = certs_dir(tmp_path / "certs-tracker", cluster_ca)
+    restarted = _restarted_on_its_cache(origin, repo, big_image, cluster_ca, node_factory, tmp_path)
+    async with restarted as (tracker, _, layers, sent):
+        state = tracker.app[STATE]
+
+        await until(lambda: state.swarms.peer_count() == len(layers), seconds=10)
+        assert _announces(state, "started") == sent["started"] + len(layers)
+        await _second_node_gets_it_from_the_first(
+            tracker, node_factory, origin, repo, layers[0], tmp_path, cluster_ca
+        )
+
+
+@contextlib.asynccontextmanager
+async def _restarted_on_its_cache(
+    origin: DistributionRegistry,
+    repo: str,
+    image: Image,
+    ca: KeyPair,
+    node_factory: Callable[..., Any],
+    tmp_path: Path,
+) -> AsyncIterator[tuple[Served, NodeServer, list[str], dict[str, float]]]:
+    """A tracker, and node n1 that fetched every layer of ``image`` and was then stopped and
+    started again on its cache (out of every swarm before the start); the layers' digests, and
+    the announces the tracker had counted before the start, by event ("" and "started")."""
+    layers = [layer.digest for layer in image.layers]
+    certs = certs_dir(tmp_path / "certs-tracker", ca)
     async with cluster_tracker(tmp_path / "tracker", certs) as tracker:
         state = tracker.app[STATE]
-        n1 = await _tracked_node(node_factory, origin, tmp_path, cluster_ca, "n1", tracker.url)
+        n1 = await _tracked_node(node_factory, origin, tmp_path, ca, "n1", tracker.url)
         for layer in layers:
             assert sha256(await get_blob(n1, origin, repo, layer)) == layer
         await until(lambda: state.store.known_digests(layers) == set(layers), seconds=30)
         await n1.close()
-        started = _announces(state, "started")
-
-        n1 = await _tracked_node(node_factory, origin, tmp_path, cluster_ca, "n1", tracker.url)
-
-        await until(lambda: state.swarms.peer_count() == len(layers), seconds=10)
-        assert _announces(state, "started") == started + len(layers)
-        await _second_node_gets_it_from_the_first(
-            tracker, node_factory, origin, repo, layers[0], tmp_path, cluster_ca
-        )
+        assert state.swarms.peer_count() == 0
+        sent = {event: _announces(state, event) for event in ("", "started")}
+        restarted = await _tracked_node(node_factory, origin, tmp_path, ca, "n1", tracker.url)
+        yield tracker, restarted, layers, sent
 
 
 def _announces(state: Any, event: str) -> float:
