@@ -53,6 +53,8 @@ QUIET_GRACE_SECONDS = 0.3
 #: answer of a removed torrent, so they cannot be counted, but a tracker answers in
 #: milliseconds.
 REMOVED_IN_FLIGHT_SECONDS = 2.0
+#: How long a close waits for libtorrent to drop its torrents and peers before the session goes.
+LET_GO_SECONDS = 5.0
 #: The alerts that tell which announces are in flight.
 _ANNOUNCE_ALERTS = (
     lt.tracker_announce_alert,
@@ -218,6 +220,7 @@ class Swarm:
         await self.quiet()
         for download in self._torrents.values():
             download.fail("swarm closed")
+        await self._let_go()
         self._torrents.clear()
         # A share update or a landing's poll may still be in a thread, its caller cancelled:
         # libtorrent must not see its session destroyed under it.
@@ -233,6 +236,27 @@ class Swarm:
         holder = [self._session, pump.detach()]
         self._session = None
         await asyncio.to_thread(holder.clear)
+
+    async def _let_go(self) -> None:
+        """Before the session is destroyed: pause it (its peers disconnected, none accepted),
+        remove every torrent, and wait until libtorrent has let go of them and of every peer
+        connection, at most ``LET_GO_SECONDS``. The destructor would otherwise tear all that
+        down under work in flight (TLS shutdowns, disk jobs): the 2.1 wheel has crashed there,
+        in the close of nodes that had just traded blobs with each other."""
+        self._session.pause()
+        handles = self._session.get_torrents()  # every torrent the session still has
+        for handle in handles:
+            with contextlib.suppress(RuntimeError):  # libtorrent: removed meanwhile
+                self._session.remove_torrent(handle)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LET_GO_SECONDS):
+                # libtorrent's own state, polled: no alert says "no peer left".
+                while any(handle.is_valid() for handle in handles):  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+                while (await self.stats()).peers:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+                return
+        log.warning("closing with torrents or peer connections libtorrent still holds")
 
     async def quiet(self) -> None:
         """Stop talking to the tracker, for good: no torrent names one any more (so nothing

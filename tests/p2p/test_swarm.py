@@ -102,6 +102,41 @@ async def test_a_close_gives_announces_of_a_torrent_removed_with_them_in_flight_
     assert (closed >= 1.5) == bool(in_flight), closed
 
 
+async def test_a_close_mid_transfer_lets_libtorrent_drop_torrents_and_peers_first(
+    make_swarm: SwarmFactory,
+    blob: Blob,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The session is destroyed only once it holds no torrent and no peer connection: its
+    destructor tearing down a transfer in flight has crashed the 2.1 wheel."""
+    seen: list[tuple[int, int]] = []
+    original = swarm_module.Swarm._let_go
+
+    async def let_go(self: Swarm) -> None:
+        await original(self)
+        seen.append((len(self._session.get_torrents()), (await self.stats()).peers))
+
+    monkeypatch.setattr(swarm_module.Swarm, "_let_go", let_go)
+    piece = blob.metainfo.piece_length
+    async with make_swarm(stall_seconds=30.0) as leecher:
+        seeding = make_swarm(upload_rate_limit=piece)  # a few seconds for the blob
+        seeder = await seeding.__aenter__()
+        seeder.seed(blob.metainfo, blob.path)
+        download = leecher.download(blob.metainfo, tmp_path / "dl")
+        leecher.add_peer(blob.metainfo.infohash, "127.0.0.1", seeder.port)
+        async with asyncio.timeout(30):
+            async for _ in download.land():
+                break  # a piece came: the transfer is under way
+        assert (await seeder.stats()).peers == 1
+        with caplog.at_level(logging.WARNING, logger="imgaccel.p2p.swarm"):
+            await seeding.__aexit__(None, None, None)
+
+    assert seen[0] == (0, 0)  # the seeder's, before its session went
+    assert "still holds" not in caplog.text
+
+
 async def test_a_seed_reopened_lets_go_of_the_file_that_was_at_its_path(
     make_swarm: SwarmFactory, blob: Blob, tmp_path: Path
 ) -> None:
